@@ -1,0 +1,259 @@
+//! Per-worker counters: written only by their worker, read by the control thread.
+//!
+//! Each worker owns one [`WorkerCounters`], cache-line padded so two workers never share a
+//! line. A worker bumps a counter with a relaxed load and store (no locked instruction: it is
+//! the only writer); readers see a value at most one burst old. Per-VIP and per-backend arrays
+//! are sized once for [`MAX_VIPS`] and [`MAX_BACKENDS`] and indexed by the stable ids of
+//! [`crate::service`], so nothing on the packet path allocates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::service::{BackendId, VipId, MAX_BACKENDS, MAX_VIPS};
+
+/// Why a packet was not forwarded. Indexes [`WorkerCounters::drops`].
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than the headers it claims to carry.
+    Truncated,
+    /// Not IPv4 or IPv6 (ARP and the rest, until the neighbour code takes them).
+    NotIp,
+    /// Bad IP version, header length or total length.
+    BadIpHeader,
+    /// IPv4 header checksum does not verify.
+    BadIpChecksum,
+    /// Not UDP (or an IPv6 extension header before UDP).
+    NotUdp,
+    /// An IP fragment (reassembly and fragment steering come with the network issue).
+    Fragment,
+    /// UDP length field disagrees with the IP payload length.
+    BadUdpLength,
+    /// Destination is no VIP and the source is no NAT backend.
+    NoVip,
+    /// The VIP has no backend in rotation.
+    NoHealthyBackend,
+    /// The chosen backend's MAC address is unknown.
+    NoBackendMac,
+    /// VIP and backend are of different IP families (NAT cannot translate between them).
+    FamilyMismatch,
+    /// The port did not accept the packet for transmission.
+    TxFull,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 12] = [
+        Self::Truncated,
+        Self::NotIp,
+        Self::BadIpHeader,
+        Self::BadIpChecksum,
+        Self::NotUdp,
+        Self::Fragment,
+        Self::BadUdpLength,
+        Self::NoVip,
+        Self::NoHealthyBackend,
+        Self::NoBackendMac,
+        Self::FamilyMismatch,
+        Self::TxFull,
+    ];
+
+    /// Stable snake_case name for stats and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::NotIp => "not_ip",
+            Self::BadIpHeader => "bad_ip_header",
+            Self::BadIpChecksum => "bad_ip_checksum",
+            Self::NotUdp => "not_udp",
+            Self::Fragment => "fragment",
+            Self::BadUdpLength => "bad_udp_length",
+            Self::NoVip => "no_vip",
+            Self::NoHealthyBackend => "no_healthy_backend",
+            Self::NoBackendMac => "no_backend_mac",
+            Self::FamilyMismatch => "family_mismatch",
+            Self::TxFull => "tx_full",
+        }
+    }
+}
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this: a relaxed load and store is not an
+    /// atomic increment, which is what makes it cheap.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn array(n: usize) -> Box<[Counter]> {
+    (0..n).map(|_| Counter::default()).collect()
+}
+
+/// Packet and byte counts of one VIP or backend.
+#[derive(Debug)]
+pub struct Traffic {
+    /// Packets.
+    pub packets: Box<[Counter]>,
+    /// Bytes (frame bytes on the wire ports, payload bytes in socket mode).
+    pub bytes: Box<[Counter]>,
+}
+
+impl Traffic {
+    fn new(n: usize) -> Self {
+        Self {
+            packets: array(n),
+            bytes: array(n),
+        }
+    }
+
+    #[inline]
+    fn add(&self, i: usize, bytes: usize) {
+        if let (Some(p), Some(b)) = (self.packets.get(i), self.bytes.get(i)) {
+            p.add(1);
+            b.add(bytes as u64);
+        }
+    }
+
+    /// (packets, bytes) at index `i`.
+    pub fn get(&self, i: usize) -> (u64, u64) {
+        match (self.packets.get(i), self.bytes.get(i)) {
+            (Some(p), Some(b)) => (p.get(), b.get()),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    /// Packets received from the port.
+    pub rx_packets: Counter,
+    /// Bytes received from the port.
+    pub rx_bytes: Counter,
+    /// Packets the port accepted for transmission.
+    pub tx_packets: Counter,
+    /// Bytes the port accepted for transmission.
+    pub tx_bytes: Counter,
+    /// Bursts that returned at least one packet.
+    pub rx_bursts: Counter,
+    /// Snapshots applied.
+    pub snapshots_applied: Counter,
+    /// NAT replies rewritten back to their VIP.
+    pub nat_replies: Counter,
+    /// Drops, indexed by [`DropReason`].
+    pub drops: [Counter; DropReason::ALL.len()],
+    /// Packets that arrived for each VIP, indexed by [`VipId`].
+    pub vip_rx: Traffic,
+    /// Packets sent to each backend, indexed by [`BackendId`].
+    pub backend_tx: Traffic,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        Self {
+            rx_packets: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_packets: Counter::default(),
+            tx_bytes: Counter::default(),
+            rx_bursts: Counter::default(),
+            snapshots_applied: Counter::default(),
+            nat_replies: Counter::default(),
+            drops: Default::default(),
+            vip_rx: Traffic::new(MAX_VIPS),
+            backend_tx: Traffic::new(MAX_BACKENDS),
+        }
+    }
+}
+
+/// Counters of one worker, padded so that no two workers share a cache line.
+pub type SharedCounters = std::sync::Arc<CachePadded<WorkerCounters>>;
+
+impl WorkerCounters {
+    /// A fresh, zeroed, shareable set.
+    pub fn shared() -> SharedCounters {
+        std::sync::Arc::new(CachePadded::new(WorkerCounters::default()))
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+    }
+
+    /// Drops counted for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+
+    /// Sum of all drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Counts a packet for VIP `vip`.
+    #[inline]
+    pub fn vip_packet(&self, vip: VipId, bytes: usize) {
+        self.vip_rx.add(usize::from(vip.0), bytes);
+    }
+
+    /// Counts a packet sent to backend `b`.
+    #[inline]
+    pub fn backend_packet(&self, b: BackendId, bytes: usize) {
+        self.backend_tx.add(usize::from(b.0), bytes);
+    }
+
+    /// (packets, bytes) received for VIP `vip`.
+    pub fn vip(&self, vip: VipId) -> (u64, u64) {
+        self.vip_rx.get(usize::from(vip.0))
+    }
+
+    /// (packets, bytes) sent to backend `b`.
+    pub fn backend(&self, b: BackendId) -> (u64, u64) {
+        self.backend_tx.get(usize::from(b.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_index_by_id_and_reason() {
+        let c = WorkerCounters::default();
+        c.vip_packet(VipId(3), 100);
+        c.vip_packet(VipId(3), 50);
+        c.backend_packet(BackendId(7), 64);
+        c.drop_packet(DropReason::NoVip);
+        c.drop_packet(DropReason::NoVip);
+        assert_eq!(c.vip(VipId(3)), (2, 150));
+        assert_eq!(c.vip(VipId(2)), (0, 0));
+        assert_eq!(c.backend(BackendId(7)), (1, 64));
+        assert_eq!(c.dropped(DropReason::NoVip), 2);
+        assert_eq!(c.dropped_total(), 2);
+        // Out-of-range ids are ignored, never a panic.
+        c.backend_packet(BackendId(u16::MAX), 1);
+        assert_eq!(c.backend(BackendId(u16::MAX)), (0, 0));
+    }
+
+    #[test]
+    fn drop_reason_table_matches_discriminants() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+    }
+}

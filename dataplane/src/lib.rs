@@ -1,0 +1,22 @@
+//! Spray's dataplane: everything a packet touches between receive and transmit.
+//!
+//! The crate is sans-I/O at its core (as quinn-proto and smoltcp are): the wire views, the
+//! checksum arithmetic, the service snapshot, the schedulers and the rewrite functions know
+//! nothing about where packets come from. The [`worker`] loop is generic over a [`port::Port`],
+//! and the ports are the only modules that talk to the operating system.
+//!
+//! Contract for the per-packet path: no allocation, no lock, no system call per packet, and no
+//! panic on any input; a packet that cannot be forwarded is dropped and counted under a
+//! [`counters::DropReason`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod counters;
+pub mod flow;
+pub mod port;
+pub mod proxy;
+pub mod rewrite;
+pub mod sched;
+pub mod service;
+pub mod wire;
+pub mod worker;

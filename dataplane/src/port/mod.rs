@@ -1,0 +1,35 @@
+//! Packet I/O: the [`Port`] trait and its implementations.
+//!
+//! A port hands out and takes back bursts of mutable packet buffers; the worker never knows
+//! where they came from. Bursts travel in caller-owned `Vec`s whose capacity is reserved once
+//! at start-up, so a burst never allocates.
+
+pub mod memory;
+
+/// One packet buffer owned by the worker that received it.
+pub trait PacketBuf {
+    /// The frame, starting at the Ethernet header.
+    fn data(&self) -> &[u8];
+    /// The frame, writable in place.
+    fn data_mut(&mut self) -> &mut [u8];
+}
+
+/// A source and sink of Ethernet frames: one RX and one TX queue.
+pub trait Port {
+    /// The buffer type this port lends out.
+    type Buf: PacketBuf;
+
+    /// Appends up to `max` received packets to `bufs` and returns how many were added.
+    fn rx_burst(&mut self, bufs: &mut Vec<Self::Buf>, max: usize) -> usize;
+
+    /// Transmits the packets in `bufs`, in order, leaving `bufs` empty, and returns how many
+    /// the port accepted. The rest are freed by the port; the caller counts them as
+    /// [`crate::counters::DropReason::TxFull`].
+    fn tx_burst(&mut self, bufs: &mut Vec<Self::Buf>) -> usize;
+
+    /// Gives back a packet that will not be sent (a drop).
+    fn free(&mut self, buf: Self::Buf);
+
+    /// This port's own MAC address: the source of every frame it sends.
+    fn mac(&self) -> crate::service::MacAddr;
+}

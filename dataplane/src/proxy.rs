@@ -1,0 +1,1 @@
+//! Socket mode (being written).

@@ -1,0 +1,360 @@
+//! The service table: VIP -> service {scheduler, mode, backends}, as an immutable snapshot.
+//!
+//! The control thread owns all mutable configuration. Whenever anything changes (config,
+//! health, weights) it builds a new [`Snapshot`] and sends an `Arc` of it to every worker,
+//! which swaps its pointer between two bursts. A snapshot is never mutated after
+//! [`Snapshot::new`], so workers read it without locks, and no cached route can outlive the
+//! state it was built from.
+//!
+//! Identifiers ([`VipId`], [`BackendId`]) are assigned by the control plane and stay stable
+//! across snapshots: they index the per-worker counters, so statistics survive a reload.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use rustc_hash::FxHashMap;
+
+use crate::sched::{Scheduler, SchedulerKind};
+
+/// Most VIPs a snapshot may hold; sizes the per-worker counter arrays.
+pub const MAX_VIPS: usize = 1024;
+/// Most distinct backends (over all VIPs) a snapshot may hold; sizes the counter arrays.
+pub const MAX_BACKENDS: usize = 4096;
+
+/// Index of a VIP in the snapshot and in the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipId(pub u16);
+
+/// Index of a backend in the counters; stable across snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u16);
+
+/// Transport protocol of a VIP. Spray balances UDP; the enum keeps the key honest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// User Datagram Protocol (RFC 768).
+    Udp,
+}
+
+/// What identifies a virtual service: destination address, port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Address and port clients send to.
+    pub addr: SocketAddr,
+    /// Transport protocol.
+    pub proto: Protocol,
+}
+
+impl VipKey {
+    /// A UDP VIP.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            proto: Protocol::Udp,
+        }
+    }
+}
+
+impl fmt::Display for VipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UDP {}", self.addr)
+    }
+}
+
+/// How packets reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Direct routing: only the destination MAC changes; the backend holds the VIP on a
+    /// loopback alias and answers the client directly.
+    Dr,
+    /// NAT: destination IP and port (and MACs) change; replies come back through Spray, which
+    /// gives them the VIP as source.
+    Nat,
+}
+
+/// Health as decided by the checker (or "up" when no check is configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Receives its share of traffic.
+    Up,
+    /// Receives nothing.
+    Down,
+}
+
+/// What the operator asked for, independent of health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminState {
+    /// In rotation (when healthy and weight > 0).
+    Enabled,
+    /// No new packets; kept in the table and its counters.
+    Drained,
+}
+
+/// A MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// Error from parsing a [`MacAddr`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMac;
+
+impl fmt::Display for BadMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected six hex bytes separated by ':', like 02:00:5e:00:00:01")
+    }
+}
+
+impl std::error::Error for BadMac {}
+
+impl FromStr for MacAddr {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in &mut out {
+            let p = parts.next().ok_or(BadMac)?;
+            if p.len() != 2 {
+                return Err(BadMac);
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| BadMac)?;
+        }
+        if parts.next().is_some() {
+            return Err(BadMac);
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// One real server behind a VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Counter index, stable across snapshots. Two VIPs sharing one address:port share it.
+    pub id: BackendId,
+    /// Where packets go (in DR mode only the address matters; the port is the VIP's).
+    pub addr: SocketAddr,
+    /// Link-layer address, when the port owns the wire and it is known.
+    pub mac: Option<MacAddr>,
+    /// Relative share of packets; 0 means none.
+    pub weight: u32,
+    /// Checker's verdict.
+    pub health: Health,
+    /// Operator's choice.
+    pub admin: AdminState,
+}
+
+impl Backend {
+    /// A healthy, enabled backend with the given weight.
+    pub fn new(id: BackendId, addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            id,
+            addr,
+            mac: None,
+            weight,
+            health: Health::Up,
+            admin: AdminState::Enabled,
+        }
+    }
+
+    /// The weight the scheduler uses: 0 when down or drained.
+    pub fn effective_weight(&self) -> u32 {
+        match (self.health, self.admin) {
+            (Health::Up, AdminState::Enabled) => self.weight,
+            _ => 0,
+        }
+    }
+}
+
+/// Everything the control plane says about one VIP.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Counter index and table slot.
+    pub id: VipId,
+    /// Operator's name for the service (the config key).
+    pub name: String,
+    /// What clients send to.
+    pub vip: VipKey,
+    /// DR or NAT.
+    pub mode: Mode,
+    /// Which scheduler picks backends.
+    pub scheduler: SchedulerKind,
+    /// All configured backends, healthy or not, in config order.
+    pub backends: Vec<Backend>,
+}
+
+/// A service as workers see it: the spec plus its built scheduler.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The control plane's description.
+    pub spec: ServiceSpec,
+    /// Picks an index into `spec.backends`; only backends with non-zero effective weight
+    /// are ever picked.
+    pub sched: Scheduler,
+}
+
+impl Service {
+    /// Builds the scheduler for `spec`.
+    pub fn new(spec: ServiceSpec) -> Self {
+        let weights: Vec<u32> = spec
+            .backends
+            .iter()
+            .map(Backend::effective_weight)
+            .collect();
+        let keys: Vec<SocketAddr> = spec.backends.iter().map(|b| b.addr).collect();
+        let sched = Scheduler::build(spec.scheduler, &weights, &keys);
+        Self { spec, sched }
+    }
+
+    /// Picks the backend for the next packet; `None` when no backend is in rotation.
+    /// `cursor` is the calling worker's own position for this VIP; `flow_hash` is used only
+    /// by consistent-hash schedulers.
+    #[inline]
+    pub fn pick(&self, cursor: &mut u32, flow_hash: u64) -> Option<&Backend> {
+        let i = self.sched.pick(cursor, flow_hash)?;
+        self.spec.backends.get(i)
+    }
+}
+
+/// Where a NAT reply from a backend address:port goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReverseNat {
+    /// Only one VIP uses this backend address:port: replies take its address.
+    One(VipId),
+    /// Several VIPs share it; the flow table decides, the first one is the fallback.
+    Shared(Vec<VipId>),
+}
+
+/// Error from [`Snapshot::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// Two services claim the same VIP.
+    DuplicateVip(VipKey),
+    /// A VIP id is beyond [`MAX_VIPS`].
+    TooManyVips(VipId),
+    /// A backend id is beyond [`MAX_BACKENDS`].
+    TooManyBackends(BackendId),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DuplicateVip(k) => write!(f, "{k} is used by two services"),
+            Self::TooManyVips(id) => write!(f, "vip id {} is beyond the limit {MAX_VIPS}", id.0),
+            Self::TooManyBackends(id) => {
+                write!(f, "backend id {} is beyond the limit {MAX_BACKENDS}", id.0)
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+/// The immutable service table every worker reads.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with each snapshot the control plane publishes.
+    pub generation: u64,
+    services: Vec<Option<Service>>,
+    by_vip: FxHashMap<VipKey, VipId>,
+    reverse: FxHashMap<SocketAddr, ReverseNat>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from service specs.
+    ///
+    /// # Errors
+    /// When two services share a VIP or an id is out of range.
+    pub fn new(generation: u64, specs: Vec<ServiceSpec>) -> Result<Self, SnapshotError> {
+        let mut snap = Snapshot {
+            generation,
+            ..Default::default()
+        };
+        for spec in specs {
+            let id = spec.id;
+            if usize::from(id.0) >= MAX_VIPS {
+                return Err(SnapshotError::TooManyVips(id));
+            }
+            if let Some(b) = spec
+                .backends
+                .iter()
+                .find(|b| usize::from(b.id.0) >= MAX_BACKENDS)
+            {
+                return Err(SnapshotError::TooManyBackends(b.id));
+            }
+            if snap.by_vip.insert(spec.vip, id).is_some() {
+                return Err(SnapshotError::DuplicateVip(spec.vip));
+            }
+            if spec.mode == Mode::Nat {
+                for b in &spec.backends {
+                    snap.reverse
+                        .entry(b.addr)
+                        .and_modify(|r| match r {
+                            ReverseNat::One(first) if *first != id => {
+                                *r = ReverseNat::Shared(vec![*first, id]);
+                            }
+                            ReverseNat::Shared(v) if !v.contains(&id) => v.push(id),
+                            _ => {}
+                        })
+                        .or_insert(ReverseNat::One(id));
+                }
+            }
+            let slot = usize::from(id.0);
+            if snap.services.len() <= slot {
+                snap.services.resize(slot + 1, None);
+            }
+            snap.services[slot] = Some(Service::new(spec));
+        }
+        Ok(snap)
+    }
+
+    /// The service listening on `key`, if any.
+    #[inline]
+    pub fn lookup(&self, key: &VipKey) -> Option<(VipId, &Service)> {
+        let id = *self.by_vip.get(key)?;
+        Some((id, self.service(id)?))
+    }
+
+    /// The service with id `id`, if any.
+    #[inline]
+    pub fn service(&self, id: VipId) -> Option<&Service> {
+        self.services.get(usize::from(id.0))?.as_ref()
+    }
+
+    /// Which VIP(s) a reply from backend `from` belongs to (NAT services only).
+    #[inline]
+    pub fn reverse(&self, from: &SocketAddr) -> Option<&ReverseNat> {
+        self.reverse.get(from)
+    }
+
+    /// All services, in VIP id order.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().flatten()
+    }
+
+    /// One past the highest VIP id in use.
+    pub fn vip_slots(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether `ip` is the address of any VIP.
+    pub fn is_vip_addr(&self, ip: IpAddr) -> bool {
+        self.by_vip.keys().any(|k| k.addr.ip() == ip)
+    }
+}
