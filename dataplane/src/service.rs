@@ -146,7 +146,8 @@ impl FromStr for MacAddr {
 /// One real server behind a VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// Counter index, stable across snapshots. Two VIPs sharing one address:port share it.
+    /// Counter index, stable across snapshots; unique per (VIP, backend) entry, so two VIPs
+    /// sharing one backend address:port count it separately.
     pub id: BackendId,
     /// Where packets go (in DR mode only the address matters; the port is the VIP's).
     pub addr: SocketAddr,
