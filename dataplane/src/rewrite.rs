@@ -1,1 +1,237 @@
-//! Header rewriting (being written).
+//! Header rewriting in place: DR (MACs only) and NAT (address, port and MACs).
+//!
+//! Every function here takes a frame that [`crate::wire::parse_udp`] accepted together with
+//! the [`UdpFrame`] it returned; the views are then built unchecked and cannot panic. Checksums
+//! are patched with [`Delta`] (RFC 1624), never recomputed: the cost does not depend on the
+//! datagram's length, and a checksum that was wrong on arrival stays wrong, so the backend
+//! drops the corrupted datagram just as it would have without Spray.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::counters::DropReason;
+use crate::service::MacAddr;
+use crate::wire::checksum::Delta;
+use crate::wire::{Ipv4Packet, Ipv6Packet, UdpFrame, UdpPacket};
+
+/// Sets the Ethernet source and destination (DR, and the last step of NAT).
+#[inline]
+pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    // parse_udp guaranteed at least an Ethernet header.
+    frame[0..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
+}
+
+/// Which end of the datagram a NAT rewrite changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Src,
+    Dst,
+}
+
+/// NAT toward a backend: destination address and port become `to`.
+///
+/// # Errors
+/// [`DropReason::FamilyMismatch`] when `to` is not of the datagram's IP family.
+#[inline]
+pub fn nat_to_backend(frame: &mut [u8], f: &UdpFrame, to: SocketAddr) -> Result<(), DropReason> {
+    rewrite(frame, f, End::Dst, f.dst, to)
+}
+
+/// NAT of a backend's reply: source address and port become the VIP's, so the client sees
+/// the address it sent to.
+///
+/// # Errors
+/// [`DropReason::FamilyMismatch`] when `vip` is not of the datagram's IP family.
+#[inline]
+pub fn nat_from_backend(frame: &mut [u8], f: &UdpFrame, vip: SocketAddr) -> Result<(), DropReason> {
+    rewrite(frame, f, End::Src, f.src, vip)
+}
+
+#[inline]
+fn rewrite(
+    frame: &mut [u8],
+    f: &UdpFrame,
+    end: End,
+    old: SocketAddr,
+    new: SocketAddr,
+) -> Result<(), DropReason> {
+    let mut delta = Delta::default();
+    match (old.ip(), new.ip()) {
+        (IpAddr::V4(o), IpAddr::V4(n)) => {
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[f.l3..]);
+            delta.replace32(o.to_bits(), n.to_bits());
+            match end {
+                End::Src => ip.set_src_addr(n),
+                End::Dst => ip.set_dst_addr(n),
+            }
+            // The IPv4 header checksum covers the addresses, not the ports.
+            let c = delta.apply(ip.checksum());
+            ip.set_checksum(c);
+        }
+        (IpAddr::V6(o), IpAddr::V6(n)) => {
+            // IPv6 has no header checksum; the address is still in the UDP pseudo-header.
+            let mut ip = Ipv6Packet::new_unchecked(&mut frame[f.l3..]);
+            delta.replace128(o.to_bits(), n.to_bits());
+            match end {
+                End::Src => ip.set_src_addr(n),
+                End::Dst => ip.set_dst_addr(n),
+            }
+        }
+        _ => return Err(DropReason::FamilyMismatch),
+    }
+    let mut udp = UdpPacket::new_unchecked(&mut frame[f.l4..]);
+    delta.replace16(old.port(), new.port());
+    match end {
+        End::Src => udp.set_src_port(new.port()),
+        End::Dst => udp.set_dst_port(new.port()),
+    }
+    // RFC 768: zero means "no checksum" and stays zero; a computed zero goes out as 0xffff.
+    let c = delta.apply_udp(udp.checksum());
+    udp.set_checksum(c);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
+    use crate::wire::parse_udp;
+    use proptest::prelude::*;
+
+    const CLIENT: &str = "198.18.0.1:40000";
+    const VIP: &str = "198.18.0.10:514";
+    const BACKEND: &str = "198.19.0.2:1514";
+
+    fn spec(src: &str, dst: &str) -> FrameSpec {
+        FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap())
+    }
+
+    #[test]
+    fn nat_to_backend_matches_a_frame_built_for_the_backend() {
+        let mut f = udp_frame(&spec(CLIENT, VIP), b"<13>hello");
+        let p = parse_udp(&f).unwrap();
+        nat_to_backend(&mut f, &p, BACKEND.parse().unwrap()).unwrap();
+        assert_eq!(f, udp_frame(&spec(CLIENT, BACKEND), b"<13>hello"));
+    }
+
+    #[test]
+    fn nat_from_backend_gives_the_reply_the_vip_as_source() {
+        let mut f = udp_frame(&spec(BACKEND, CLIENT), b"reply");
+        let p = parse_udp(&f).unwrap();
+        nat_from_backend(&mut f, &p, VIP.parse().unwrap()).unwrap();
+        assert_eq!(f, udp_frame(&spec(VIP, CLIENT), b"reply"));
+    }
+
+    #[test]
+    fn ipv6_nat_keeps_the_mandatory_udp_checksum_valid() {
+        let mut f = udp_frame(&spec("[2001:db8::1]:5000", "[2001:db8::10]:53"), b"q");
+        let p = parse_udp(&f).unwrap();
+        nat_to_backend(&mut f, &p, "[2001:db8:1::7]:5353".parse().unwrap()).unwrap();
+        assert_eq!(
+            f,
+            udp_frame(&spec("[2001:db8::1]:5000", "[2001:db8:1::7]:5353"), b"q")
+        );
+        assert!(checksums_valid(&f));
+    }
+
+    #[test]
+    fn zero_udp_checksum_stays_zero() {
+        let mut s = spec(CLIENT, VIP);
+        s.udp_checksum = false;
+        let mut f = udp_frame(&s, b"no checksum");
+        let p = parse_udp(&f).unwrap();
+        nat_to_backend(&mut f, &p, BACKEND.parse().unwrap()).unwrap();
+        assert_eq!(&f[p.l4 + 6..p.l4 + 8], &[0, 0]);
+    }
+
+    #[test]
+    fn vlan_tag_is_kept() {
+        let mut s = spec(CLIENT, VIP);
+        s.vlan = Some(7);
+        let mut f = udp_frame(&s, b"x");
+        let p = parse_udp(&f).unwrap();
+        nat_to_backend(&mut f, &p, BACKEND.parse().unwrap()).unwrap();
+        let mut want = spec(CLIENT, BACKEND);
+        want.vlan = Some(7);
+        assert_eq!(f, udp_frame(&want, b"x"));
+    }
+
+    #[test]
+    fn family_mismatch_is_refused_untouched() {
+        let mut f = udp_frame(&spec(CLIENT, VIP), b"x");
+        let before = f.clone();
+        let p = parse_udp(&f).unwrap();
+        let r = nat_to_backend(&mut f, &p, "[2001:db8::1]:514".parse().unwrap());
+        assert_eq!(r, Err(DropReason::FamilyMismatch));
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn dr_sets_only_the_macs() {
+        let mut f = udp_frame(&spec(CLIENT, VIP), b"x");
+        let before = f.clone();
+        set_macs(
+            &mut f,
+            MacAddr([2, 0, 0, 0, 0, 0xaa]),
+            MacAddr([2, 0, 0, 0, 0, 0xbb]),
+        );
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0xbb]);
+        assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0xaa]);
+        assert_eq!(&f[12..], &before[12..]);
+    }
+
+    fn v4_addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<u32>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::new(IpAddr::V4(a.into()), p))
+    }
+
+    fn v6_addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<u128>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::new(IpAddr::V6(a.into()), p))
+    }
+
+    proptest! {
+        // Incremental (RFC 1624) equals full recomputation, byte for byte, for random
+        // addresses, ports, payloads and TTLs.
+        #[test]
+        fn incremental_equals_full_recomputation_v4(
+            client in v4_addr(), vip in v4_addr(), backend in v4_addr(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300), ttl in 1u8..=255,
+        ) {
+            let mut s = FrameSpec::new(client, vip);
+            s.ttl = ttl;
+            let mut f = udp_frame(&s, &payload);
+            let p = parse_udp(&f).unwrap();
+            nat_to_backend(&mut f, &p, backend).unwrap();
+            s.dst = backend;
+            prop_assert_eq!(&f, &udp_frame(&s, &payload));
+            // ... and back, as a reply.
+            let mut r = udp_frame(&FrameSpec { src: backend, dst: client, ..s.clone() }, &payload);
+            let p = parse_udp(&r).unwrap();
+            nat_from_backend(&mut r, &p, vip).unwrap();
+            prop_assert_eq!(&r, &udp_frame(&FrameSpec { src: vip, dst: client, ..s }, &payload));
+        }
+
+        #[test]
+        fn incremental_equals_full_recomputation_v6(
+            client in v6_addr(), vip in v6_addr(), backend in v6_addr(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut s = FrameSpec::new(client, vip);
+            let mut f = udp_frame(&s, &payload);
+            let p = parse_udp(&f).unwrap();
+            nat_to_backend(&mut f, &p, backend).unwrap();
+            s.dst = backend;
+            prop_assert_eq!(&f, &udp_frame(&s, &payload));
+        }
+
+        #[test]
+        fn zero_checksum_stays_zero_v4(client in v4_addr(), vip in v4_addr(), backend in v4_addr()) {
+            let mut s = FrameSpec::new(client, vip);
+            s.udp_checksum = false;
+            let mut f = udp_frame(&s, b"syslog line");
+            let p = parse_udp(&f).unwrap();
+            nat_to_backend(&mut f, &p, backend).unwrap();
+            s.dst = backend;
+            prop_assert_eq!(&f, &udp_frame(&s, b"syslog line"));
+        }
+    }
+}

@@ -1,1 +1,568 @@
-//! The worker loop (being written).
+//! The per-core worker loop, generic over a [`Port`].
+//!
+//! One iteration ([`Worker::poll`]): apply the newest snapshot the control thread sent (a
+//! non-blocking `try_recv`, so a swap happens only between two bursts), receive a burst,
+//! process every packet of it, transmit the burst. Per packet: [`parse_udp`], VIP lookup,
+//! schedule, rewrite in place, count. Nothing in [`Worker::poll`] allocates, locks or makes a
+//! system call of its own (the port may make one per burst).
+//!
+//! A packet that cannot be forwarded goes back to the port and is counted under its
+//! [`DropReason`]. A backend that left the rotation in snapshot N receives nothing from the
+//! first burst processed after N arrived: the scheduler that could pick it is gone with the
+//! old snapshot, and there is no connection table that could remember it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::counters::{DropReason, SharedCounters};
+use crate::flow::{flow_hash, NatFlows};
+use crate::port::{PacketBuf, Port};
+use crate::rewrite::{nat_from_backend, nat_to_backend, set_macs};
+use crate::service::{MacAddr, Mode, ReverseNat, Snapshot, VipId};
+use crate::wire::parse_udp;
+
+/// Settings of one worker, fixed at start.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Packets per receive burst.
+    pub burst: usize,
+    /// Next hop for NAT replies toward clients (until neighbour resolution replaces it).
+    pub gateway_mac: MacAddr,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            burst: 32,
+            gateway_mac: MacAddr::default(),
+        }
+    }
+}
+
+/// A poll-mode worker: one port queue, one snapshot pointer, its own cursors and counters.
+#[derive(Debug)]
+pub struct Worker<P: Port> {
+    port: P,
+    settings: WorkerSettings,
+    snap: Arc<Snapshot>,
+    updates: Receiver<Arc<Snapshot>>,
+    counters: SharedCounters,
+    nat_flows: Arc<NatFlows>,
+    /// Round-robin position per VIP, indexed by [`VipId`]; this worker's alone.
+    cursors: Vec<u32>,
+    rx: Vec<P::Buf>,
+    tx: Vec<P::Buf>,
+}
+
+impl<P: Port> Worker<P> {
+    /// A worker over `port`, starting with `snap`, listening for new snapshots on `updates`.
+    /// `nat_flows` is shared by all workers of the balancer.
+    pub fn new(
+        port: P,
+        settings: WorkerSettings,
+        snap: Arc<Snapshot>,
+        updates: Receiver<Arc<Snapshot>>,
+        counters: SharedCounters,
+        nat_flows: Arc<NatFlows>,
+    ) -> Self {
+        let burst = settings.burst.max(1);
+        let mut w = Self {
+            port,
+            settings: WorkerSettings { burst, ..settings },
+            snap: Arc::new(Snapshot::default()),
+            updates,
+            counters,
+            nat_flows,
+            cursors: Vec::new(),
+            rx: Vec::with_capacity(burst),
+            tx: Vec::with_capacity(burst),
+        };
+        w.apply(snap);
+        w
+    }
+
+    /// The port, for tests and statistics.
+    pub fn port(&self) -> &P {
+        &self.port
+    }
+
+    /// The port, mutably (tests push packets through it).
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
+    /// The snapshot in use.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    fn apply(&mut self, snap: Arc<Snapshot>) {
+        // Cursors survive a swap (rotation continues where it was); slots only grow, and
+        // growing happens here, between bursts, never on the packet path.
+        if self.cursors.len() < snap.vip_slots() {
+            self.cursors.resize(snap.vip_slots(), 0);
+        }
+        self.snap = snap;
+        self.counters.snapshots_applied.add(1);
+    }
+
+    /// Applies the newest pending snapshot, if any. Older ones are skipped: only the latest
+    /// state matters.
+    #[inline]
+    pub fn check_updates(&mut self) {
+        let mut newest = None;
+        while let Ok(s) = self.updates.try_recv() {
+            newest = Some(s);
+        }
+        if let Some(s) = newest {
+            self.apply(s);
+        }
+    }
+
+    /// One loop iteration; returns the number of packets received.
+    pub fn poll(&mut self) -> usize {
+        self.check_updates();
+        let n = self.port.rx_burst(&mut self.rx, self.settings.burst);
+        if n == 0 {
+            return 0;
+        }
+        let c = &self.counters;
+        c.rx_bursts.add(1);
+        let port_mac = self.port.mac();
+        let mut rx_bytes = 0;
+        for mut buf in self.rx.drain(..) {
+            let len = buf.data().len();
+            rx_bytes += len;
+            match process(
+                buf.data_mut(),
+                &self.snap,
+                &mut self.cursors,
+                &self.nat_flows,
+                port_mac,
+                self.settings.gateway_mac,
+                c,
+            ) {
+                Ok(()) => self.tx.push(buf),
+                Err(reason) => {
+                    c.drop_packet(reason);
+                    self.port.free(buf);
+                }
+            }
+        }
+        c.rx_packets.add(n as u64);
+        c.rx_bytes.add(rx_bytes as u64);
+        if !self.tx.is_empty() {
+            let want = self.tx.len();
+            let tx_bytes: usize = self.tx.iter().map(|b| b.data().len()).sum();
+            let sent = self.port.tx_burst(&mut self.tx);
+            c.tx_packets.add(sent as u64);
+            // Bytes of a partially refused burst are approximated by the mean length.
+            c.tx_bytes.add((tx_bytes * sent / want) as u64);
+            for _ in sent..want {
+                c.drop_packet(DropReason::TxFull);
+            }
+        }
+        n
+    }
+
+    /// Polls until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.poll() == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Decides and rewrites one frame in place.
+#[inline]
+fn process(
+    frame: &mut [u8],
+    snap: &Snapshot,
+    cursors: &mut [u32],
+    nat_flows: &NatFlows,
+    port_mac: MacAddr,
+    gateway_mac: MacAddr,
+    c: &crate::counters::WorkerCounters,
+) -> Result<(), DropReason> {
+    let len = frame.len();
+    let f = parse_udp(frame)?;
+    if let Some((vip_id, svc)) = snap.lookup(&crate::service::VipKey::udp(f.dst)) {
+        c.vip_packet(vip_id, len);
+        let hash = if svc.spec.scheduler.needs_flow_hash() {
+            flow_hash(&f.src, &f.dst)
+        } else {
+            0
+        };
+        let mut scratch = 0;
+        let cursor = cursors
+            .get_mut(usize::from(vip_id.0))
+            .unwrap_or(&mut scratch);
+        let b = svc.pick(cursor, hash).ok_or(DropReason::NoHealthyBackend)?;
+        let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
+        if svc.spec.mode == Mode::Nat {
+            nat_to_backend(frame, &f, b.addr)?;
+            if let Some(ReverseNat::Shared(_)) = snap.reverse(&b.addr) {
+                nat_flows.record(&f.src, &b.addr, vip_id);
+            }
+        }
+        set_macs(frame, port_mac, mac);
+        c.backend_packet(b.id, len);
+        return Ok(());
+    }
+    // Not for a VIP: maybe a NAT reply from a backend on its way back to a client.
+    let vip_id: VipId = match snap.reverse(&f.src) {
+        Some(ReverseNat::One(v)) => *v,
+        Some(ReverseNat::Shared(vips)) => match nat_flows.lookup(&f.dst, &f.src) {
+            Some(v) => v,
+            // The entry was overwritten by a colliding flow: the first VIP is the best guess.
+            None => *vips.first().ok_or(DropReason::NoVip)?,
+        },
+        None => return Err(DropReason::NoVip),
+    };
+    let svc = snap.service(vip_id).ok_or(DropReason::NoVip)?;
+    nat_from_backend(frame, &f, svc.spec.vip.addr)?;
+    set_macs(frame, port_mac, gateway_mac);
+    c.nat_replies.add(1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::WorkerCounters;
+    use crate::port::memory::MemoryPort;
+    use crate::sched::SchedulerKind;
+    use crate::service::{Backend, BackendId, Health, ServiceSpec, VipKey};
+    use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
+    use crossbeam_channel::{unbounded, Sender};
+    use std::net::SocketAddr;
+
+    const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
+    const GW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x01]);
+
+    fn mac_of(i: u16) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 1, i as u8])
+    }
+
+    fn spec(
+        id: u16,
+        vip: &str,
+        mode: Mode,
+        sched: SchedulerKind,
+        backends: &[(&str, u32)],
+        first_backend_id: u16,
+    ) -> ServiceSpec {
+        ServiceSpec {
+            id: VipId(id),
+            name: format!("svc{id}"),
+            vip: VipKey::udp(vip.parse().unwrap()),
+            mode,
+            scheduler: sched,
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, (a, w))| {
+                    let id = first_backend_id + i as u16;
+                    let mut b = Backend::new(BackendId(id), a.parse().unwrap(), *w);
+                    b.mac = Some(mac_of(i as u16 + 1));
+                    b
+                })
+                .collect(),
+        }
+    }
+
+    struct Rig {
+        w: Worker<MemoryPort>,
+        tx: Sender<Arc<Snapshot>>,
+        c: SharedCounters,
+    }
+
+    fn rig(specs: Vec<ServiceSpec>) -> Rig {
+        let (tx, rx) = unbounded();
+        let c = WorkerCounters::shared();
+        let w = Worker::new(
+            MemoryPort::new(PORT_MAC, 1 << 16),
+            WorkerSettings {
+                burst: 32,
+                gateway_mac: GW_MAC,
+            },
+            Arc::new(Snapshot::new(1, specs).unwrap()),
+            rx,
+            c.clone(),
+            Arc::new(NatFlows::new(1024)),
+        );
+        Rig { w, tx, c }
+    }
+
+    fn send(r: &mut Rig, src: &str, dst: &str, n: usize) {
+        let f = udp_frame(
+            &FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap()),
+            b"<13>x",
+        );
+        for _ in 0..n {
+            r.w.port_mut().push_rx(&f);
+        }
+        while r.w.port().rx_len() > 0 {
+            r.w.poll();
+        }
+    }
+
+    fn drain(r: &mut Rig) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| r.w.port_mut().pop_tx()).collect()
+    }
+
+    const BACKENDS: [(&str, u32); 3] = [
+        ("198.19.1.1:514", 1),
+        ("198.19.1.2:514", 1),
+        ("198.19.1.3:514", 1),
+    ];
+
+    #[test]
+    fn one_client_is_spread_evenly_in_dr_mode() {
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 3000);
+        let out = drain(&mut r);
+        assert_eq!(out.len(), 3000);
+        let mut per_mac = [0usize; 3];
+        for (i, f) in out.iter().enumerate() {
+            // DR: only MACs change; round-robin order is 1,2,3,1,2,3...
+            assert_eq!(&f[0..6], &mac_of((i % 3) as u16 + 1).0);
+            assert_eq!(&f[6..12], &PORT_MAC.0);
+            let p = parse_udp(f).unwrap();
+            assert_eq!(p.dst, "198.18.0.10:514".parse().unwrap());
+            per_mac[i % 3] += 1;
+        }
+        assert_eq!(per_mac, [1000, 1000, 1000]);
+        for b in 0..3 {
+            assert_eq!(r.c.backend(BackendId(b)).0, 1000);
+        }
+        assert_eq!(r.c.vip(VipId(0)).0, 3000);
+        assert_eq!(r.c.tx_packets.get(), 3000);
+        assert_eq!(r.c.dropped_total(), 0);
+    }
+
+    #[test]
+    fn nat_rewrites_to_each_backend_with_valid_checksums() {
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Nat,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 6);
+        let out = drain(&mut r);
+        for (i, f) in out.iter().enumerate() {
+            let p = parse_udp(f).unwrap();
+            assert_eq!(p.dst, BACKENDS[i % 3].0.parse::<SocketAddr>().unwrap());
+            assert_eq!(p.src, "198.18.0.1:40000".parse().unwrap());
+            assert!(checksums_valid(f));
+        }
+    }
+
+    #[test]
+    fn wrr_weights_are_honoured_exactly() {
+        let b = [
+            ("198.19.1.1:514", 3),
+            ("198.19.1.2:514", 2),
+            ("198.19.1.3:514", 1),
+        ];
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Wrr,
+            &b,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 600);
+        assert_eq!(
+            [0, 1, 2].map(|i| r.c.backend(BackendId(i)).0),
+            [300, 200, 100]
+        );
+    }
+
+    #[test]
+    fn a_backend_marked_down_gets_nothing_from_the_next_burst_on() {
+        let mut s = spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        );
+        let mut r = rig(vec![s.clone()]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
+        assert_eq!(r.c.backend(BackendId(0)).0, 10);
+        s.backends[0].health = Health::Down;
+        r.tx.send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
+            .unwrap();
+        drain(&mut r);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 3000);
+        assert_eq!(r.c.backend(BackendId(0)).0, 10, "down backend got packets");
+        assert_eq!(
+            r.c.backend(BackendId(1)).0 + r.c.backend(BackendId(2)).0,
+            3020
+        );
+        assert!(drain(&mut r).iter().all(|f| f[0..6] != mac_of(1).0));
+        // It comes back when healthy.
+        s.backends[0].health = Health::Up;
+        r.tx.send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
+            .unwrap();
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
+        assert_eq!(r.c.backend(BackendId(0)).0, 20);
+    }
+
+    #[test]
+    fn a_vip_without_healthy_backends_drops_and_counts() {
+        let b = [("198.19.1.1:514", 0)];
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Rr,
+            &b,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 5);
+        assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 5);
+        assert_eq!(r.w.port().freed, 5);
+        assert_eq!(r.c.vip(VipId(0)).0, 5);
+    }
+
+    #[test]
+    fn traffic_for_no_vip_is_dropped_and_counted() {
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.11:514", 3);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:515", 2);
+        r.w.port_mut().push_rx(&[0u8; 10]);
+        r.w.poll();
+        assert_eq!(r.c.dropped(DropReason::NoVip), 5);
+        assert_eq!(r.c.dropped(DropReason::Truncated), 1);
+        assert_eq!(r.w.port().tx_len(), 0);
+    }
+
+    /// The design's two-VIP syslog case: two VIPs on port 514, rr over the same three
+    /// backend address:ports, NAT. Each reply must leave with the VIP its client used.
+    #[test]
+    fn nat_replies_get_the_right_vip_when_two_vips_share_backends() {
+        let mut r = rig(vec![
+            spec(
+                0,
+                "198.18.0.10:514",
+                Mode::Nat,
+                SchedulerKind::Rr,
+                &BACKENDS,
+                0,
+            ),
+            spec(
+                1,
+                "198.18.0.11:514",
+                Mode::Nat,
+                SchedulerKind::Rr,
+                &BACKENDS,
+                3,
+            ),
+        ]);
+        let clients = ["198.18.0.1:40000", "198.18.0.2:40001"];
+        send(&mut r, clients[0], "198.18.0.10:514", 3);
+        send(&mut r, clients[1], "198.18.0.11:514", 3);
+        drain(&mut r);
+        for (client, vip) in [
+            (clients[0], "198.18.0.10:514"),
+            (clients[1], "198.18.0.11:514"),
+        ] {
+            for (backend, _) in BACKENDS {
+                send(&mut r, backend, client, 1);
+                let out = drain(&mut r);
+                assert_eq!(out.len(), 1);
+                let p = parse_udp(&out[0]).unwrap();
+                assert_eq!(
+                    p.src,
+                    vip.parse().unwrap(),
+                    "reply from {backend} to {client}"
+                );
+                assert_eq!(p.dst, client.parse().unwrap());
+                assert_eq!(&out[0][0..6], &GW_MAC.0);
+                assert!(checksums_valid(&out[0]));
+            }
+        }
+        assert_eq!(r.c.nat_replies.get(), 6);
+    }
+
+    #[test]
+    fn maglev_keeps_a_flow_on_one_backend() {
+        let mut r = rig(vec![spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Maglev,
+            &BACKENDS,
+            0,
+        )]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 50);
+        let out = drain(&mut r);
+        assert!(out.iter().all(|f| f[0..6] == out[0][0..6]));
+    }
+
+    #[test]
+    fn a_full_tx_ring_is_counted() {
+        let (tx, rx) = unbounded::<Arc<Snapshot>>();
+        drop(tx);
+        let c = WorkerCounters::shared();
+        let mut w = Worker::new(
+            MemoryPort::new(PORT_MAC, 10),
+            WorkerSettings::default(),
+            Arc::new(
+                Snapshot::new(
+                    1,
+                    vec![spec(
+                        0,
+                        "198.18.0.10:514",
+                        Mode::Dr,
+                        SchedulerKind::Rr,
+                        &BACKENDS,
+                        0,
+                    )],
+                )
+                .unwrap(),
+            ),
+            rx,
+            c.clone(),
+            Arc::new(NatFlows::new(64)),
+        );
+        let f = udp_frame(
+            &FrameSpec::new(
+                "198.18.0.1:1".parse().unwrap(),
+                "198.18.0.10:514".parse().unwrap(),
+            ),
+            b"",
+        );
+        for _ in 0..32 {
+            w.port_mut().push_rx(&f);
+        }
+        w.poll();
+        assert_eq!(c.tx_packets.get(), 10);
+        assert_eq!(c.dropped(DropReason::TxFull), 22);
+    }
+}
