@@ -208,6 +208,10 @@ pub struct Service {
     /// Picks an index into `spec.backends`; only backends with non-zero effective weight
     /// are ever picked.
     pub sched: Scheduler,
+    /// Per backend (same index): whether NAT must record the flow because another VIP
+    /// shares the backend's address:port. Precomputed so the packet path does not look the
+    /// backend up in the reverse table for every datagram.
+    shared: Box<[bool]>,
 }
 
 impl Service {
@@ -220,7 +224,26 @@ impl Service {
             .collect();
         let keys: Vec<SocketAddr> = spec.backends.iter().map(|b| b.addr).collect();
         let sched = Scheduler::build(spec.scheduler, &weights, &keys);
-        Self { spec, sched }
+        let shared = vec![false; spec.backends.len()].into();
+        Self {
+            spec,
+            sched,
+            shared,
+        }
+    }
+
+    /// Whether replies from backend `i` need the NAT flow table (its address:port is shared
+    /// with another NAT VIP).
+    #[inline]
+    pub fn backend_is_shared(&self, i: usize) -> bool {
+        self.shared.get(i).copied().unwrap_or(false)
+    }
+
+    /// Like [`Service::pick`], also returning the backend's index in `spec.backends`.
+    #[inline]
+    pub fn pick_indexed(&self, cursor: &mut u32, flow_hash: u64) -> Option<(usize, &Backend)> {
+        let i = self.sched.pick(cursor, flow_hash)?;
+        Some((i, self.spec.backends.get(i)?))
     }
 
     /// Picks the backend for the next packet; `None` when no backend is in rotation.
@@ -267,14 +290,37 @@ impl fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
+/// A socket address folded into integers for hashing on the packet path.
+///
+/// Hashing a `SocketAddr` directly costs a store-forwarding stall per packet (the derived
+/// `Hash` reads the just-written address back with wider loads than it was written with):
+/// 60 ns/packet in the DR micro-benchmark before this key, see docs/benchmarks.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AddrKey {
+    V4(u64),
+    V6(u128, u16),
+}
+
+impl AddrKey {
+    #[inline]
+    fn of(a: &SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(v4) => {
+                Self::V4(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
+            }
+            SocketAddr::V6(v6) => Self::V6(v6.ip().to_bits(), v6.port()),
+        }
+    }
+}
+
 /// The immutable service table every worker reads.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Increases with each snapshot the control plane publishes.
     pub generation: u64,
     services: Vec<Option<Service>>,
-    by_vip: FxHashMap<VipKey, VipId>,
-    reverse: FxHashMap<SocketAddr, ReverseNat>,
+    by_vip: FxHashMap<AddrKey, VipId>,
+    reverse: FxHashMap<AddrKey, ReverseNat>,
 }
 
 impl Snapshot {
@@ -299,13 +345,17 @@ impl Snapshot {
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
             }
-            if snap.by_vip.insert(spec.vip, id).is_some() {
+            if snap
+                .by_vip
+                .insert(AddrKey::of(&spec.vip.addr), id)
+                .is_some()
+            {
                 return Err(SnapshotError::DuplicateVip(spec.vip));
             }
             if spec.mode == Mode::Nat {
                 for b in &spec.backends {
                     snap.reverse
-                        .entry(b.addr)
+                        .entry(AddrKey::of(&b.addr))
                         .and_modify(|r| match r {
                             ReverseNat::One(first) if *first != id => {
                                 *r = ReverseNat::Shared(vec![*first, id]);
@@ -322,13 +372,29 @@ impl Snapshot {
             }
             snap.services[slot] = Some(Service::new(spec));
         }
+        let reverse = &snap.reverse;
+        for svc in snap.services.iter_mut().flatten() {
+            if svc.spec.mode == Mode::Nat {
+                svc.shared = svc
+                    .spec
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        matches!(
+                            reverse.get(&AddrKey::of(&b.addr)),
+                            Some(ReverseNat::Shared(_))
+                        )
+                    })
+                    .collect();
+            }
+        }
         Ok(snap)
     }
 
     /// The service listening on `key`, if any.
     #[inline]
     pub fn lookup(&self, key: &VipKey) -> Option<(VipId, &Service)> {
-        let id = *self.by_vip.get(key)?;
+        let id = *self.by_vip.get(&AddrKey::of(&key.addr))?;
         Some((id, self.service(id)?))
     }
 
@@ -341,7 +407,7 @@ impl Snapshot {
     /// Which VIP(s) a reply from backend `from` belongs to (NAT services only).
     #[inline]
     pub fn reverse(&self, from: &SocketAddr) -> Option<&ReverseNat> {
-        self.reverse.get(from)
+        self.reverse.get(&AddrKey::of(from))
     }
 
     /// All services, in VIP id order.
@@ -356,6 +422,6 @@ impl Snapshot {
 
     /// Whether `ip` is the address of any VIP.
     pub fn is_vip_addr(&self, ip: IpAddr) -> bool {
-        self.by_vip.keys().any(|k| k.addr.ip() == ip)
+        self.services().any(|s| s.spec.vip.addr.ip() == ip)
     }
 }

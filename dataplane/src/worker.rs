@@ -201,11 +201,13 @@ fn process(
         let cursor = cursors
             .get_mut(usize::from(vip_id.0))
             .unwrap_or(&mut scratch);
-        let b = svc.pick(cursor, hash).ok_or(DropReason::NoHealthyBackend)?;
+        let (i, b) = svc
+            .pick_indexed(cursor, hash)
+            .ok_or(DropReason::NoHealthyBackend)?;
         let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
         if svc.spec.mode == Mode::Nat {
             nat_to_backend(frame, &f, b.addr)?;
-            if let Some(ReverseNat::Shared(_)) = snap.reverse(&b.addr) {
+            if svc.backend_is_shared(i) {
                 nat_flows.record(&f.src, &b.addr, vip_id);
             }
         }

@@ -14,6 +14,16 @@ use crate::service::MacAddr;
 /// Largest frame a memory buffer holds (a jumbo frame).
 pub const BUF_SIZE: usize = 9216;
 
+const SMALL: usize = 128;
+
+/// A replay template, padded to a fixed size for a cheap copy.
+#[derive(Debug, Clone)]
+struct Template {
+    bytes: [u8; SMALL],
+    len: usize,
+    big: Vec<u8>,
+}
+
 /// A heap buffer with a length; moving it is a pointer move.
 #[derive(Debug, Clone)]
 pub struct MemBuf {
@@ -37,6 +47,16 @@ impl MemBuf {
         self.buf[..n].copy_from_slice(&frame[..n]);
         self.len = n;
     }
+
+    /// Refills from a padded template: a fixed-size copy compiles to a few vector moves,
+    /// where the variable-length one calls memmove (~25% of the DR micro-benchmark's time).
+    #[inline]
+    fn fill_small(&mut self, t: &Template) {
+        if let Some(dst) = self.buf.first_chunk_mut::<SMALL>() {
+            *dst = t.bytes;
+            self.len = t.len;
+        }
+    }
 }
 
 impl PacketBuf for MemBuf {
@@ -58,7 +78,7 @@ pub struct MemoryPort {
     tx: VecDeque<MemBuf>,
     free: Vec<MemBuf>,
     tx_capacity: usize,
-    templates: Vec<Vec<u8>>,
+    templates: Vec<Template>,
     next_template: usize,
     /// Packets replay mode generated (replay mode only).
     pub generated: u64,
@@ -91,7 +111,19 @@ impl MemoryPort {
     pub fn replay(mac: MacAddr, templates: Vec<Vec<u8>>, pool: usize) -> Self {
         let mut p = Self::new(mac, 0);
         p.free = (0..pool).map(|_| MemBuf::from_frame(&[])).collect();
-        p.templates = templates;
+        p.templates = templates
+            .into_iter()
+            .map(|t| {
+                let mut bytes = [0u8; SMALL];
+                let n = t.len().min(SMALL);
+                bytes[..n].copy_from_slice(&t[..n]);
+                Template {
+                    bytes,
+                    len: t.len(),
+                    big: if t.len() > SMALL { t } else { Vec::new() },
+                }
+            })
+            .collect();
         p
     }
 
@@ -135,7 +167,12 @@ impl Port for MemoryPort {
         } else {
             while n < max {
                 let Some(mut b) = self.free.pop() else { break };
-                b.fill(&self.templates[self.next_template]);
+                let t = &self.templates[self.next_template];
+                if t.big.is_empty() {
+                    b.fill_small(t);
+                } else {
+                    b.fill(&t.big);
+                }
                 self.next_template += 1;
                 if self.next_template == self.templates.len() {
                     self.next_template = 0;

@@ -1,0 +1,213 @@
+//! The dataplane micro-benchmark: the worker loop over a replaying memory port.
+//!
+//! The port refills each buffer from a template (a 64-byte copy standing in for the NIC's
+//! DMA) and recycles what the worker transmits, so the figure is the worker's cost per packet
+//! plus that copy. The io-forward baseline runs the same port with a worker that only moves
+//! the burst from RX to TX, so the difference is Spray's parse, lookup, schedule, rewrite
+//! and counting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::counters::WorkerCounters;
+use dataplane::flow::NatFlows;
+use dataplane::port::memory::MemoryPort;
+use dataplane::port::Port;
+use dataplane::sched::SchedulerKind;
+use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::worker::{Worker, WorkerSettings};
+use serde::Serialize;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Case {
+    /// RX burst straight to TX burst: the framework's own cost.
+    IoForward,
+    /// Full per-packet work, DR mode.
+    Dr,
+    /// Full per-packet work, NAT mode.
+    Nat,
+}
+
+impl Case {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::IoForward => "io-forward",
+            Case::Dr => "dr",
+            Case::Nat => "nat",
+        }
+    }
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct MicroSettings {
+    /// Packets per burst.
+    pub burst: usize,
+    /// Frame length in bytes (without FCS).
+    pub frame_len: usize,
+    /// Measured time per repetition.
+    pub duration: Duration,
+    /// Repetitions; the median is reported.
+    pub reps: usize,
+    /// Scheduler of the VIP.
+    pub scheduler: SchedulerKind,
+    /// Distinct client flows in the replayed traffic.
+    pub flows: usize,
+}
+
+impl Default for MicroSettings {
+    fn default() -> Self {
+        Self {
+            burst: 32,
+            frame_len: 64,
+            duration: Duration::from_millis(1000),
+            reps: 5,
+            scheduler: SchedulerKind::Rr,
+            flows: 64,
+        }
+    }
+}
+
+/// Result of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct MicroResult {
+    /// Which case.
+    pub case: Case,
+    /// Median million packets per second.
+    pub mpps: f64,
+    /// Median nanoseconds per packet.
+    pub ns_per_packet: f64,
+    /// Every repetition's Mpps.
+    pub runs: Vec<f64>,
+}
+
+const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
+
+fn snapshot(mode: Mode, scheduler: SchedulerKind) -> Snapshot {
+    let backends = (1..=3u16)
+        .map(|i| {
+            let mut b = Backend::new(
+                BackendId(i - 1),
+                SocketAddr::new([198, 19, 1, i as u8].into(), 514),
+                1,
+            );
+            b.mac = Some(MacAddr([2, 0, 0, 0, 1, i as u8]));
+            b
+        })
+        .collect();
+    let spec = ServiceSpec {
+        id: VipId(0),
+        name: "bench".into(),
+        vip: VipKey::udp("198.18.0.10:514".parse().expect("literal")),
+        mode,
+        scheduler,
+        backends,
+    };
+    Snapshot::new(1, vec![spec]).expect("one valid service")
+}
+
+fn templates(s: &MicroSettings) -> Vec<Vec<u8>> {
+    (0..s.flows.max(1))
+        .map(|i| {
+            let src = SocketAddr::new([198, 18, 0, 1 + (i % 200) as u8].into(), 40000 + i as u16);
+            let spec = FrameSpec::new(src, "198.18.0.10:514".parse().expect("literal"));
+            let payload = vec![b'x'; s.frame_len.saturating_sub(42)];
+            udp_frame(&spec, &payload)
+        })
+        .collect()
+}
+
+/// Runs one case; the median of `reps` repetitions.
+pub fn run_case(case: Case, s: &MicroSettings) -> MicroResult {
+    let mut runs: Vec<f64> = (0..s.reps.max(1)).map(|_| once(case, s)).collect();
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mpps = sorted[sorted.len() / 2];
+    runs.shrink_to_fit();
+    MicroResult {
+        case,
+        mpps,
+        ns_per_packet: 1e3 / mpps,
+        runs,
+    }
+}
+
+fn once(case: Case, s: &MicroSettings) -> f64 {
+    let port = MemoryPort::replay(PORT_MAC, templates(s), s.burst * 4);
+    match case {
+        Case::IoForward => {
+            let mut port = port;
+            let mut burst = Vec::with_capacity(s.burst);
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < s.duration {
+                for _ in 0..1024 {
+                    n += port.rx_burst(&mut burst, s.burst) as u64;
+                    port.tx_burst(&mut burst);
+                }
+            }
+            n as f64 / start.elapsed().as_secs_f64() / 1e6
+        }
+        Case::Dr | Case::Nat => {
+            let mode = if case == Case::Dr {
+                Mode::Dr
+            } else {
+                Mode::Nat
+            };
+            let (_tx, rx) = crossbeam_channel::unbounded();
+            let counters = WorkerCounters::shared();
+            let mut w = Worker::new(
+                port,
+                WorkerSettings {
+                    burst: s.burst,
+                    gateway_mac: MacAddr::default(),
+                },
+                Arc::new(snapshot(mode, s.scheduler)),
+                rx,
+                counters.clone(),
+                Arc::new(NatFlows::new(1 << 16)),
+            );
+            let start = Instant::now();
+            while start.elapsed() < s.duration {
+                for _ in 0..1024 {
+                    w.poll();
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(
+                counters.dropped_total(),
+                0,
+                "the benchmark traffic must all be forwarded"
+            );
+            counters.tx_packets.get() as f64 / secs / 1e6
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_forwards_packets() {
+        let s = MicroSettings {
+            duration: Duration::from_millis(20),
+            reps: 1,
+            ..Default::default()
+        };
+        for case in [Case::IoForward, Case::Dr, Case::Nat] {
+            let r = run_case(case, &s);
+            assert!(r.mpps > 0.0, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn templates_have_the_requested_length() {
+        let t = templates(&MicroSettings::default());
+        assert!(t.iter().all(|f| f.len() == 64));
+    }
+}
