@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr_table;
 pub mod counters;
 pub mod flow;
 pub mod port;

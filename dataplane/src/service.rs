@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use rustc_hash::FxHashMap;
 
+use crate::addr_table::AddrTable;
 use crate::sched::{Scheduler, SchedulerKind};
 
 /// Most VIPs a snapshot may hold; sizes the per-worker counter arrays.
@@ -23,7 +24,7 @@ pub const MAX_VIPS: usize = 1024;
 pub const MAX_BACKENDS: usize = 4096;
 
 /// Index of a VIP in the snapshot and in the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct VipId(pub u16);
 
 /// Index of a backend in the counters; stable across snapshots.
@@ -290,37 +291,15 @@ impl fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
-/// A socket address folded into integers for hashing on the packet path.
-///
-/// Hashing a `SocketAddr` directly costs a store-forwarding stall per packet (the derived
-/// `Hash` reads the just-written address back with wider loads than it was written with):
-/// 60 ns/packet in the DR micro-benchmark before this key, see docs/benchmarks.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddrKey {
-    V4(u64),
-    V6(u128, u16),
-}
-
-impl AddrKey {
-    #[inline]
-    fn of(a: &SocketAddr) -> Self {
-        match a {
-            SocketAddr::V4(v4) => {
-                Self::V4(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
-            }
-            SocketAddr::V6(v6) => Self::V6(v6.ip().to_bits(), v6.port()),
-        }
-    }
-}
-
 /// The immutable service table every worker reads.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Increases with each snapshot the control plane publishes.
     pub generation: u64,
     services: Vec<Option<Service>>,
-    by_vip: FxHashMap<AddrKey, VipId>,
-    reverse: FxHashMap<AddrKey, ReverseNat>,
+    by_vip: AddrTable<VipId>,
+    reverse: AddrTable<u32>,
+    reverse_entries: Vec<ReverseNat>,
 }
 
 impl Snapshot {
@@ -329,10 +308,9 @@ impl Snapshot {
     /// # Errors
     /// When two services share a VIP or an id is out of range.
     pub fn new(generation: u64, specs: Vec<ServiceSpec>) -> Result<Self, SnapshotError> {
-        let mut snap = Snapshot {
-            generation,
-            ..Default::default()
-        };
+        let mut services: Vec<Option<Service>> = Vec::new();
+        let mut by_vip: FxHashMap<SocketAddr, VipId> = FxHashMap::default();
+        let mut reverse: FxHashMap<SocketAddr, ReverseNat> = FxHashMap::default();
         for spec in specs {
             let id = spec.id;
             if usize::from(id.0) >= MAX_VIPS {
@@ -345,17 +323,13 @@ impl Snapshot {
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
             }
-            if snap
-                .by_vip
-                .insert(AddrKey::of(&spec.vip.addr), id)
-                .is_some()
-            {
+            if by_vip.insert(spec.vip.addr, id).is_some() {
                 return Err(SnapshotError::DuplicateVip(spec.vip));
             }
             if spec.mode == Mode::Nat {
                 for b in &spec.backends {
-                    snap.reverse
-                        .entry(AddrKey::of(&b.addr))
+                    reverse
+                        .entry(b.addr)
                         .and_modify(|r| match r {
                             ReverseNat::One(first) if *first != id => {
                                 *r = ReverseNat::Shared(vec![*first, id]);
@@ -367,34 +341,45 @@ impl Snapshot {
                 }
             }
             let slot = usize::from(id.0);
-            if snap.services.len() <= slot {
-                snap.services.resize(slot + 1, None);
+            if services.len() <= slot {
+                services.resize(slot + 1, None);
             }
-            snap.services[slot] = Some(Service::new(spec));
+            services[slot] = Some(Service::new(spec));
         }
-        let reverse = &snap.reverse;
-        for svc in snap.services.iter_mut().flatten() {
+        for svc in services.iter_mut().flatten() {
             if svc.spec.mode == Mode::Nat {
                 svc.shared = svc
                     .spec
                     .backends
                     .iter()
-                    .map(|b| {
-                        matches!(
-                            reverse.get(&AddrKey::of(&b.addr)),
-                            Some(ReverseNat::Shared(_))
-                        )
-                    })
+                    .map(|b| matches!(reverse.get(&b.addr), Some(ReverseNat::Shared(_))))
                     .collect();
             }
         }
-        Ok(snap)
+        let mut reverse_entries = Vec::with_capacity(reverse.len());
+        let reverse_index = AddrTable::build(reverse.into_iter().map(|(addr, r)| {
+            reverse_entries.push(r);
+            (addr, (reverse_entries.len() - 1) as u32)
+        }));
+        Ok(Snapshot {
+            generation,
+            services,
+            by_vip: AddrTable::build(by_vip),
+            reverse: reverse_index,
+            reverse_entries,
+        })
     }
 
     /// The service listening on `key`, if any.
     #[inline]
     pub fn lookup(&self, key: &VipKey) -> Option<(VipId, &Service)> {
-        let id = *self.by_vip.get(&AddrKey::of(&key.addr))?;
+        self.lookup_addr(&key.addr)
+    }
+
+    /// The UDP service listening on `addr`, if any.
+    #[inline]
+    pub fn lookup_addr(&self, addr: &SocketAddr) -> Option<(VipId, &Service)> {
+        let id = self.by_vip.get(addr)?;
         Some((id, self.service(id)?))
     }
 
@@ -407,7 +392,8 @@ impl Snapshot {
     /// Which VIP(s) a reply from backend `from` belongs to (NAT services only).
     #[inline]
     pub fn reverse(&self, from: &SocketAddr) -> Option<&ReverseNat> {
-        self.reverse.get(&AddrKey::of(from))
+        let i = self.reverse.get(from)?;
+        self.reverse_entries.get(i as usize)
     }
 
     /// All services, in VIP id order.

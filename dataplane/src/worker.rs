@@ -190,7 +190,7 @@ fn process(
 ) -> Result<(), DropReason> {
     let len = frame.len();
     let f = parse_udp(frame)?;
-    if let Some((vip_id, svc)) = snap.lookup(&crate::service::VipKey::udp(f.dst)) {
+    if let Some((vip_id, svc)) = snap.lookup_addr(&f.dst) {
         c.vip_packet(vip_id, len);
         let hash = if svc.spec.scheduler.needs_flow_hash() {
             flow_hash(&f.src, &f.dst)
