@@ -80,6 +80,28 @@ pub fn sum(data: &[u8]) -> u16 {
     s as u16
 }
 
+/// Whether an IPv4 header (exactly `header_len` bytes) has a valid checksum.
+///
+/// The 20-byte case (no options, nearly every packet) sums five 32-bit words: smoltcp's
+/// generic `verify_checksum` took ~6% of the DR micro-benchmark's time, this takes ~1 ns.
+#[inline]
+pub fn ipv4_header_valid(header: &[u8]) -> bool {
+    match header.first_chunk::<20>() {
+        Some(h) if header.len() == 20 => {
+            let mut s: u64 = 0;
+            for w in h.chunks_exact(4) {
+                s += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+            }
+            s = (s & 0xffff_ffff) + (s >> 32);
+            s = (s & 0xffff) + (s >> 16);
+            s = (s & 0xffff) + (s >> 16);
+            s = (s & 0xffff) + (s >> 16);
+            s == 0xffff
+        }
+        _ => sum(header) == 0xffff,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +130,22 @@ mod tests {
         d.replace16(0x0000, 0x0001);
         assert_eq!(d.apply(0x0001), 0x0000);
         assert_eq!(d.apply_udp(0x0001), 0xffff);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_fast_path_agrees_with_the_generic_sum(
+            h in proptest::collection::vec(proptest::prelude::any::<u8>(), 20..=20),
+        ) {
+            proptest::prop_assert_eq!(ipv4_header_valid(&h), sum(&h) == 0xffff);
+            // And with the checksum filled in, it verifies.
+            let mut h = h;
+            h[10] = 0;
+            h[11] = 0;
+            let c = !sum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            proptest::prop_assert!(ipv4_header_valid(&h));
+        }
     }
 
     #[test]

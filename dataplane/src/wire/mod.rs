@@ -94,7 +94,8 @@ fn parse_ipv4(ip: &[u8], l3: usize, vlan: Option<u16>) -> Result<UdpFrame, DropR
             DropReason::BadIpHeader
         });
     }
-    if !pkt.verify_checksum() {
+    let hl = usize::from(pkt.header_len());
+    if !checksum::ipv4_header_valid(&ip[..hl]) {
         return Err(DropReason::BadIpChecksum);
     }
     if pkt.next_header() != IpProtocol::Udp {
@@ -103,7 +104,6 @@ fn parse_ipv4(ip: &[u8], l3: usize, vlan: Option<u16>) -> Result<UdpFrame, DropR
     if pkt.more_frags() || pkt.frag_offset() != 0 {
         return Err(DropReason::Fragment);
     }
-    let hl = usize::from(pkt.header_len());
     let udp = &ip[hl..usize::from(pkt.total_len())];
     let (sport, dport) = parse_udp_ports(udp)?;
     Ok(UdpFrame {
