@@ -1,9 +1,25 @@
-//! Quick run of the dataplane micro-benchmark: `cargo run --release -p spray-bench --example micro`.
+//! Quick run of the dataplane micro-benchmark:
+//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps]`.
+use std::time::Duration;
+
 use spray_bench::micro::{run_case, Case, MicroSettings};
 
 fn main() {
-    let s = MicroSettings::default();
-    for case in [Case::IoForward, Case::Dr, Case::Nat] {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cases = match args.first().map(String::as_str) {
+        Some("io-forward") => vec![Case::IoForward],
+        Some("dr") => vec![Case::Dr],
+        Some("nat") => vec![Case::Nat],
+        _ => vec![Case::IoForward, Case::Dr, Case::Nat],
+    };
+    let mut s = MicroSettings::default();
+    if let Some(ms) = args.get(1).and_then(|a| a.parse().ok()) {
+        s.duration = Duration::from_millis(ms);
+    }
+    if let Some(r) = args.get(2).and_then(|a| a.parse().ok()) {
+        s.reps = r;
+    }
+    for case in cases {
         let r = run_case(case, &s);
         println!(
             "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  runs {:?}",
