@@ -272,9 +272,10 @@ impl Config {
             problems: Vec::new(),
         };
         let config = v.config(raw, machine);
-        match config {
-            Some(c) if v.problems.is_empty() => Ok(c),
-            _ => Err(ConfigError::Invalid(Problems(v.problems))),
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(Problems(v.problems)))
         }
     }
 
@@ -397,15 +398,15 @@ impl Validator<'_> {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, machine: &Machine) -> Option<Config> {
+    fn config(&mut self, raw: RawConfig, machine: &Machine) -> Config {
         let runtime = self.runtime(&raw.runtime, machine);
         let socket = self.socket(&raw.socket);
         let services = self.services(&raw.services, runtime.dataplane);
-        Some(Config {
+        Config {
             runtime,
             socket,
             services,
-        })
+        }
     }
 
     fn runtime(&mut self, raw: &RawRuntime, machine: &Machine) -> Runtime {
@@ -470,16 +471,9 @@ impl Validator<'_> {
             rt.cores = Some(ids);
         }
         if let Some(log) = &raw.log {
-            match tracing_subscriber::EnvFilter::try_new(log.get_ref()) {
+            match log_filter(log.get_ref()) {
                 Ok(_) => rt.log.clone_from(log.get_ref()),
-                Err(e) => self.report(
-                    Some(log.span()),
-                    "runtime.log",
-                    format!(
-                        "{:?} is not a log filter ({e}): use error, warn, info, debug or trace",
-                        log.get_ref()
-                    ),
-                ),
+                Err(e) => self.report(Some(log.span()), "runtime.log", e),
             }
         }
         rt
@@ -758,6 +752,26 @@ impl Validator<'_> {
     }
 }
 
+/// Levels a log filter may name on its own.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Builds the `tracing` filter for `runtime.log` or `--log-level`: a level, or
+/// `EnvFilter` directives such as `spray=debug,warn`. A lone word must be a level, because
+/// `EnvFilter` would take a misspelt level (`inof`) for a target name and log nothing.
+///
+/// # Errors
+/// A message saying what is wrong with `s`.
+pub fn log_filter(s: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let lone_word = !s.contains(['=', ',', '[', ':']);
+    if lone_word && !LEVELS.contains(&s.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{s:?} is not a log level: expected off, error, warn, info, debug or trace, \
+             or directives like \"spray=debug,warn\""
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("{s:?} is not a log filter: {e}"))
+}
+
 fn list(ids: &[usize]) -> String {
     if ids.is_empty() {
         return "none".to_owned();
@@ -944,9 +958,17 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
     }
 
     #[test]
-    fn log_filter() {
+    fn log_filter_validation() {
         let e = error(&GOOD.replace("log = \"debug\"", "log = \"loud=[\""));
         assert!(e.starts_with("spray.toml:5: runtime.log: "), "{e}");
+        let e = error(&GOOD.replace("log = \"debug\"", "log = \"inof\""));
+        assert!(
+            e.starts_with("spray.toml:5: runtime.log: \"inof\" is not a log level"),
+            "{e}"
+        );
+        for ok in ["WARN", "spray=debug,warn", "trace"] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -30,9 +30,9 @@ enum Error {
     /// The config file is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// `--log-level` or `runtime.log` is not a filter.
-    #[error("invalid log filter {0:?}: use error, warn, info, debug or trace")]
-    LogFilter(String, #[source] tracing_subscriber::filter::ParseError),
+    /// `--log-level` is not a filter.
+    #[error("--log-level: {0}")]
+    LogFilter(String),
     /// The workers failed.
     #[error(transparent)]
     Run(#[from] run::RunError),
@@ -44,7 +44,7 @@ enum Error {
 impl Error {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::LogFilter(..) => 2,
+            Self::Config(_) | Self::LogFilter(_) => 2,
             Self::Demo(e) if e.is_usage() => 2,
             Self::Run(_) | Self::Demo(_) => 1,
         }
@@ -52,8 +52,7 @@ impl Error {
 }
 
 fn init_logging(filter: &str) -> Result<(), Error> {
-    let f = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| Error::LogFilter(filter.to_owned(), e))?;
+    let f = config::log_filter(filter).map_err(Error::LogFilter)?;
     // Fails only when a subscriber is already installed, which is then as good.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(f)

@@ -192,9 +192,9 @@ impl ProxyWorker {
                 continue;
             }
             if i < self.listeners.len() {
-                handled += self.from_clients(i)?;
+                handled += self.handle_clients(i)?;
             } else {
-                handled += self.from_backends(keys[i - self.listeners.len()])?;
+                handled += self.handle_backends(keys[i - self.listeners.len()])?;
             }
         }
         let now = Instant::now();
@@ -207,7 +207,7 @@ impl ProxyWorker {
         Ok(handled)
     }
 
-    fn from_clients(&mut self, i: usize) -> Result<usize, ProxyError> {
+    fn handle_clients(&mut self, i: usize) -> Result<usize, ProxyError> {
         let vip = self.listeners[i].0;
         let mut n = 0;
         while n < self.settings.batch {
@@ -273,7 +273,7 @@ impl ProxyWorker {
         Ok(n)
     }
 
-    fn from_backends(&mut self, key: (VipId, SocketAddr)) -> Result<usize, ProxyError> {
+    fn handle_backends(&mut self, key: (VipId, SocketAddr)) -> Result<usize, ProxyError> {
         let mut n = 0;
         while n < self.settings.batch {
             let Some(s) = self.sessions.get_mut(&key) else {
