@@ -105,7 +105,14 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Config file (TOML)
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        long_help = "Config file (TOML): services, backends, workers. Every key is described \
+                     in docs/config.md; samples are in docs/examples/.\n\n\
+                     Example: --config /etc/spray.toml"
+    )]
     pub config: PathBuf,
     /// Seconds between stats lines; 0 turns them off
     #[arg(
@@ -122,7 +129,13 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Config file (TOML)
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        long_help = "Config file (TOML) to validate; see docs/config.md.\n\n\
+                     Example: --config /etc/spray.toml"
+    )]
     pub config: PathBuf,
 }
 

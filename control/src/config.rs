@@ -868,6 +868,19 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
     }
 
     #[test]
+    fn backends_as_array_of_tables() {
+        let src = "[services.a]\nvip = \"127.0.0.1:9\"\n\n[[services.a.backends]]\n\
+                   addr = \"127.0.0.1:10\"\n\n[[services.a.backends]]\naddr = \"127.0.0.1:11\"\n\
+                   weight = 70000\n";
+        assert_eq!(
+            error(src),
+            "spray.toml:9: services.a.backends[1].weight: 70000 is out of range 0..=65535"
+        );
+        let c = parse(&src.replace("70000", "2")).unwrap();
+        assert_eq!(c.services[0].backends.len(), 2);
+    }
+
+    #[test]
     fn weight_out_of_range_names_line_and_key() {
         let src = GOOD.replace("weight = 3", "weight = 70000");
         assert_eq!(

@@ -233,3 +233,21 @@ unsafe fn libc_kill(pid: u32) {
     // SAFETY: the caller passes the pid of a live child; SIGTERM only asks it to stop.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
 }
+
+#[test]
+fn run_exits_1_when_a_vip_cannot_be_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // 192.0.2.0/24 (TEST-NET-1, RFC 5737) is never configured on a host.
+    let path = write_config(
+        dir.path(),
+        "[services.x]\nvip = \"192.0.2.1:514\"\nbackends = [{ addr = \"192.0.2.2:514\" }]\n",
+    );
+    let out = spray(&["run", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: worker 0 failed"), "{stderr}");
+    assert!(
+        stderr.contains("caused by: cannot bind vip 192.0.2.1:514"),
+        "{stderr}"
+    );
+}
