@@ -264,7 +264,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DemoError> {
         snapshot,
         1,
         None,
-        &ProxySettings::default(),
+        &ProxySettings::default,
         Arc::clone(&stop),
     )
     .map_err(DemoError::Run)?;

@@ -27,7 +27,7 @@ use dataplane::service::{ReverseNat, Snapshot, VipId};
 use socket2::{Domain, Socket, Type};
 
 /// Socket-mode settings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProxySettings {
     /// Most datagrams handled per socket and poll.
     pub batch: usize,

@@ -78,7 +78,8 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `workers` threads over `snapshot`, worker `i` pinned to `cores[i]` when given,
-    /// and waits until each has bound its sockets. `stop` ends them.
+    /// and waits until each has bound its sockets. `stop` ends them. `settings` makes each
+    /// worker's settings (the agreed `ProxySettings` API promises `Default`, not `Clone`).
     ///
     /// # Errors
     /// When a thread cannot be started or pinned, or a worker cannot be built; the workers
@@ -87,7 +88,7 @@ impl Workers {
         snapshot: Arc<Snapshot>,
         workers: usize,
         cores: Option<&[usize]>,
-        settings: &ProxySettings,
+        settings: &(dyn Fn() -> ProxySettings + Sync),
         stop: Arc<AtomicBool>,
     ) -> Result<Self, RunError> {
         let mut this = Workers {
@@ -107,7 +108,7 @@ impl Workers {
                 Arc::clone(&snapshot),
                 Arc::clone(&counters),
                 Arc::clone(&stop),
-                settings.clone(),
+                settings(),
                 ready_tx.clone(),
             );
             let spawned = std::thread::Builder::new()
@@ -246,7 +247,7 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunE
         Arc::clone(&snapshot),
         config.runtime.workers,
         config.runtime.cores.as_deref(),
-        &proxy_settings(config),
+        &|| proxy_settings(config),
         Arc::clone(&stop),
     )?;
     for svc in snapshot.services() {
