@@ -1,1 +1,118 @@
-fn main() {}
+//! `spray`: the control plane binary.
+//!
+//! `main` parses the command line and calls the fallible [`run`]; an error is printed with
+//! its whole `source` chain, once, and mapped to the exit status: 2 for usage and config
+//! errors, 1 for runtime ones.
+
+mod cli;
+mod config;
+mod demo;
+// STUB, DELETE AT MERGE: replace these two lines by `use dataplane::proxy;` once the
+// `proxy` branch (dataplane::proxy::ProxyWorker) has landed.
+mod proxy_stub;
+use proxy_stub as proxy;
+mod report;
+mod run;
+
+use std::error::Error as _;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ConfigError, Machine};
+
+/// Everything that ends `spray` with an error.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--log-level` is not a filter.
+    #[error("--log-level: {0}")]
+    LogFilter(String),
+    /// The workers failed.
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    /// The demo failed.
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+}
+
+impl Error {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::LogFilter(_) => 2,
+            Self::Demo(e) if e.is_usage() => 2,
+            Self::Run(_) | Self::Demo(_) => 1,
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<(), Error> {
+    let f = config::log_filter(filter).map_err(Error::LogFilter)?;
+    // Fails only when a subscriber is already installed, which is then as good.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Check(args) => {
+            let config = Config::load(&args.config, &Machine::current())?;
+            let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+            println!(
+                "{}: ok: {} service(s), {backends} backend(s), {} dataplane, {} worker(s)",
+                args.config.display(),
+                config.services.len(),
+                config.runtime.dataplane.name(),
+                config.runtime.workers
+            );
+            print!("{}", report::services_table(&config.services));
+            Ok(())
+        }
+        Command::Run(args) => {
+            let config = Config::load(&args.config, &Machine::current())?;
+            init_logging(cli.log_level.as_deref().unwrap_or(&config.runtime.log))?;
+            let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+            run::run(&config, every)?;
+            Ok(())
+        }
+        Command::Demo(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"))?;
+            demo::demo(&args)?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // Every problem of the file on its own line.
+                Error::Config(c) if !c.problems().is_empty() => {
+                    for p in c.problems() {
+                        eprintln!("error: {p}");
+                    }
+                }
+                _ => eprintln!("error: {e}"),
+            }
+            // `transparent` variants forward `source` to the inner error's.
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,1152 @@
+//! The configuration file: one TOML document, deserialised, then validated into the
+//! dataplane's [`ServiceSpec`]s.
+//!
+//! Contract: [`Config::parse`] either returns a configuration that the dataplane accepts
+//! as it is ([`Config::snapshot`] cannot fail on it), or an error that names the file, the
+//! line where the TOML parser knows it, the key path and the problem, in the form
+//! `spray.toml:14: services.syslog.backends[2].weight: 70000 is out of range 0..=65535`.
+//! Every problem in the file is reported, not just the first.
+//!
+//! Two stages, so that both kinds of mistake point at the offending key:
+//!
+//! 1. Deserialisation into `Raw*` structs with `deny_unknown_fields` (a misspelt key is an
+//!    error, never silently ignored). Values are wrapped in [`Spanned`] so validation can
+//!    say on which line they are; numbers are read as `i64` so that an out-of-range value
+//!    gets our message rather than a type error. `serde_path_to_error` supplies the key
+//!    path of a deserialisation error, toml supplies its span.
+//! 2. Validation, which collects every problem and builds the specs: VIP ids are the index
+//!    of the service in name order (a `BTreeMap` iterates sorted), backend ids count up
+//!    over all (service, backend) entries in that order.
+//!
+//! Health checks are a later addition: they will be a `[services.NAME.check]` table and a
+//! per-backend `check` override; no key is reserved for them yet, so using one is an
+//! "unknown field" error today.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dataplane::sched::SchedulerKind;
+use dataplane::service::{
+    Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, SnapshotError, VipId, VipKey,
+    MAX_BACKENDS, MAX_VIPS,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Most worker threads a config may ask for.
+pub const MAX_WORKERS: usize = 64;
+/// Largest receive batch.
+pub const MAX_BATCH: usize = 1024;
+/// Longest idle time of a socket-mode session, one day.
+pub const MAX_SESSION_IDLE_SECS: u64 = 86_400;
+
+/// Which packet I/O the workers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneKind {
+    /// Kernel UDP sockets; no root, no dedicated NIC.
+    Socket,
+    /// DPDK ethdev ports (not built yet).
+    Dpdk,
+}
+
+impl DataplaneKind {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Dpdk => "dpdk",
+        }
+    }
+}
+
+/// `[runtime]`: threads, pinning, logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Packet I/O.
+    pub dataplane: DataplaneKind,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Core of worker `i` is `cores[i]`; `None` leaves placement to the kernel.
+    pub cores: Option<Vec<usize>>,
+    /// A `tracing` filter: a level (`info`) or directives (`spray=debug,warn`).
+    pub log: String,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            dataplane: DataplaneKind::Socket,
+            workers: 1,
+            cores: None,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// `[socket]`: settings of the socket dataplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSettings {
+    /// Most datagrams read or written per system call.
+    pub batch: usize,
+    /// Send to backends with the client's address as source (IP_TRANSPARENT; needs
+    /// CAP_NET_ADMIN and policy routing for the replies).
+    pub transparent: bool,
+    /// A client session without traffic for this long is closed.
+    pub session_idle: Duration,
+    /// SO_RCVBUF of every socket, in bytes; 0 keeps the kernel default.
+    pub rcvbuf: usize,
+}
+
+impl Default for SocketSettings {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            transparent: false,
+            session_idle: Duration::from_secs(60),
+            rcvbuf: 4 << 20,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[runtime]`.
+    pub runtime: Runtime,
+    /// `[socket]`.
+    pub socket: SocketSettings,
+    /// `[services.*]` in name order; `services[i].id == VipId(i)`.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// What validation needs to know about the machine it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Ids of the cores this process may run on.
+    pub cores: Vec<usize>,
+}
+
+impl Machine {
+    /// The machine this process runs on.
+    pub fn current() -> Self {
+        let cores = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        Self { cores }
+    }
+}
+
+/// Where a problem is: the file, and the line when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based line number.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.file),
+            None => f.write_str(&self.file),
+        }
+    }
+}
+
+/// One thing wrong with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File and line.
+    pub at: Location,
+    /// Key path, like `services.syslog.backends[2].weight`; empty for plain TOML syntax
+    /// errors.
+    pub key: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.at, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.at, self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found by validation, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Error from loading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the config file")]
+    Read {
+        /// The file as the user named it.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Parse(Problem),
+    /// Well-formed, but some values are not acceptable.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+impl ConfigError {
+    /// The problems found in the file (empty for [`ConfigError::Read`]).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Parse(p) => std::slice::from_ref(p),
+            Self::Invalid(ps) => &ps.0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML, or does not validate.
+    pub fn load(path: &Path, machine: &Machine) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &src, machine)
+    }
+
+    /// Parses and validates `src`; `file` names it in messages.
+    ///
+    /// # Errors
+    /// When `src` is not valid TOML or does not validate.
+    pub fn parse(file: &str, src: &str, machine: &Machine) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::de::Deserializer::new(src))
+            .map_err(|e| {
+                // Spanned<T> shows up in the path as a private field name: drop it.
+                let path = e
+                    .path()
+                    .to_string()
+                    .replace(".$__serde_spanned_private_value", "");
+                let inner = e.into_inner();
+                ConfigError::Parse(Problem {
+                    at: Location {
+                        file: file.to_owned(),
+                        line: inner.span().map(|s| line_of(src, s.start)),
+                    },
+                    key: if path == "." { String::new() } else { path },
+                    message: inner.message().trim_end().trim_end_matches('.').to_owned(),
+                })
+            })?;
+        let mut v = Validator {
+            file,
+            src,
+            problems: Vec::new(),
+        };
+        let config = v.config(raw, machine);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(Problems(v.problems)))
+        }
+    }
+
+    /// The service table as generation `generation`.
+    ///
+    /// # Errors
+    /// Never for a validated config; the dataplane's own checks are kept as a backstop.
+    pub fn snapshot(&self, generation: u64) -> Result<Snapshot, SnapshotError> {
+        Snapshot::new(generation, self.services.clone())
+    }
+}
+
+/// 1-based line of byte `offset` in `src`.
+fn line_of(src: &str, offset: usize) -> usize {
+    let end = offset.min(src.len());
+    src.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    socket: RawSocket,
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    dataplane: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
+    cores: Option<Spanned<Vec<Spanned<i64>>>>,
+    log: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocket {
+    batch: Option<Spanned<i64>>,
+    transparent: Option<bool>,
+    session_idle_secs: Option<Spanned<i64>>,
+    rcvbuf: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    vip: Spanned<String>,
+    protocol: Option<Spanned<String>>,
+    scheduler: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    addr: Spanned<String>,
+    weight: Option<Spanned<i64>>,
+    mac: Option<Spanned<String>>,
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+impl Validator<'_> {
+    fn report(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            at: Location {
+                file: self.file.to_owned(),
+                line: span.map(|s| line_of(self.src, s.start)),
+            },
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The value of an optional integer key in `range`, or `default`.
+    fn int(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<i64>>,
+        range: RangeInclusive<i64>,
+        default: i64,
+    ) -> i64 {
+        match v {
+            None => default,
+            Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.report(
+                    Some(v.span()),
+                    key,
+                    format!(
+                        "{} is out of range {}..={}",
+                        v.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, machine: &Machine) -> Config {
+        let runtime = self.runtime(&raw.runtime, machine);
+        let socket = self.socket(&raw.socket);
+        let services = self.services(&raw.services, runtime.dataplane);
+        Config {
+            runtime,
+            socket,
+            services,
+        }
+    }
+
+    fn runtime(&mut self, raw: &RawRuntime, machine: &Machine) -> Runtime {
+        let mut rt = Runtime::default();
+        if let Some(d) = &raw.dataplane {
+            match d.get_ref().as_str() {
+                "socket" => rt.dataplane = DataplaneKind::Socket,
+                "dpdk" => {
+                    rt.dataplane = DataplaneKind::Dpdk;
+                    self.report(
+                        Some(d.span()),
+                        "runtime.dataplane",
+                        "\"dpdk\" is not built yet: this spray has only the socket dataplane \
+                         (use dataplane = \"socket\")",
+                    );
+                }
+                other => self.report(
+                    Some(d.span()),
+                    "runtime.dataplane",
+                    format!("unknown dataplane {other:?}: expected socket or dpdk"),
+                ),
+            }
+        }
+        let workers = self.int("runtime.workers", &raw.workers, 1..=MAX_WORKERS as i64, 1);
+        rt.workers = workers as usize;
+        if let Some(cores) = &raw.cores {
+            let mut ids = Vec::with_capacity(cores.get_ref().len());
+            if cores.get_ref().len() != rt.workers {
+                self.report(
+                    Some(cores.span()),
+                    "runtime.cores",
+                    format!(
+                        "has {} entries but runtime.workers is {}: give one core per worker",
+                        cores.get_ref().len(),
+                        rt.workers
+                    ),
+                );
+            }
+            for (i, c) in cores.get_ref().iter().enumerate() {
+                let key = format!("runtime.cores[{i}]");
+                let id = *c.get_ref();
+                let known = usize::try_from(id)
+                    .ok()
+                    .filter(|id| machine.cores.contains(id));
+                match known {
+                    None => self.report(
+                        Some(c.span()),
+                        &key,
+                        format!(
+                            "core {id} does not exist on this machine (available: {})",
+                            list(&machine.cores)
+                        ),
+                    ),
+                    Some(id) if ids.contains(&id) => self.report(
+                        Some(c.span()),
+                        &key,
+                        format!("core {id} is given to two workers"),
+                    ),
+                    Some(id) => ids.push(id),
+                }
+            }
+            rt.cores = Some(ids);
+        }
+        if let Some(log) = &raw.log {
+            match log_filter(log.get_ref()) {
+                Ok(_) => rt.log.clone_from(log.get_ref()),
+                Err(e) => self.report(Some(log.span()), "runtime.log", e),
+            }
+        }
+        rt
+    }
+
+    fn socket(&mut self, raw: &RawSocket) -> SocketSettings {
+        let d = SocketSettings::default();
+        SocketSettings {
+            batch: self.int("socket.batch", &raw.batch, 1..=MAX_BATCH as i64, 32) as usize,
+            transparent: raw.transparent.unwrap_or(d.transparent),
+            session_idle: Duration::from_secs(self.int(
+                "socket.session_idle_secs",
+                &raw.session_idle_secs,
+                1..=MAX_SESSION_IDLE_SECS as i64,
+                60,
+            ) as u64),
+            rcvbuf: self.int(
+                "socket.rcvbuf",
+                &raw.rcvbuf,
+                0..=i64::from(i32::MAX),
+                d.rcvbuf as i64,
+            ) as usize,
+        }
+    }
+
+    fn services(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawService>>,
+        dataplane: DataplaneKind,
+    ) -> Vec<ServiceSpec> {
+        if raw.is_empty() {
+            self.report(
+                None,
+                "services",
+                "no service is defined: add a [services.NAME] table with a vip and backends",
+            );
+        }
+        if raw.len() > MAX_VIPS {
+            self.report(
+                None,
+                "services",
+                format!("{} services is more than the limit {MAX_VIPS}", raw.len()),
+            );
+            return Vec::new();
+        }
+        let mut specs: Vec<ServiceSpec> = Vec::with_capacity(raw.len());
+        let mut next_backend = 0usize;
+        let mut vips: std::collections::HashMap<VipKey, &str> = std::collections::HashMap::new();
+        for (i, (name, svc)) in raw.iter().enumerate() {
+            let key = format!("services.{name}");
+            let svc_span = svc.span();
+            let svc = svc.get_ref();
+            let mode = match svc.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+                None | Some(("nat", _)) => Mode::Nat,
+                Some(("dr", span)) => {
+                    if dataplane == DataplaneKind::Socket {
+                        self.report(
+                            Some(span),
+                            &format!("{key}.mode"),
+                            "\"dr\" needs a dataplane that owns the wire (dpdk): the socket \
+                             dataplane hands datagrams to the kernel, which cannot keep the \
+                             vip as destination and rewrite only the MAC address",
+                        );
+                    }
+                    Mode::Dr
+                }
+                Some((other, span)) => {
+                    self.report(
+                        Some(span),
+                        &format!("{key}.mode"),
+                        format!("unknown mode {other:?}: expected nat or dr"),
+                    );
+                    Mode::Nat
+                }
+            };
+            let vip = self.vip(&key, &svc.vip);
+            if let Some(p) = &svc.protocol {
+                if p.get_ref() != "udp" {
+                    self.report(
+                        Some(p.span()),
+                        &format!("{key}.protocol"),
+                        format!(
+                            "{:?} is not supported: spray balances udp only",
+                            p.get_ref()
+                        ),
+                    );
+                }
+            }
+            let scheduler = match &svc.scheduler {
+                None => SchedulerKind::Rr,
+                Some(s) => match SchedulerKind::from_str(s.get_ref()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        self.report(Some(s.span()), &format!("{key}.scheduler"), e.to_string());
+                        SchedulerKind::Rr
+                    }
+                },
+            };
+            if let Some(vip) = vip {
+                let k = VipKey::udp(vip);
+                if let Some(other) = vips.get(&k) {
+                    self.report(
+                        Some(svc.vip.span()),
+                        &format!("{key}.vip"),
+                        format!("{vip} is already the vip of services.{other}"),
+                    );
+                } else {
+                    vips.insert(k, name);
+                }
+            }
+            let mut backends = Vec::new();
+            match &svc.backends {
+                None => self.report(
+                    Some(svc_span),
+                    &format!("{key}.backends"),
+                    "no backend is defined: add backends = [{ addr = \"ip:port\" }]",
+                ),
+                Some(list) if list.get_ref().is_empty() => self.report(
+                    Some(list.span()),
+                    &format!("{key}.backends"),
+                    "is empty: a service needs at least one backend",
+                ),
+                Some(list) => {
+                    for (j, b) in list.get_ref().iter().enumerate() {
+                        let bkey = format!("{key}.backends[{j}]");
+                        let id = next_backend;
+                        next_backend += 1;
+                        if let Some(be) = self.backend(&bkey, b, id, vip, mode) {
+                            if let Some(k) =
+                                backends.iter().position(|o: &Backend| o.addr == be.addr)
+                            {
+                                self.report(
+                                    Some(b.get_ref().addr.span()),
+                                    &format!("{bkey}.addr"),
+                                    format!("{} is already backends[{k}]", be.addr),
+                                );
+                            }
+                            backends.push(be);
+                        }
+                    }
+                }
+            }
+            if let Some(vip) = vip {
+                specs.push(ServiceSpec {
+                    id: VipId(i as u16),
+                    name: name.clone(),
+                    vip: VipKey::udp(vip),
+                    mode,
+                    scheduler,
+                    backends,
+                });
+            }
+        }
+        if next_backend > MAX_BACKENDS {
+            self.report(
+                None,
+                "services",
+                format!("{next_backend} backends in all is more than the limit {MAX_BACKENDS}"),
+            );
+        }
+        specs
+    }
+
+    fn vip(&mut self, key: &str, raw: &Spanned<String>) -> Option<SocketAddr> {
+        let key = format!("{key}.vip");
+        match raw.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                self.report(
+                    Some(raw.span()),
+                    &key,
+                    format!("port 0 is out of range 1..=65535 in {:?}", raw.get_ref()),
+                );
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.report(
+                    Some(raw.span()),
+                    &key,
+                    format!(
+                        "{:?} is not an address:port (like 198.18.0.10:514 or [2001:db8::10]:514)",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn backend(
+        &mut self,
+        key: &str,
+        raw: &Spanned<RawBackend>,
+        id: usize,
+        vip: Option<SocketAddr>,
+        mode: Mode,
+    ) -> Option<Backend> {
+        let raw = raw.get_ref();
+        let akey = format!("{key}.addr");
+        let text = raw.addr.get_ref();
+        let addr = match (
+            text.parse::<SocketAddr>(),
+            text.parse::<IpAddr>(),
+            vip,
+            mode,
+        ) {
+            (Ok(a), ..) if a.port() == 0 => {
+                self.report(
+                    Some(raw.addr.span()),
+                    &akey,
+                    format!("port 0 is out of range 1..=65535 in {text:?}"),
+                );
+                None
+            }
+            (Ok(a), ..) => Some(a),
+            // In DR mode the port is the VIP's, so a bare address will do.
+            (_, Ok(ip), Some(vip), Mode::Dr) => Some(SocketAddr::new(ip, vip.port())),
+            _ => {
+                self.report(
+                    Some(raw.addr.span()),
+                    &akey,
+                    format!(
+                        "{text:?} is not an address:port (like 198.18.1.1:514 or [2001:db8::1]:514)"
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(a), Some(v)) = (addr, vip) {
+            if a.is_ipv4() != v.is_ipv4() {
+                let why = match mode {
+                    Mode::Nat => "nat cannot translate between address families",
+                    Mode::Dr => {
+                        "dr sends the vip's own packets, which a backend of another \
+                                 family cannot receive"
+                    }
+                };
+                self.report(
+                    Some(raw.addr.span()),
+                    &akey,
+                    format!(
+                        "{a} is {} but the vip {v} is {}: {why}",
+                        family(a.ip()),
+                        family(v.ip())
+                    ),
+                );
+            }
+        }
+        let weight = self.int(
+            &format!("{key}.weight"),
+            &raw.weight,
+            0..=i64::from(u16::MAX),
+            1,
+        ) as u32;
+        let mac = match &raw.mac {
+            None => None,
+            Some(m) => match MacAddr::from_str(m.get_ref()) {
+                Ok(mac) => Some(mac),
+                Err(e) => {
+                    self.report(
+                        Some(m.span()),
+                        &format!("{key}.mac"),
+                        format!("{:?} is not a MAC address: {e}", m.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+        let mut b = Backend::new(
+            BackendId(id.min(usize::from(u16::MAX)) as u16),
+            addr?,
+            weight,
+        );
+        b.mac = mac;
+        Some(b)
+    }
+}
+
+/// Levels a log filter may name on its own.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Builds the `tracing` filter for `runtime.log` or `--log-level`: a level, or
+/// `EnvFilter` directives such as `spray=debug,warn`. A lone word must be a level, because
+/// `EnvFilter` would take a misspelt level (`inof`) for a target name and log nothing.
+///
+/// # Errors
+/// A message saying what is wrong with `s`.
+pub fn log_filter(s: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let lone_word = !s.contains(['=', ',', '[', ':']);
+    if lone_word && !LEVELS.contains(&s.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{s:?} is not a log level: expected off, error, warn, info, debug or trace, \
+             or directives like \"spray=debug,warn\""
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("{s:?} is not a log filter: {e}"))
+}
+
+fn list(ids: &[usize]) -> String {
+    if ids.is_empty() {
+        return "none".to_owned();
+    }
+    ids.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            cores: vec![0, 1, 2, 3],
+        }
+    }
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse("spray.toml", src, &machine())
+    }
+
+    /// Parses `src`, expects exactly one problem and returns its text.
+    fn error(src: &str) -> String {
+        let e = parse(src).expect_err("config should be refused");
+        assert_eq!(e.problems().len(), 1, "{e}");
+        e.to_string()
+    }
+
+    const GOOD: &str = r#"
+[runtime]
+workers = 2
+cores = [0, 1]
+log = "debug"
+
+[socket]
+batch = 64
+session_idle_secs = 30
+
+[services.syslog]
+vip = "198.18.0.10:514"
+scheduler = "wrr"
+backends = [
+  { addr = "198.18.1.1:514", weight = 3, mac = "02:00:00:00:01:01" },
+  { addr = "198.18.1.2:514" },
+]
+
+[services.netflow]
+vip = "[2001:db8::10]:2055"
+backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
+"#;
+
+    #[test]
+    fn good_config_builds_specs_in_name_order() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.runtime.workers, 2);
+        assert_eq!(c.runtime.cores, Some(vec![0, 1]));
+        assert_eq!(c.runtime.log, "debug");
+        assert_eq!(c.socket.batch, 64);
+        assert_eq!(c.socket.session_idle, Duration::from_secs(30));
+        assert_eq!(c.socket.rcvbuf, 4 << 20);
+        let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["netflow", "syslog"]);
+        assert_eq!(c.services[0].id, VipId(0));
+        assert_eq!(c.services[1].id, VipId(1));
+        let ids: Vec<_> = c
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.id.0))
+            .collect();
+        assert_eq!(ids, [0, 1, 2]);
+        let syslog = &c.services[1];
+        assert_eq!(syslog.scheduler, SchedulerKind::Wrr);
+        assert_eq!(syslog.mode, Mode::Nat);
+        assert_eq!(syslog.backends[0].weight, 3);
+        assert_eq!(syslog.backends[1].weight, 1);
+        assert_eq!(syslog.backends[0].mac, Some(MacAddr([2, 0, 0, 0, 1, 1])));
+        assert_eq!(c.services[0].backends[0].weight, 0);
+        let snap = c.snapshot(1).unwrap();
+        assert_eq!(snap.services().count(), 2);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(
+            "[services.a]\nvip = \"127.0.0.1:9\"\nbackends = [{ addr = \"127.0.0.1:10\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.runtime, Runtime::default());
+        assert_eq!(c.socket, SocketSettings::default());
+        assert_eq!(c.services[0].scheduler, SchedulerKind::Rr);
+    }
+
+    #[test]
+    fn backends_as_array_of_tables() {
+        let src = "[services.a]\nvip = \"127.0.0.1:9\"\n\n[[services.a.backends]]\n\
+                   addr = \"127.0.0.1:10\"\n\n[[services.a.backends]]\naddr = \"127.0.0.1:11\"\n\
+                   weight = 70000\n";
+        assert_eq!(
+            error(src),
+            "spray.toml:9: services.a.backends[1].weight: 70000 is out of range 0..=65535"
+        );
+        let c = parse(&src.replace("70000", "2")).unwrap();
+        assert_eq!(c.services[0].backends.len(), 2);
+    }
+
+    #[test]
+    fn weight_out_of_range_names_line_and_key() {
+        let src = GOOD.replace("weight = 3", "weight = 70000");
+        assert_eq!(
+            error(&src),
+            "spray.toml:15: services.syslog.backends[0].weight: 70000 is out of range 0..=65535"
+        );
+        let src = GOOD.replace("weight = 3", "weight = -1");
+        assert!(error(&src).contains("-1 is out of range 0..=65535"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_path() {
+        let src = GOOD.replace("weight = 3", "wieght = 3");
+        let e = error(&src);
+        assert!(
+            e.starts_with("spray.toml:15: services.syslog.backends[0]"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `wieght`"), "{e}");
+        let e = error(&format!("{GOOD}\n[runtime2]\n"));
+        assert!(e.contains("unknown field `runtime2`"), "{e}");
+        let e = error(&GOOD.replace("batch = 64", "bach = 64"));
+        assert!(e.starts_with("spray.toml:8: socket"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = error(&GOOD.replace("workers = 2", "workers = \"two\""));
+        assert!(e.starts_with("spray.toml:3: runtime.workers: "), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_error_names_line() {
+        let e = error(&GOOD.replace("batch = 64", "batch = = 64"));
+        assert!(e.starts_with("spray.toml:8: "), "{e}");
+    }
+
+    #[test]
+    fn dataplane() {
+        let e = error(&GOOD.replace("workers = 2", "dataplane = \"dpdk\"\nworkers = 2"));
+        assert!(
+            e.starts_with("spray.toml:3: runtime.dataplane: \"dpdk\" is not built yet"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("workers = 2", "dataplane = \"xdp\"\nworkers = 2"));
+        assert!(
+            e.contains("runtime.dataplane: unknown dataplane \"xdp\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn workers_and_cores() {
+        let e = error(
+            &GOOD
+                .replace("workers = 2", "workers = 65")
+                .replace("cores = [0, 1]\n", ""),
+        );
+        assert_eq!(
+            e,
+            "spray.toml:3: runtime.workers: 65 is out of range 1..=64"
+        );
+        let e = error(
+            &GOOD
+                .replace("workers = 2", "workers = 0")
+                .replace("cores = [0, 1]\n", ""),
+        );
+        assert!(
+            e.contains("runtime.workers: 0 is out of range 1..=64"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("cores = [0, 1]", "cores = [0]"));
+        assert_eq!(
+            e,
+            "spray.toml:4: runtime.cores: has 1 entries but runtime.workers is 2: \
+             give one core per worker"
+        );
+        let e = error(&GOOD.replace("cores = [0, 1]", "cores = [0, 9]"));
+        assert!(
+            e.starts_with("spray.toml:4: runtime.cores[1]: core 9 does not exist on this machine"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("cores = [0, 1]", "cores = [1, 1]"));
+        assert!(
+            e.contains("runtime.cores[1]: core 1 is given to two workers"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn log_filter_validation() {
+        let e = error(&GOOD.replace("log = \"debug\"", "log = \"loud=[\""));
+        assert!(e.starts_with("spray.toml:5: runtime.log: "), "{e}");
+        let e = error(&GOOD.replace("log = \"debug\"", "log = \"inof\""));
+        assert!(
+            e.starts_with("spray.toml:5: runtime.log: \"inof\" is not a log level"),
+            "{e}"
+        );
+        for ok in ["WARN", "spray=debug,warn", "trace"] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn socket_ranges() {
+        let e = error(&GOOD.replace("batch = 64", "batch = 0"));
+        assert_eq!(e, "spray.toml:8: socket.batch: 0 is out of range 1..=1024");
+        let e = error(&GOOD.replace("batch = 64", "batch = 2048"));
+        assert!(e.contains("socket.batch: 2048 is out of range"), "{e}");
+        let e = error(&GOOD.replace("session_idle_secs = 30", "session_idle_secs = 0"));
+        assert!(e.starts_with("spray.toml:9: socket.session_idle_secs: 0 is out of range"));
+        let e = error(&GOOD.replace("batch = 64", "rcvbuf = -5"));
+        assert!(e.contains("socket.rcvbuf: -5 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn no_services() {
+        let e = error("[runtime]\nworkers = 1\n");
+        assert!(
+            e.starts_with("spray.toml: services: no service is defined"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backends_missing_or_empty() {
+        let e = error("[services.a]\nvip = \"127.0.0.1:9\"\n");
+        assert!(
+            e.contains("services.a.backends: no backend is defined"),
+            "{e}"
+        );
+        let e = error("[services.a]\nvip = \"127.0.0.1:9\"\nbackends = []\n");
+        assert_eq!(
+            e,
+            "spray.toml:3: services.a.backends: is empty: a service needs at least one backend"
+        );
+    }
+
+    #[test]
+    fn missing_vip() {
+        let e = error("[services.a]\nbackends = [{ addr = \"127.0.0.1:10\" }]\n");
+        assert!(e.contains("services.a: missing field `vip`"), "{e}");
+    }
+
+    #[test]
+    fn bad_vip() {
+        let e = error(&GOOD.replace("198.18.0.10:514", "198.18.0.10"));
+        assert!(
+            e.starts_with(
+                "spray.toml:12: services.syslog.vip: \"198.18.0.10\" is not an address:port"
+            ),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("198.18.0.10:514", "198.18.0.10:0"));
+        assert!(
+            e.contains("services.syslog.vip: port 0 is out of range 1..=65535"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("198.18.0.10:514", "198.18.0.10:70000"));
+        assert!(
+            e.contains("services.syslog.vip: \"198.18.0.10:70000\" is not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn protocol_scheduler_mode() {
+        let e = error(&GOOD.replace("scheduler = \"wrr\"", "protocol = \"tcp\""));
+        assert_eq!(
+            e,
+            "spray.toml:13: services.syslog.protocol: \"tcp\" is not supported: spray balances udp only"
+        );
+        let e = error(&GOOD.replace("scheduler = \"wrr\"", "scheduler = \"lc\""));
+        assert!(
+            e.starts_with("spray.toml:13: services.syslog.scheduler: unknown scheduler \"lc\""),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("scheduler = \"wrr\"", "mode = \"tun\""));
+        assert!(
+            e.contains("services.syslog.mode: unknown mode \"tun\""),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("scheduler = \"wrr\"", "mode = \"dr\""));
+        assert!(
+            e.starts_with("spray.toml:13: services.syslog.mode: \"dr\" needs a dataplane that owns the wire (dpdk)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_backend_addr_and_mac() {
+        let e = error(&GOOD.replace("198.18.1.2:514", "198.18.1.2"));
+        assert!(
+            e.starts_with("spray.toml:16: services.syslog.backends[1].addr: \"198.18.1.2\" is not"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("198.18.1.2:514", "198.18.1.2:0"));
+        assert!(
+            e.contains("backends[1].addr: port 0 is out of range"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("02:00:00:00:01:01", "02:00:00:00:01"));
+        assert!(
+            e.starts_with("spray.toml:15: services.syslog.backends[0].mac: \"02:00:00:00:01\" is not a MAC address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_backend() {
+        let e = error(&GOOD.replace("198.18.1.2:514", "198.18.1.1:514"));
+        assert_eq!(
+            e,
+            "spray.toml:16: services.syslog.backends[1].addr: 198.18.1.1:514 is already backends[0]"
+        );
+    }
+
+    #[test]
+    fn duplicate_vip() {
+        let src = format!(
+            "{GOOD}\n[services.syslog2]\nvip = \"198.18.0.10:514\"\nbackends = [{{ addr = \"198.18.1.9:514\" }}]\n"
+        );
+        let e = error(&src);
+        assert!(
+            e.ends_with(
+                "services.syslog2.vip: 198.18.0.10:514 is already the vip of services.syslog"
+            ),
+            "{e}"
+        );
+        assert!(e.starts_with("spray.toml:24: "), "{e}");
+    }
+
+    #[test]
+    fn mixed_families() {
+        let e = error(&GOOD.replace("198.18.1.2:514", "[2001:db8::2]:514"));
+        assert_eq!(
+            e,
+            "spray.toml:16: services.syslog.backends[1].addr: [2001:db8::2]:514 is IPv6 but the \
+             vip 198.18.0.10:514 is IPv4: nat cannot translate between address families"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let src = GOOD
+            .replace("weight = 3", "weight = 70000")
+            .replace("batch = 64", "batch = 0");
+        let e = parse(&src).unwrap_err();
+        assert_eq!(e.problems().len(), 2, "{e}");
+        assert_eq!(e.to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn docs_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                // Examples may pin to core 0 only, which every machine has.
+                let c = Config::load(&path, &Machine { cores: vec![0] });
+                let c = c.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.snapshot(1).unwrap();
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "no examples found in {}", dir.display());
+    }
+}

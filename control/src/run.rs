@@ -1,0 +1,286 @@
+//! `spray run` in socket mode: start the workers, watch them, stop them.
+//!
+//! Everything fallible happens before the first packet, as in DPDK's l3fwd: each worker
+//! thread pins itself, builds its [`ProxyWorker`] and reports back on a channel; only when
+//! every worker is ready does [`Workers::start`] return. A worker that fails to start stops
+//! the others and the error names it.
+//!
+//! The control thread keeps the sending half of each worker's update channel (reloads and
+//! health changes will publish new snapshots through it), and reads the per-worker counters
+//! without locks for the periodic stats line and the summary on exit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use dataplane::counters::{SharedCounters, WorkerCounters};
+use dataplane::service::{Snapshot, SnapshotError};
+
+use crate::config::Config;
+use crate::proxy::{ProxyError, ProxySettings, ProxyWorker};
+use crate::report;
+
+/// Error from running the workers.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The service table was refused by the dataplane.
+    #[error("cannot build the service table")]
+    Snapshot(#[source] SnapshotError),
+    /// The OS would not start a thread.
+    #[error("cannot start worker {worker}")]
+    Spawn {
+        /// Worker index.
+        worker: usize,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Pinning a worker to its core failed.
+    #[error("cannot pin worker {worker} to core {core}")]
+    Pin {
+        /// Worker index.
+        worker: usize,
+        /// Core id from `runtime.cores`.
+        core: usize,
+    },
+    /// A worker failed to start or stopped with an error.
+    #[error("worker {worker} failed")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// Why.
+        #[source]
+        source: ProxyError,
+    },
+    /// A worker panicked (a Spray bug).
+    #[error("worker {worker} panicked")]
+    Panicked {
+        /// Worker index.
+        worker: usize,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install the SIGINT/SIGTERM handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Running worker threads and what the control thread keeps of them.
+#[derive(Debug)]
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    counters: Vec<SharedCounters>,
+    // Kept for reloads and health updates; dropping them would disconnect the workers.
+    updates: Vec<Sender<Arc<Snapshot>>>,
+    handles: Vec<JoinHandle<Result<(), RunError>>>,
+    started: Instant,
+}
+
+impl Workers {
+    /// Starts `workers` threads over `snapshot`, worker `i` pinned to `cores[i]` when given,
+    /// and waits until each has bound its sockets. `stop` ends them. `settings` makes each
+    /// worker's settings (the agreed `ProxySettings` API promises `Default`, not `Clone`).
+    ///
+    /// # Errors
+    /// When a thread cannot be started or pinned, or a worker cannot be built; the workers
+    /// already started are stopped first.
+    pub fn start(
+        snapshot: Arc<Snapshot>,
+        workers: usize,
+        cores: Option<&[usize]>,
+        settings: &(dyn Fn() -> ProxySettings + Sync),
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, RunError> {
+        let mut this = Workers {
+            stop: Arc::clone(&stop),
+            counters: Vec::with_capacity(workers),
+            updates: Vec::with_capacity(workers),
+            handles: Vec::with_capacity(workers),
+            started: Instant::now(),
+        };
+        let (ready_tx, ready_rx) =
+            crossbeam_channel::bounded::<(usize, Result<(), RunError>)>(workers);
+        for id in 0..workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let counters = WorkerCounters::shared();
+            let core = cores.and_then(|c| c.get(id).copied());
+            let (snap, wc, stop, settings, ready) = (
+                Arc::clone(&snapshot),
+                Arc::clone(&counters),
+                Arc::clone(&stop),
+                settings(),
+                ready_tx.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("spray-worker-{id}"))
+                .spawn(move || -> Result<(), RunError> {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            let _ = ready.send((id, Err(RunError::Pin { worker: id, core })));
+                            return Ok(());
+                        }
+                    }
+                    let mut worker = match ProxyWorker::new(id, snap, rx, settings, wc) {
+                        Ok(w) => w,
+                        Err(source) => {
+                            let _ = ready.send((id, Err(RunError::Worker { worker: id, source })));
+                            return Ok(());
+                        }
+                    };
+                    tracing::info!(worker = id, ?core, "worker started");
+                    let _ = ready.send((id, Ok(())));
+                    drop(ready);
+                    let r = worker.run(&stop);
+                    tracing::info!(worker = id, "worker stopped");
+                    r.map_err(|source| RunError::Worker { worker: id, source })
+                });
+            match spawned {
+                Ok(h) => {
+                    this.handles.push(h);
+                    this.counters.push(counters);
+                    this.updates.push(tx);
+                }
+                Err(source) => {
+                    let _ = this.stop_and_join();
+                    return Err(RunError::Spawn { worker: id, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(e))) => {
+                    failure.get_or_insert(e);
+                }
+                // A worker died before reporting: it panicked; join reports it.
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = failure {
+            let _ = this.stop_and_join();
+            return Err(e);
+        }
+        this.started = Instant::now();
+        Ok(this)
+    }
+
+    /// The counters of each worker, by worker index.
+    pub fn counters(&self) -> &[SharedCounters] {
+        &self.counters
+    }
+
+    /// Time since every worker was ready.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether some worker has ended (with an error, or a panic).
+    pub fn any_finished(&self) -> bool {
+        self.handles.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Sets the stop flag and joins every worker.
+    ///
+    /// # Errors
+    /// The first worker error or panic.
+    pub fn stop_and_join(&mut self) -> Result<(), RunError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut first = Ok(());
+        for (worker, h) in self.handles.drain(..).enumerate() {
+            let r = h.join().unwrap_or(Err(RunError::Panicked { worker }));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        self.updates.clear();
+        first
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// Makes SIGINT and SIGTERM set `stop`; a second one while stopping exits at once with
+/// status 1.
+///
+/// # Errors
+/// When a handler cannot be installed.
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), RunError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional exit must see the flag as it was before this
+        // signal set it.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(stop))
+            .map_err(RunError::Signals)?;
+        signal_hook::flag::register(sig, Arc::clone(stop)).map_err(RunError::Signals)?;
+    }
+    Ok(())
+}
+
+/// Settings of the socket dataplane from the config.
+pub fn proxy_settings(config: &Config) -> ProxySettings {
+    ProxySettings {
+        batch: config.socket.batch,
+        transparent: config.socket.transparent,
+        session_idle: config.socket.session_idle,
+        rcvbuf: config.socket.rcvbuf,
+        ..ProxySettings::default()
+    }
+}
+
+/// `spray run`: starts the workers for `config`, prints a stats line every
+/// `stats_interval` (none when `None`) until SIGINT/SIGTERM or a worker fails, then the
+/// summary.
+///
+/// # Errors
+/// When the workers cannot start, or one of them fails.
+pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunError> {
+    let snapshot = Arc::new(config.snapshot(1).map_err(RunError::Snapshot)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    let mut workers = Workers::start(
+        Arc::clone(&snapshot),
+        config.runtime.workers,
+        config.runtime.cores.as_deref(),
+        &|| proxy_settings(config),
+        Arc::clone(&stop),
+    )?;
+    for svc in snapshot.services() {
+        tracing::info!(
+            service = %svc.spec.name,
+            vip = %svc.spec.vip,
+            scheduler = %svc.spec.scheduler,
+            backends = svc.spec.backends.len(),
+            "serving"
+        );
+    }
+    println!(
+        "spray: serving {} service(s) on {} worker(s); Ctrl-C to stop",
+        snapshot.services().count(),
+        config.runtime.workers
+    );
+    let mut prev = report::Totals::default();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !workers.any_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(every) = stats_interval {
+            if last.elapsed() >= every {
+                let now = report::Totals::collect(workers.counters());
+                println!("{}", report::progress_line(&prev, &now, last.elapsed()));
+                prev = now;
+                last = Instant::now();
+            }
+        }
+    }
+    let result = workers.stop_and_join();
+    print!(
+        "{}",
+        report::summary(&snapshot, workers.counters(), workers.elapsed())
+    );
+    result
+}

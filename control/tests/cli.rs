@@ -1,0 +1,253 @@
+//! The `spray` binary as a user runs it: exit codes, what goes to stdout and stderr.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spray(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(args)
+        .output()
+        .expect("spray runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("spray.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+const GOOD: &str = r#"
+[services.syslog]
+vip = "198.18.0.10:514"
+backends = [
+  { addr = "198.18.1.1:514" },
+  { addr = "198.18.1.2:514", weight = 2 },
+]
+"#;
+
+#[test]
+fn check_good_file_exits_0_and_lists_the_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), GOOD);
+    let out = spray(&["check", "--config", &path]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("UDP  198.18.0.10:514"), "{stdout}");
+    assert!(stdout.contains("-> 198.18.1.2:514"), "{stdout}");
+    assert!(stdout.contains("1 service(s), 2 backend(s)"), "{stdout}");
+}
+
+#[test]
+fn check_bad_file_exits_2_and_names_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &GOOD.replace("weight = 2", "weight = 70000"));
+    let out = spray(&["check", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:6: services.syslog.backends[1].weight: 70000 is out of range 0..=65535"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = GOOD
+        .replace("weight = 2", "weight = 70000")
+        .replace("198.18.1.1:514", "198.18.1.1");
+    let path = write_config(dir.path(), &bad);
+    let out = spray(&["check", "-c", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("services.syslog.backends[0].addr"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("services.syslog.backends[1].weight"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_unknown_key_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &GOOD.replace("weight = 2", "wieght = 2"));
+    let out = spray(&["check", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("services.syslog.backends[1]"), "{stderr}");
+    assert!(stderr.contains("unknown field `wieght`"), "{stderr}");
+}
+
+#[test]
+fn check_missing_file_exits_2_with_the_cause() {
+    let out = spray(&["check", "--config", "/nonexistent/spray.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/spray.toml: cannot read the config file"));
+    assert!(stderr.contains("caused by:"), "{stderr}");
+}
+
+#[test]
+fn check_every_docs_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = spray(&["check", "--config", path.to_str().unwrap()]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn help_mentions_every_subcommand() {
+    for flag in ["--help", "-h"] {
+        let out = spray(&[flag]);
+        assert_eq!(out.status.code(), Some(0));
+        let stdout = text(&out.stdout);
+        for sub in ["run", "check", "demo", "--log-level", "--version"] {
+            assert!(stdout.contains(sub), "{flag} lacks {sub}: {stdout}");
+        }
+    }
+    let out = spray(&["demo", "--help"]);
+    let stdout = text(&out.stdout);
+    for opt in ["--count", "--scheduler", "--weights", "Examples:"] {
+        assert!(stdout.contains(opt), "demo --help lacks {opt}: {stdout}");
+    }
+    let out = spray(&["run", "--help"]);
+    assert!(text(&out.stdout).contains("--stats-interval"));
+}
+
+#[test]
+fn version_and_usage_errors() {
+    let out = spray(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("spray "));
+    assert_eq!(spray(&[]).status.code(), Some(2));
+    assert_eq!(spray(&["run"]).status.code(), Some(2));
+    assert_eq!(spray(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(spray(&["demo", "--scheduler", "lc"]).status.code(), Some(2));
+}
+
+#[test]
+fn demo_deals_exact_thirds() {
+    let out = spray(&["demo", "--count", "3000"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("replies: 3000 of 3000, all from the VIP"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("result: ok, rr dealt exactly 1000 to each backend"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn demo_wrr_follows_weights() {
+    let out = spray(&[
+        "demo",
+        "-n",
+        "600",
+        "--scheduler",
+        "wrr",
+        "--weights",
+        "3,2,1",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("result: ok"), "{stdout}");
+}
+
+#[test]
+fn run_serves_until_sigterm_and_prints_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let baddr = backend.local_addr().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[services.echo]\nvip = \"127.0.0.1:{port}\"\nbackends = [{{ addr = \"{baddr}\" }}]\n"
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["run", "--config", &path, "--stats-interval", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Send until the backend sees a datagram (the workers need a moment to bind).
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    backend
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = false;
+    for _ in 0..50 {
+        client.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if backend.recv_from(&mut buf).is_ok() {
+            got = true;
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) on the child we spawned and have not waited for yet.
+    unsafe { libc_kill(child.id()) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        got,
+        "no datagram reached the backend: {stdout}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("UDP  127.0.0.1:{port}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("drops by reason:"), "{stdout}");
+}
+
+unsafe fn libc_kill(pid: u32) {
+    // SAFETY: the caller passes the pid of a live child; SIGTERM only asks it to stop.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+}
+
+#[test]
+fn run_exits_1_when_a_vip_cannot_be_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // 192.0.2.0/24 (TEST-NET-1, RFC 5737) is never configured on a host.
+    let path = write_config(
+        dir.path(),
+        "[services.x]\nvip = \"192.0.2.1:514\"\nbackends = [{ addr = \"192.0.2.2:514\" }]\n",
+    );
+    let out = spray(&["run", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: worker 0 failed"), "{stderr}");
+    assert!(
+        stderr.contains("caused by: cannot bind vip 192.0.2.1:514"),
+        "{stderr}"
+    );
+}
