@@ -338,16 +338,19 @@ impl ProxyWorker {
             ));
         }
         if settings.transparent {
-            // Fail at start-up, not at the first client: probe IPv4 always, IPv6 when a VIP
-            // needs it.
-            let v4 = SocketAddr::from(([0, 0, 0, 0], 0));
-            sock::probe_transparent(&v4).map_err(|cause| ProxyError::Transparent { cause })?;
-            if let Some(v6) = snapshot
-                .services()
-                .map(|s| s.spec.vip.addr)
-                .find(SocketAddr::is_ipv6)
-            {
-                sock::probe_transparent(&v6).map_err(|cause| ProxyError::Transparent { cause })?;
+            // Fail at start-up, not at the first client: probe each family the VIPs use
+            // (IPv4 when there are no VIPs yet).
+            let v4 = snapshot.services().find(|s| s.spec.vip.addr.is_ipv4());
+            let v6 = snapshot.services().find(|s| s.spec.vip.addr.is_ipv6());
+            let mut probes = Vec::with_capacity(2);
+            if v4.is_some() || v6.is_none() {
+                probes.push(SocketAddr::from(([0, 0, 0, 0], 0)));
+            }
+            if let Some(s) = v6 {
+                probes.push(s.spec.vip.addr);
+            }
+            for p in &probes {
+                sock::probe_transparent(p).map_err(|cause| ProxyError::Transparent { cause })?;
             }
         }
         let epoll = Epoll::new(settings.batch.max(64)).map_err(|cause| ProxyError::Epoll {
