@@ -40,11 +40,17 @@ pub enum DropReason {
     FamilyMismatch,
     /// The port did not accept the packet for transmission.
     TxFull,
+    /// Socket mode: a new client found its worker's session table full
+    /// ([`crate::proxy::ProxySettings::max_sessions`]).
+    SessionTableFull,
+    /// Socket mode: the upstream socket of a new client session could not be opened (file
+    /// descriptor limit, or a transparent bind to the client's address failed).
+    SessionSocket,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -57,6 +63,8 @@ impl DropReason {
         Self::NoBackendMac,
         Self::FamilyMismatch,
         Self::TxFull,
+        Self::SessionTableFull,
+        Self::SessionSocket,
     ];
 
     /// Stable snake_case name for stats and metrics.
@@ -74,6 +82,8 @@ impl DropReason {
             Self::NoBackendMac => "no_backend_mac",
             Self::FamilyMismatch => "family_mismatch",
             Self::TxFull => "tx_full",
+            Self::SessionTableFull => "session_table_full",
+            Self::SessionSocket => "session_socket",
         }
     }
 }
@@ -153,8 +163,11 @@ pub struct WorkerCounters {
     pub rx_bursts: Counter,
     /// Snapshots applied.
     pub snapshots_applied: Counter,
-    /// NAT replies rewritten back to their VIP.
+    /// NAT replies rewritten back to their VIP (socket mode: replies relayed to clients).
     pub nat_replies: Counter,
+    /// Socket mode: VIP sockets a snapshot update could not bind (the VIP stays unserved by
+    /// this worker until a later snapshot binds it).
+    pub bind_errors: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],
     /// Packets that arrived for each VIP, indexed by [`VipId`].
@@ -173,6 +186,7 @@ impl Default for WorkerCounters {
             rx_bursts: Counter::default(),
             snapshots_applied: Counter::default(),
             nat_replies: Counter::default(),
+            bind_errors: Counter::default(),
             drops: Default::default(),
             vip_rx: Traffic::new(MAX_VIPS),
             backend_tx: Traffic::new(MAX_BACKENDS),

@@ -5,6 +5,7 @@
 //! at start-up, so a burst never allocates.
 
 pub mod memory;
+pub mod socket;
 
 /// One packet buffer owned by the worker that received it.
 pub trait PacketBuf {

@@ -1,0 +1,642 @@
+//! Batched kernel UDP I/O for socket mode: `recvmmsg`/`sendmmsg`, `epoll`, socket options.
+//!
+//! This is the only module of socket mode that calls the operating system directly; the proxy
+//! logic in [`crate::proxy`] is safe code on top of it. Three pieces:
+//!
+//! * [`Batch`]: preallocated `mmsghdr`/`iovec`/`sockaddr_storage` arrays and one contiguous
+//!   buffer of `batch` slots. [`Batch::recv`] fills the slots with one `recvmmsg` call;
+//!   [`Batch::send`] sends received slots (to any destinations) with one `sendmmsg` call,
+//!   straight from the receive buffers: no copy, no allocation.
+//! * [`Epoll`]: a level-triggered readiness set keyed by caller-chosen `u64` tokens.
+//! * Socket constructors ([`bind_vip`], [`session_socket`], [`set_transparent`]) that set
+//!   the options socket mode needs, with `socket2` where it has them and `setsockopt` where it
+//!   does not (`SO_RCVBUFFORCE`, `IPV6_TRANSPARENT`).
+//!
+//! Contract: no function here panics; every OS failure comes back as an [`io::Error`].
+//!
+//! The `mmsghdr` arrays hold raw pointers into the batch's own arrays. Those pointers are
+//! rewritten right before every system call from the arrays' current addresses, so they can
+//! never dangle, and no Rust reference to the arrays is alive while the kernel writes them.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use libc::{c_int, c_uint, c_void, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Largest UDP payload a slot must hold: 65535 minus the 8-byte UDP header, rounded up.
+pub const MAX_DATAGRAM: usize = 65536;
+
+/// Most datagrams one `recvmmsg`/`sendmmsg` call may carry (the kernel's `UIO_MAXIOV`).
+pub const MAX_BATCH: usize = 1024;
+
+/// `SO_RCVBUFFORCE` from `asm-generic/socket.h` (the value on x86_64, aarch64, riscv and
+/// powerpc; `libc` does not export it for Linux/glibc).
+const SO_RCVBUFFORCE: c_int = 33;
+
+const STORAGE_LEN: socklen_t = mem::size_of::<sockaddr_storage>() as socklen_t;
+
+/// One datagram of a received batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The payload (cut at the slot size when `truncated`).
+    pub data: &'a [u8],
+    /// The sender; `None` when the kernel reported no IPv4/IPv6 address.
+    pub from: Option<SocketAddr>,
+    /// The datagram was larger than the slot (`MSG_TRUNC`).
+    pub truncated: bool,
+}
+
+/// One datagram to send: a received slot and its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Index of the received datagram (as passed to [`Batch::datagram`]).
+    pub index: usize,
+    /// Where it goes.
+    pub to: SocketAddr,
+}
+
+/// Preallocated state for one `recvmmsg` and one `sendmmsg` of up to `capacity` datagrams.
+pub struct Batch {
+    slot: usize,
+    bufs: Box<[u8]>,
+    received: usize,
+    rx_hdrs: Box<[libc::mmsghdr]>,
+    rx_iov: Box<[libc::iovec]>,
+    rx_addrs: Box<[sockaddr_storage]>,
+    tx_hdrs: Box<[libc::mmsghdr]>,
+    tx_iov: Box<[libc::iovec]>,
+    tx_addrs: Box<[sockaddr_storage]>,
+}
+
+// SAFETY: the raw pointers inside the `mmsghdr`/`iovec` arrays only ever point into arrays
+// owned by this same `Batch` (they are rewritten before each system call), nothing else holds
+// them, and every access needs `&mut self`; moving the whole batch to another thread moves the
+// pointees with it.
+unsafe impl Send for Batch {}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("capacity", &self.rx_hdrs.len())
+            .field("slot", &self.slot)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+fn zeroed_array<T>(n: usize) -> Box<[T]> {
+    // SAFETY: only instantiated below with `mmsghdr`, `iovec` and `sockaddr_storage`, plain C
+    // structs of integers and raw pointers for which all-zero bytes are a valid value (null
+    // pointers, zero lengths, AF_UNSPEC).
+    (0..n).map(|_| unsafe { mem::zeroed::<T>() }).collect()
+}
+
+impl Batch {
+    /// A batch of `capacity` slots (clamped to `1..=`[`MAX_BATCH`]) of `slot` bytes each
+    /// (at least 1; [`MAX_DATAGRAM`] holds any UDP datagram).
+    pub fn new(capacity: usize, slot: usize) -> Self {
+        let n = capacity.clamp(1, MAX_BATCH);
+        let slot = slot.max(1);
+        Self {
+            slot,
+            bufs: vec![0u8; n * slot].into_boxed_slice(),
+            received: 0,
+            rx_hdrs: zeroed_array(n),
+            rx_iov: zeroed_array(n),
+            rx_addrs: zeroed_array(n),
+            tx_hdrs: zeroed_array(n),
+            tx_iov: zeroed_array(n),
+            tx_addrs: zeroed_array(n),
+        }
+    }
+
+    /// How many datagrams one call moves at most.
+    pub fn capacity(&self) -> usize {
+        self.rx_hdrs.len()
+    }
+
+    /// Datagrams held from the last [`Batch::recv`].
+    pub fn len(&self) -> usize {
+        self.received
+    }
+
+    /// Whether the last [`Batch::recv`] returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.received == 0
+    }
+
+    /// Receives up to [`Batch::capacity`] datagrams from `fd` without blocking, replacing the
+    /// previous batch, and returns how many arrived.
+    ///
+    /// # Errors
+    /// The `recvmmsg` error; `WouldBlock` when nothing is queued.
+    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.received = 0;
+        let n = self.rx_hdrs.len();
+        let base = self.bufs.as_mut_ptr();
+        let iov = self.rx_iov.as_mut_ptr();
+        let addrs = self.rx_addrs.as_mut_ptr();
+        for (i, h) in self.rx_hdrs.iter_mut().enumerate() {
+            // SAFETY: `i < n` and `bufs`, `rx_iov` and `rx_addrs` have `n * slot`, `n` and
+            // `n` elements, so every offset stays inside its allocation.
+            let (buf, v, a) = unsafe { (base.add(i * self.slot), iov.add(i), addrs.add(i)) };
+            // SAFETY: `v` points to element `i` of `rx_iov` (in bounds, see above); no
+            // reference to that array is alive.
+            unsafe {
+                v.write(libc::iovec {
+                    iov_base: buf.cast::<c_void>(),
+                    iov_len: self.slot,
+                })
+            };
+            h.msg_hdr.msg_name = a.cast::<c_void>();
+            h.msg_hdr.msg_namelen = STORAGE_LEN;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `fd` is a valid open descriptor for the call's duration (borrowed); the
+        // `n` headers were just pointed at `n` live iovecs of `slot` writable bytes each and
+        // `n` sockaddr_storage of `msg_namelen` bytes, all owned by `self`, which is
+        // mutably borrowed, so nothing else reads or writes them meanwhile. A null timeout
+        // is allowed. The return value is checked below.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.rx_hdrs.as_mut_ptr(),
+                n as c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = (r as usize).min(n);
+        Ok(self.received)
+    }
+
+    /// Datagram `i` of the last [`Batch::recv`], or `None` when `i` is out of range.
+    #[inline]
+    pub fn datagram(&self, i: usize) -> Option<Datagram<'_>> {
+        if i >= self.received {
+            return None;
+        }
+        let h = &self.rx_hdrs[i];
+        let len = (h.msg_len as usize).min(self.slot);
+        let start = i * self.slot;
+        Some(Datagram {
+            data: self.bufs.get(start..start + len)?,
+            from: decode_addr(&self.rx_addrs[i], h.msg_hdr.msg_namelen),
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+
+    /// Sends received datagrams `out[k].index` to `out[k].to` from `fd` with one `sendmmsg`
+    /// call and returns how many of the first ones the kernel accepted (`sendmmsg` stops at
+    /// the first failure; call again with the rest).
+    ///
+    /// # Errors
+    /// `InvalidInput` when an index is not a received datagram or `out` is longer than
+    /// [`Batch::capacity`]; otherwise the error of the first datagram (`WouldBlock` when the
+    /// socket's send buffer is full).
+    pub fn send(&mut self, fd: BorrowedFd<'_>, out: &[Outgoing]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        if out.len() > self.tx_hdrs.len() || out.iter().any(|o| o.index >= self.received) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let base = self.bufs.as_mut_ptr();
+        // Raw pointers taken once: no reference to `tx_iov` or `tx_addrs` is created after
+        // this point, so the pointers stored into the headers stay valid until the call.
+        let iov = self.tx_iov.as_mut_ptr();
+        let addrs = self.tx_addrs.as_mut_ptr();
+        for (k, o) in out.iter().enumerate() {
+            let len = (self.rx_hdrs[o.index].msg_len as usize).min(self.slot);
+            // SAFETY: `o.index < received <= n` and `k < out.len() <= n`, so the offsets stay
+            // inside `bufs` (`n * slot` bytes), `tx_iov` and `tx_addrs` (`n` elements each).
+            let (buf, v, a) = unsafe { (base.add(o.index * self.slot), iov.add(k), addrs.add(k)) };
+            // SAFETY: `a` points to element `k` of `tx_addrs` (in bounds, initialised); the
+            // temporary `&mut` is the only reference to it and ends with the call.
+            let namelen = encode_addr(&o.to, unsafe { &mut *a });
+            // SAFETY: `v` points to element `k` of `tx_iov` (in bounds); no reference to that
+            // array is alive.
+            unsafe {
+                v.write(libc::iovec {
+                    iov_base: buf.cast::<c_void>(),
+                    iov_len: len,
+                })
+            };
+            let h = &mut self.tx_hdrs[k];
+            h.msg_hdr.msg_name = a.cast::<c_void>();
+            h.msg_hdr.msg_namelen = namelen;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `fd` is a valid open descriptor for the call (borrowed); the first
+        // `out.len()` headers were just pointed at live iovecs (each within a received slot)
+        // and encoded addresses of `msg_namelen` bytes, all owned by the mutably borrowed
+        // `self`; the kernel only reads them. The return value is checked below.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                self.tx_hdrs.as_mut_ptr(),
+                out.len() as c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+}
+
+/// Writes `addr` into `storage` as a `sockaddr_in`/`sockaddr_in6` and returns its length.
+fn encode_addr(addr: &SocketAddr, storage: &mut sockaddr_storage) -> socklen_t {
+    let p: *mut sockaddr_storage = storage;
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sockaddr_storage` is larger than and aligned for every sockaddr type
+            // (that is its purpose); `p` comes from a live `&mut`.
+            unsafe { p.cast::<sockaddr_in>().write(sin) };
+            mem::size_of::<sockaddr_in>() as socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, `sockaddr_storage` holds and aligns a `sockaddr_in6`.
+            unsafe { p.cast::<sockaddr_in6>().write(sin6) };
+            mem::size_of::<sockaddr_in6>() as socklen_t
+        }
+    }
+}
+
+/// Reads the address the kernel wrote into `storage` (`len` bytes).
+#[inline]
+fn decode_addr(storage: &sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let p: *const sockaddr_storage = storage;
+    match c_int::from(storage.ss_family) {
+        libc::AF_INET if len as usize >= mem::size_of::<sockaddr_in>() => {
+            // SAFETY: the family says the kernel wrote a `sockaddr_in` of `len` bytes (checked
+            // above); `sockaddr_storage` is aligned for it.
+            let sin = unsafe { &*p.cast::<sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let sin6 = unsafe { &*p.cast::<sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A level-triggered epoll set whose events carry caller-chosen `u64` tokens.
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Box<[libc::epoll_event]>,
+    ready: usize,
+}
+
+impl fmt::Debug for Epoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Epoll")
+            .field("fd", &self.fd)
+            .field("capacity", &self.events.len())
+            .field("ready", &self.ready)
+            .finish()
+    }
+}
+
+impl Epoll {
+    /// An epoll instance reporting up to `capacity` (at least 1) ready descriptors per wait.
+    ///
+    /// # Errors
+    /// The `epoll_create1` error (`EMFILE`, `ENOMEM`).
+    pub fn new(capacity: usize) -> io::Result<Self> {
+        // SAFETY: plain system call with a constant flag; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: (0..capacity.max(1))
+                .map(|_| libc::epoll_event { events: 0, u64: 0 })
+                .collect(),
+            ready: 0,
+        })
+    }
+
+    fn ctl(&self, op: c_int, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are valid for the call (one owned, one borrowed) and `ev`
+        // is a live, initialised event; the result is checked.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Watches `fd` for readability, reporting `token`.
+    ///
+    /// # Errors
+    /// The `epoll_ctl` error.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    /// Stops watching `fd` (closing it does the same).
+    ///
+    /// # Errors
+    /// The `epoll_ctl` error (`ENOENT` when `fd` was not watched).
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    /// Waits up to `timeout` (rounded up to whole milliseconds) for readiness and returns how
+    /// many descriptors are ready; their tokens are [`Epoll::token`]`(0..n)`. A signal
+    /// interrupting the wait counts as a timeout.
+    ///
+    /// # Errors
+    /// The `epoll_wait` error.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.ready = 0;
+        let mut ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
+        if Duration::from_millis(ms as u64) < timeout && ms < i32::MAX {
+            ms += 1;
+        }
+        // SAFETY: the epoll fd is owned and valid; `events` is a live array of
+        // `events.len()` entries the kernel may write; the result is checked.
+        let r = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len().min(i32::MAX as usize) as c_int,
+                ms,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        self.ready = (r as usize).min(self.events.len());
+        Ok(self.ready)
+    }
+
+    /// The token of ready descriptor `i` of the last wait (0 when out of range).
+    #[inline]
+    pub fn token(&self, i: usize) -> u64 {
+        if i < self.ready {
+            // A by-value copy: `epoll_event` is packed on x86_64, so no reference is taken.
+            let ev = self.events[i];
+            ev.u64
+        } else {
+            0
+        }
+    }
+}
+
+fn udp_socket(family_of: &SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(*family_of),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if family_of.is_ipv6() {
+        // A v6 socket never receives v4 traffic: a v4 VIP on the same port is its own socket.
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// Sets the receive buffer to `bytes`: `SO_RCVBUFFORCE` when the process may exceed
+/// `net.core.rmem_max` (CAP_NET_ADMIN), else `SO_RCVBUF` (capped by the kernel).
+///
+/// # Errors
+/// The `SO_RCVBUF` error.
+pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as usize / 2) as c_int;
+    // SAFETY: the fd is valid (owned by `sock`); the option value is a live `c_int` whose
+    // size is passed; the result is checked.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_RCVBUFFORCE,
+            std::ptr::addr_of!(v).cast::<c_void>(),
+            mem::size_of::<c_int>() as socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    sock.set_recv_buffer_size(bytes)
+}
+
+/// A nonblocking UDP socket bound to `vip` with `SO_REUSEPORT` (so every worker binds its own
+/// and the kernel spreads datagrams over them) and a receive buffer of `rcvbuf` bytes.
+///
+/// # Errors
+/// The first failing step's error (typically `EADDRINUSE` or `EADDRNOTAVAIL` from `bind`).
+pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<Socket> {
+    let sock = udp_socket(&vip)?;
+    sock.set_reuse_port(true)?;
+    if rcvbuf > 0 {
+        set_rcvbuf(&sock, rcvbuf)?;
+    }
+    sock.bind(&vip.into())?;
+    Ok(sock)
+}
+
+/// Sets `IP_TRANSPARENT` (IPv4) or `IPV6_TRANSPARENT` (IPv6) on `sock`, which lets it bind to
+/// and send from an address that is not local.
+///
+/// # Errors
+/// `EPERM` without CAP_NET_ADMIN (or CAP_NET_RAW).
+pub fn set_transparent(sock: &Socket, ipv6: bool) -> io::Result<()> {
+    if !ipv6 {
+        return sock.set_ip_transparent(true);
+    }
+    let one: c_int = 1;
+    // SAFETY: the fd is valid (owned by `sock`); the option value is a live `c_int` whose
+    // size is passed; the result is checked.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IPV6,
+            libc::IPV6_TRANSPARENT,
+            std::ptr::addr_of!(one).cast::<c_void>(),
+            mem::size_of::<c_int>() as socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Checks that this process may use transparent sockets of `vip`'s family, by setting the
+/// option on a throwaway socket.
+///
+/// # Errors
+/// As [`set_transparent`].
+pub fn probe_transparent(vip: &SocketAddr) -> io::Result<()> {
+    let sock = udp_socket(vip)?;
+    set_transparent(&sock, vip.is_ipv6())
+}
+
+/// The upstream socket of one client session, of the family of `vip`: bound to an ephemeral
+/// port, or with `transparent_src`, made transparent and bound (with `SO_REUSEADDR`) to the
+/// client's own address and port, so that backends see the client as the source.
+///
+/// # Errors
+/// The first failing step's error.
+pub fn session_socket(vip: &SocketAddr, transparent_src: Option<SocketAddr>) -> io::Result<Socket> {
+    let sock = udp_socket(vip)?;
+    match transparent_src {
+        Some(src) => {
+            set_transparent(&sock, vip.is_ipv6())?;
+            sock.set_reuse_address(true)?;
+            sock.bind(&src.into())?;
+        }
+        None => {
+            let any = match vip {
+                SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+            };
+            sock.bind(&any.into())?;
+        }
+    }
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn addresses_round_trip_through_sockaddr_storage() {
+        for a in [
+            "198.18.0.10:514",
+            "0.0.0.0:0",
+            "[2001:db8::1]:2055",
+            "[::1]:65535",
+        ] {
+            let addr: SocketAddr = a.parse().unwrap();
+            // SAFETY: all-zero bytes are a valid `sockaddr_storage` (AF_UNSPEC).
+            let mut st: sockaddr_storage = unsafe { mem::zeroed() };
+            let len = encode_addr(&addr, &mut st);
+            assert_eq!(decode_addr(&st, len), Some(addr), "{a}");
+            assert_eq!(decode_addr(&st, 2), None, "short length must not decode");
+        }
+    }
+
+    #[test]
+    fn batch_receives_and_resends_without_copying() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 3], rx.local_addr().unwrap()).unwrap();
+        }
+        let mut b = Batch::new(4, 16);
+        let mut got = 0;
+        for _ in 0..1000 {
+            got = b.recv(rx.as_fd()).unwrap_or(0);
+            if got > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!((1..=4).contains(&got));
+        let d = b.datagram(0).unwrap();
+        assert_eq!(d.data, &[0, 0, 0]);
+        assert_eq!(d.from, Some(tx.local_addr().unwrap()));
+        assert!(!d.truncated);
+        assert!(b.datagram(got).is_none());
+        let out = [Outgoing {
+            index: 0,
+            to: sink.local_addr().unwrap(),
+        }];
+        assert_eq!(b.send(tx.as_fd(), &out).unwrap(), 1);
+        let mut buf = [0u8; 16];
+        let (n, from) = sink.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&[0u8, 0, 0][..], tx.local_addr().unwrap())
+        );
+        let bad = [Outgoing {
+            index: 9,
+            to: sink.local_addr().unwrap(),
+        }];
+        assert!(b.send(tx.as_fd(), &bad).is_err());
+    }
+
+    #[test]
+    fn oversized_datagram_is_flagged_truncated() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[7u8; 100], rx.local_addr().unwrap()).unwrap();
+        let mut b = Batch::new(2, 10);
+        let mut ep = Epoll::new(4).unwrap();
+        ep.add(rx.as_fd(), 42).unwrap();
+        assert_eq!(ep.wait(Duration::from_secs(2)).unwrap(), 1);
+        assert_eq!(ep.token(0), 42);
+        assert_eq!(b.recv(rx.as_fd()).unwrap(), 1);
+        let d = b.datagram(0).unwrap();
+        assert!(d.truncated);
+        assert_eq!(d.data.len(), 10);
+        ep.delete(rx.as_fd()).unwrap();
+        assert_eq!(ep.wait(Duration::ZERO).unwrap(), 0);
+    }
+}

@@ -1,1 +1,0 @@
-//! Socket mode (being written).
