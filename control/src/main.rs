@@ -7,10 +7,7 @@
 mod cli;
 mod config;
 mod demo;
-// STUB, DELETE AT MERGE: replace these two lines by `use dataplane::proxy;` once the
-// `proxy` branch (dataplane::proxy::ProxyWorker) has landed.
-mod proxy_stub;
-use proxy_stub as proxy;
+use dataplane::proxy;
 mod report;
 mod run;
 

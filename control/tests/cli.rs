@@ -247,7 +247,7 @@ fn run_exits_1_when_a_vip_cannot_be_bound() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error: worker 0 failed"), "{stderr}");
     assert!(
-        stderr.contains("caused by: cannot bind vip 192.0.2.1:514"),
+        stderr.contains("caused by: cannot bind VIP 192.0.2.1:514"),
         "{stderr}"
     );
 }
