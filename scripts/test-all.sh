@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test Spray has: formatting, lints, unit and integration tests, then the tests
+# that need more of the machine when it has it:
+#   - the DPDK port (cargo feature `dpdk`) when pkg-config finds libdpdk >= 22.11;
+#   - tests that need root and network namespaces (scripts/netns-tests.sh) when run as root.
+# Set SPRAY_REQUIRE_ALL=1 (CI does) to fail instead of skipping those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+require_all="${SPRAY_REQUIRE_ALL:-0}"
+skip() {
+    if [ "$require_all" = 1 ]; then
+        echo "error: $* (SPRAY_REQUIRE_ALL=1)" >&2
+        exit 1
+    fi
+    echo "skipped: $*"
+}
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (default features)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (default features)"
+cargo test --workspace
+
+if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
+    if grep -q '^dpdk *=' dataplane/Cargo.toml 2>/dev/null; then
+        step "cargo clippy + test --features dpdk"
+        cargo clippy --workspace --all-targets --features dataplane/dpdk -- -D warnings
+        cargo test --workspace --features dataplane/dpdk
+    fi
+else
+    skip "libdpdk >= 22.11 not found: DPDK port not built"
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    if [ -x scripts/netns-tests.sh ]; then
+        step "network namespace tests"
+        scripts/netns-tests.sh
+    fi
+else
+    skip "not root: network namespace tests not run"
+fi
+
+step "all tests passed"
