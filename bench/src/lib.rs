@@ -4,3 +4,4 @@
 //! io-forward baseline measured by the same binary in the same run.
 
 pub mod micro;
+pub mod socket;

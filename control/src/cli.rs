@@ -99,6 +99,61 @@ pub enum Command {
                            spray demo --scheduler maglev"
     )]
     Demo(DemoArgs),
+    /// Measure Spray: the dataplane per packet, or socket mode on loopback
+    #[command(
+        long_about = "Measure Spray on this machine, in this process.\n\n                      `spray bench dataplane` runs the worker loop over an in-memory port that                       replays 64-byte UDP frames, beside an io-forward loop (the same port, no                       per-packet work) measured by the same binary in the same run, and prints                       Mpps and ns/packet for io-forward, DR and NAT (median of --reps).\n\n                      `spray bench socket` runs socket mode on 127.0.0.1: one client sends                       numbered datagrams through a Spray worker to three sinks, at --rate                       datagrams/s (or as fast as it can with --rate 0; several rates with                       --rate 50000,100000,...), and prints what reached the sinks and what was                       lost.\n\n                      Build with --release for meaningful figures; docs/benchmarks.md has                       the figures measured so far and how they were taken.",
+        after_long_help = "Examples:\n                             spray bench dataplane\n                             spray bench dataplane --burst 64 --reps 9 --json\n                             spray bench socket --rate 0 --seconds 3\n                             spray bench socket --rate 50000,100000,200000 --size 200"
+    )]
+    Bench(BenchArgs),
+}
+
+/// `spray bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    /// Print results as JSON (one object per line) instead of a table
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What `spray bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// The per-packet work over the in-memory port, against io-forward
+    Dataplane {
+        /// Packets per burst
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        burst: u16,
+        /// Frame length in bytes (without FCS)
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(60..=9000))]
+        size: u16,
+        /// Milliseconds per repetition
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        millis: u64,
+        /// Repetitions per case; the median is reported
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=101))]
+        reps: u16,
+        /// Scheduler of the benchmark VIP: rr, wrr or maglev
+        #[arg(long, default_value = "rr", value_parser = parse_scheduler)]
+        scheduler: SchedulerKind,
+    },
+    /// Socket mode on 127.0.0.1: client -> Spray worker -> three sinks
+    Socket {
+        /// Offered datagrams/s; 0 = as fast as the client can; a comma list runs each
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        rate: Vec<u64>,
+        /// Seconds the client sends, per rate
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Payload bytes per datagram
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(8..=1472))]
+        size: u16,
+        /// Datagrams per sendmmsg/recvmmsg batch
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        batch: u16,
+    },
 }
 
 /// `spray run`.

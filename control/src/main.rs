@@ -4,6 +4,7 @@
 //! its whole `source` chain, once, and mapped to the exit status: 2 for usage and config
 //! errors, 1 for runtime ones.
 
+mod bench;
 mod cli;
 mod config;
 mod demo;
@@ -36,6 +37,9 @@ enum Error {
     /// The demo failed.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    /// A benchmark could not run.
+    #[error("bench: {0}")]
+    Bench(std::io::Error),
 }
 
 impl Error {
@@ -43,7 +47,7 @@ impl Error {
         match self {
             Self::Config(_) | Self::LogFilter(_) => 2,
             Self::Demo(e) if e.is_usage() => 2,
-            Self::Run(_) | Self::Demo(_) => 1,
+            Self::Run(_) | Self::Demo(_) | Self::Bench(_) => 1,
         }
     }
 }
@@ -85,6 +89,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"))?;
             demo::demo(&args)?;
             Ok(())
+        }
+        Command::Bench(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"))?;
+            bench::bench(&args).map_err(Error::Bench)
         }
     }
 }

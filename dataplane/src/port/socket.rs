@@ -131,6 +131,33 @@ impl Batch {
         self.received == 0
     }
 
+    /// Puts `data` (cut at the slot size) in slot `i` as if it had been received, so that
+    /// [`Batch::send`] can send it: how traffic generators use a batch. Slots below `i` keep
+    /// what they held. Returns false when `i` is beyond [`Batch::capacity`].
+    pub fn stage(&mut self, i: usize, data: &[u8]) -> bool {
+        let Some(h) = self.rx_hdrs.get_mut(i) else {
+            return false;
+        };
+        let len = data.len().min(self.slot);
+        let start = i * self.slot;
+        self.bufs[start..start + len].copy_from_slice(&data[..len]);
+        h.msg_len = len as u32;
+        h.msg_hdr.msg_namelen = 0;
+        h.msg_hdr.msg_flags = 0;
+        self.received = self.received.max(i + 1);
+        true
+    }
+
+    /// The payload of slot `i`, writable (to stamp a sequence number before a resend).
+    pub fn payload_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        if i >= self.received {
+            return None;
+        }
+        let len = (self.rx_hdrs[i].msg_len as usize).min(self.slot);
+        let start = i * self.slot;
+        self.bufs.get_mut(start..start + len)
+    }
+
     /// Receives up to [`Batch::capacity`] datagrams from `fd` without blocking, replacing the
     /// previous batch, and returns how many arrived.
     ///
