@@ -274,6 +274,8 @@ mod tests {
                     b
                 })
                 .collect(),
+            fallback: None,
+            passive: false,
         }
     }
 
