@@ -671,3 +671,251 @@ impl Drop for Controller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Machine;
+    use crate::health::ProbeError;
+
+    const SRC: &str = r#"
+[services.a]
+vip = "127.0.0.10:5514"
+fallback = "127.0.0.1:7000"
+backends = [{ addr = "127.0.0.1:6001" }, { addr = "127.0.0.1:6002" }]
+[services.a.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+rise = 2
+fall = 3
+
+[services.b]
+vip = "127.0.0.11:5514"
+backends = [{ addr = "127.0.0.1:6001" }, { addr = "127.0.0.1:6002" }]
+[services.b.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+rise = 2
+fall = 3
+"#;
+
+    fn state() -> (State, Instant) {
+        let c = Config::parse("t.toml", SRC, &Machine { cores: vec![0] }).unwrap();
+        let t0 = Instant::now();
+        (State::new(c, 1, t0).unwrap(), t0)
+    }
+
+    fn outcome(index: usize, at: Instant, ok: bool) -> Outcome {
+        Outcome {
+            index,
+            started: at,
+            finished: at,
+            result: if ok {
+                Ok(())
+            } else {
+                Err(ProbeError(
+                    "icmp port unreachable (connection refused)".into(),
+                ))
+            },
+        }
+    }
+
+    /// Advances `now` in 10 ms steps, running every due check (target 0 with result `ok0`,
+    /// all others fail when `all` is set, else pass) until target 0 has been checked `n`
+    /// times; returns the snapshots published.
+    fn checks(
+        s: &mut State,
+        now: &mut Instant,
+        n: usize,
+        ok0: bool,
+        all: bool,
+    ) -> Vec<Arc<Snapshot>> {
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < n {
+            *now += Duration::from_millis(10);
+            for j in s.poll_due(*now) {
+                let ok = if j.index == 0 { ok0 } else { !all };
+                done += usize::from(j.index == 0);
+                if let Some(snap) = s.handle_outcome(&outcome(j.index, *now, ok), *now).unwrap() {
+                    out.push(snap);
+                }
+            }
+        }
+        out
+    }
+
+    fn weights(snap: &Snapshot) -> Vec<Vec<u32>> {
+        snap.services()
+            .map(|s| {
+                s.spec
+                    .backends
+                    .iter()
+                    .map(|b| b.effective_weight())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_backend_is_checked_once_and_leaves_both_vips_in_one_snapshot() {
+        let (mut s, t0) = state();
+        assert_eq!(s.targets(), 2, "two addresses, one check each");
+        assert_eq!(s.snapshot().generation, 1);
+        // First checks are spread over the first interval, never later.
+        assert!(s.poll_timeout().unwrap() <= t0 + Duration::from_millis(100));
+        let mut now = t0;
+        let published = checks(&mut s, &mut now, 3, false, false);
+        assert_eq!(published.len(), 1, "one decision, one snapshot");
+        let snap = &published[0];
+        assert_eq!(snap.generation, 2);
+        assert_eq!(weights(snap), [vec![0, 1], vec![0, 1]]);
+        // Nothing was removed: both services, both backends, the fallback.
+        assert_eq!(snap.services().count(), 2);
+        assert!(snap.services().next().unwrap().spec.fallback.is_some());
+        let ev = s.events();
+        assert_eq!(ev.len(), 1);
+        let e = &ev[0];
+        assert_eq!(e.kind, EventKind::Down);
+        assert_eq!(e.backend, "127.0.0.1:6001".parse().unwrap());
+        assert_eq!(e.services, ["a (127.0.0.10:5514)", "b (127.0.0.11:5514)"]);
+        assert_eq!((e.check.as_str(), e.failures, e.generation), ("udp", 3, 2));
+        assert_eq!(e.reason, "icmp port unreachable (connection refused)");
+        // Back after `rise` successes.
+        let back = checks(&mut s, &mut now, 2, true, false);
+        assert_eq!(back.len(), 1);
+        assert_eq!(weights(&back[0]), [vec![1, 1], vec![1, 1]]);
+        assert_eq!(s.events()[1].kind, EventKind::Up);
+    }
+
+    #[test]
+    fn all_down_keeps_the_service_and_its_fallback() {
+        let (mut s, mut now) = state();
+        checks(&mut s, &mut now, 3, false, true);
+        let snap = s.snapshot();
+        assert_eq!(weights(snap), [vec![0, 0], vec![0, 0]]);
+        let a = snap.services().next().unwrap();
+        let mut cursor = 0;
+        assert_eq!(
+            a.pick(&mut cursor, 0).map(|b| b.addr),
+            Some("127.0.0.1:7000".parse().unwrap()),
+            "no backend in rotation: the fallback"
+        );
+        let b = snap.services().nth(1).unwrap();
+        assert!(
+            b.pick(&mut cursor, 0).is_none(),
+            "no fallback: drop and count"
+        );
+    }
+
+    #[test]
+    fn drain_is_independent_of_health() {
+        let (mut s, mut now) = state();
+        let b1: SocketAddr = "127.0.0.1:6001".parse().unwrap();
+        let snap = s.set_drain("a", b1, true).unwrap().unwrap();
+        assert_eq!(
+            weights(&snap),
+            [vec![0, 1], vec![1, 1]],
+            "drain is per service"
+        );
+        assert!(
+            s.set_drain("a", b1, true).unwrap().is_none(),
+            "no change, no snapshot"
+        );
+        // A drained backend is still checked: going down and up again does not undrain it.
+        checks(&mut s, &mut now, 3, false, false);
+        assert_eq!(weights(s.snapshot()), [vec![0, 1], vec![0, 1]]);
+        checks(&mut s, &mut now, 2, true, false);
+        assert_eq!(weights(s.snapshot()), [vec![0, 1], vec![1, 1]]);
+        let snap = s.set_drain("a", b1, false).unwrap().unwrap();
+        assert_eq!(weights(&snap), [vec![1, 1], vec![1, 1]]);
+        let snap = s.set_weight("b", b1, 0).unwrap().unwrap();
+        assert_eq!(weights(&snap), [vec![1, 1], vec![0, 1]]);
+        let kinds: Vec<_> = s.events().iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Drained,
+                EventKind::Down,
+                EventKind::Up,
+                EventKind::Enabled,
+                EventKind::Weight
+            ]
+        );
+        assert!(matches!(
+            s.set_drain("c", b1, true),
+            Err(StateError::UnknownService(_))
+        ));
+        let e = s
+            .set_drain("a", "127.0.0.1:1".parse().unwrap(), true)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "services.a: no backend 127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_passive_report_triggers_a_check_and_one_failure_decides() {
+        let (mut s, mut now) = state();
+        // Run the first round so nothing is due for a while.
+        checks(&mut s, &mut now, 1, true, false);
+        let at = now + Duration::from_millis(1);
+        assert!(!s.poll_due(at).iter().any(|j| j.index == 0));
+        let r = PassiveReport {
+            vip: VipId(0),
+            backend: "127.0.0.1:6001".parse().unwrap(),
+            errno: libc::ECONNREFUSED,
+            icmp: (3, 3),
+            at,
+        };
+        s.handle_passive(&r, at);
+        s.handle_passive(&r, at);
+        let jobs = s.poll_due(at);
+        assert_eq!(jobs.len(), 1, "an immediate check of the suspect only");
+        let snap = s
+            .handle_outcome(&outcome(jobs[0].index, at, false), at)
+            .unwrap()
+            .expect("down after one failed check");
+        assert_eq!(weights(&snap), [vec![0, 1], vec![0, 1]]);
+        let ev = s.events();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].kind, EventKind::Suspect);
+        assert_eq!(ev[0].check, "passive");
+        assert!(
+            ev[0].reason.starts_with("icmp type 3 code 3"),
+            "{}",
+            ev[0].reason
+        );
+        assert_eq!(ev[1].kind, EventKind::Down);
+        assert_eq!(ev[1].check, "udp (after a passive report)");
+        assert_eq!(ev[1].failures, 1);
+    }
+
+    #[test]
+    fn a_probe_started_before_the_report_does_not_clear_it() {
+        let (mut s, t0) = state();
+        let at = t0 + Duration::from_millis(100);
+        let jobs = s.poll_due(at);
+        let j = jobs.iter().find(|j| j.index == 0).unwrap();
+        let r = PassiveReport {
+            vip: VipId(1),
+            backend: "127.0.0.1:6001".parse().unwrap(),
+            errno: libc::ECONNREFUSED,
+            icmp: (3, 3),
+            at,
+        };
+        let later = at + Duration::from_millis(5);
+        s.handle_passive(&r, later);
+        // The stale success is ignored, and the target is due again at once.
+        assert!(s
+            .handle_outcome(&outcome(j.index, at, true), later)
+            .unwrap()
+            .is_none());
+        let again = s.poll_due(later);
+        assert!(again.iter().any(|j| j.index == 0));
+        assert!(s
+            .handle_outcome(&outcome(0, later, false), later)
+            .unwrap()
+            .is_some());
+    }
+}

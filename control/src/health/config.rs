@@ -49,6 +49,9 @@ pub struct RawCheck {
 /// One problem: where (span), which key, what.
 pub type CheckProblem = (Option<Range<usize>>, String, String);
 
+/// A type-specific key: its name, where it was given (if it was), the types it fits.
+type KeyTypes<'a> = (&'a str, Option<Range<usize>>, &'a [Kind]);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Udp,
@@ -76,6 +79,8 @@ impl Kind {
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
     kind: Option<(Kind, String)>,
+    /// `type` was given but refused (already reported): no "missing type" on top.
+    bad_kind: bool,
     interval: Option<(i64, String)>,
     timeout: Option<(i64, String)>,
     rise: Option<u32>,
@@ -150,6 +155,7 @@ impl Fields {
                     None
                 }
             };
+            f.bad_kind = kind.is_none();
             f.kind = kind.map(|x| (x, k("type")));
         }
         f.interval = int(
@@ -224,25 +230,45 @@ impl Fields {
         }
         // Type-specific keys on a table of another type are mistakes, not silently ignored.
         if let Some((kind, _)) = &f.kind {
-            let wrong: [(&str, bool, &[Kind]); 8] = [
+            let wrong: [KeyTypes<'_>; 8] = [
                 (
                     "port",
-                    f.port.is_some(),
+                    raw.port.as_ref().map(Spanned::span),
                     &[Kind::Udp, Kind::Tcp, Kind::Http],
                 ),
-                ("payload", f.payload.is_some(), &[Kind::Udp]),
-                ("expect", f.expect.is_some(), &[Kind::Udp]),
-                ("require_reply", f.require_reply.is_some(), &[Kind::Udp]),
-                ("path", f.path.is_some(), &[Kind::Http]),
-                ("host", f.host.is_some(), &[Kind::Http]),
-                ("expect_status", f.expect_status.is_some(), &[Kind::Http]),
-                ("command", f.command.is_some(), &[Kind::Exec]),
+                (
+                    "payload",
+                    raw.payload.as_ref().map(Spanned::span),
+                    &[Kind::Udp],
+                ),
+                (
+                    "expect",
+                    raw.expect.as_ref().map(Spanned::span),
+                    &[Kind::Udp],
+                ),
+                (
+                    "require_reply",
+                    raw.require_reply.as_ref().map(Spanned::span),
+                    &[Kind::Udp],
+                ),
+                ("path", raw.path.as_ref().map(Spanned::span), &[Kind::Http]),
+                ("host", raw.host.as_ref().map(Spanned::span), &[Kind::Http]),
+                (
+                    "expect_status",
+                    raw.expect_status.as_ref().map(Spanned::span),
+                    &[Kind::Http],
+                ),
+                (
+                    "command",
+                    raw.command.as_ref().map(Spanned::span),
+                    &[Kind::Exec],
+                ),
             ];
-            for (name, given, kinds) in wrong {
-                if given && !kinds.contains(kind) {
+            for (name, span, kinds) in wrong {
+                if span.is_some() && !kinds.contains(kind) {
                     let list: Vec<_> = kinds.iter().map(|k| k.name()).collect();
                     p.push((
-                        None,
+                        span,
                         k(name),
                         format!(
                             "applies to check type {} only, not {:?}",
@@ -269,6 +295,7 @@ impl Fields {
         }
         Fields {
             kind: self.kind.clone().or_else(|| base.kind.clone()),
+            bad_kind: self.bad_kind || (self.kind.is_none() && base.bad_kind),
             interval: self.interval.clone().or_else(|| base.interval.clone()),
             timeout: self.timeout.clone().or_else(|| base.timeout.clone()),
             rise: self.rise.or(base.rise),
@@ -290,6 +317,7 @@ impl Fields {
     pub fn build(&self, key: &str, addr: SocketAddr, p: &mut Vec<CheckProblem>) -> Option<Check> {
         let kind = match &self.kind {
             Some((k, _)) => *k,
+            None if self.bad_kind => return None,
             None => {
                 p.push((
                     None,
@@ -390,5 +418,218 @@ impl Fields {
             fall: self.fall.unwrap_or(DEFAULT_FALL),
             source: self.source.as_ref().map(|x| x.0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError, Machine};
+    use dataplane::service::{AdminState, BackendId};
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse("spray.toml", src, &Machine { cores: vec![0] })
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        let e = parse(src).expect_err("config should be refused");
+        e.problems().iter().map(ToString::to_string).collect()
+    }
+
+    const BASE: &str = r#"
+[services.syslog]
+vip = "127.0.0.10:514"
+fallback = "127.0.0.1:9999"
+passive = true
+backends = [
+  { addr = "127.0.0.1:6514" },
+  { addr = "127.0.0.1:6515", check = { type = "tcp", port = 22, rise = 5 } },
+  { addr = "127.0.0.1:6516", check = { type = "none" }, drain = true },
+  { addr = "127.0.0.1:6517", check = { interval_ms = 200, timeout_ms = 100, payload = "hi" } },
+]
+
+[services.syslog.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+fall = 3
+payload = "ping"
+expect = "pong"
+source = "127.0.0.1"
+"#;
+
+    #[test]
+    fn service_defaults_and_backend_overrides() {
+        let c = parse(BASE).unwrap();
+        let s = &c.services[0];
+        assert!(s.passive);
+        let f = s.fallback.as_ref().unwrap();
+        assert_eq!(f.addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            f.id,
+            BackendId(4),
+            "fallbacks are numbered after every backend"
+        );
+        assert_eq!(s.backends[2].admin, AdminState::Drained);
+        let c0 = &c.checks[&BackendId(0)];
+        assert_eq!(c0.interval, Duration::from_millis(100));
+        assert_eq!(c0.timeout, Duration::from_millis(50));
+        assert_eq!((c0.rise, c0.fall), (DEFAULT_RISE, 3));
+        assert_eq!(c0.source, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            c0.probe,
+            Probe::Udp {
+                port: None,
+                payload: b"ping".to_vec(),
+                expect: Some(b"pong".to_vec()),
+                require_reply: true,
+            }
+        );
+        // Another type: common keys inherited, udp keys not.
+        let c1 = &c.checks[&BackendId(1)];
+        assert_eq!(c1.probe, Probe::Tcp { port: Some(22) });
+        assert_eq!((c1.rise, c1.fall, c1.interval), (5, 3, c0.interval));
+        assert!(
+            !c.checks.contains_key(&BackendId(2)),
+            "type none is unchecked"
+        );
+        let c3 = &c.checks[&BackendId(3)];
+        assert_eq!(c3.interval, Duration::from_millis(200));
+        let Probe::Udp {
+            payload, expect, ..
+        } = &c3.probe
+        else {
+            panic!("udp expected")
+        };
+        assert_eq!(
+            (payload.as_slice(), expect.as_deref()),
+            (&b"hi"[..], Some(&b"pong"[..]))
+        );
+        c.snapshot(1).unwrap();
+    }
+
+    #[test]
+    fn no_check_means_unchecked() {
+        let c = parse(
+            "[services.a]\nvip = \"127.0.0.1:9\"\nbackends = [{ addr = \"127.0.0.1:10\" }]\n",
+        )
+        .unwrap();
+        assert!(c.checks.is_empty());
+        assert!(c.services[0].fallback.is_none());
+        assert!(!c.services[0].passive);
+    }
+
+    #[test]
+    fn every_type_builds() {
+        for (table, want) in [
+            (
+                "type = \"http\", path = \"/h\", expect_status = 204, host = \"x\"",
+                "http",
+            ),
+            ("type = \"icmp\"", "icmp"),
+            ("type = \"exec\", command = [\"/bin/true\"]", "exec"),
+            ("type = \"udp\"", "udp"),
+            ("type = \"tcp\"", "tcp"),
+        ] {
+            let src = format!(
+                "[services.a]\nvip = \"127.0.0.1:9\"\nbackends = [{{ addr = \"127.0.0.1:10\" }}]\n\
+                 [services.a.check]\n{}\n",
+                table.replace(", ", "\n")
+            );
+            let c = parse(&src).unwrap_or_else(|e| panic!("{table}: {e}"));
+            assert_eq!(c.checks[&BackendId(0)].probe.name(), want);
+        }
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let e = errors(&BASE.replace("fall = 3", "fall = 0"));
+        assert_eq!(
+            e,
+            ["spray.toml:17: services.syslog.check.fall: 0 is out of range 1..=100"]
+        );
+        let e = errors(&BASE.replace("type = \"udp\"", "type = \"dns\""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "spray.toml:14: services.syslog.check.type: unknown check type \"dns\""
+            ),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("timeout_ms = 50", "timeout_ms = 500"));
+        assert!(
+            e.iter().any(|p| p.ends_with(
+                "services.syslog.check.timeout_ms: 500 ms is longer than interval_ms (100 ms): \
+                 one check of a backend at a time"
+            )),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("port = 22", "port = 22, path = \"/\""));
+        assert_eq!(
+            e,
+            [
+                "spray.toml:8: services.syslog.backends[1].check.path: applies to check type http \
+              only, not \"tcp\""
+            ]
+        );
+        let e = errors(&BASE.replace("source = \"127.0.0.1\"", "source = \"::1\""));
+        assert!(
+            e[0].contains("services.syslog.check.source: ::1 cannot check 127.0.0.1:6514"),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("source = \"127.0.0.1\"", "source = \"localhost\""));
+        assert!(e[0].contains("services.syslog.check.source: \"localhost\" is not an ip"));
+        let e = errors(&BASE.replace("{ type = \"none\" }", "{ type = \"exec\" }"));
+        assert!(
+            e[0].ends_with(
+                "services.syslog.backends[2].check.command: is missing: type \"exec\" \
+                            needs command = [\"/path/to/check\", ...]"
+            ),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("interval_ms = 100", "interval_ms = 1"));
+        assert!(e[0].contains("services.syslog.check.interval_ms: 1 is out of range 10..=3600000"));
+        let e = errors(&BASE.replace(
+            "expect = \"pong\"",
+            "expect = \"pong\"\nrequire_reply = false",
+        ));
+        assert!(
+            e[0].contains("require_reply: cannot be false when expect is given"),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("payload = \"ping\"", "payload = \"ping\"\ninterval = 3"));
+        assert!(e[0].contains("unknown field `interval`"), "{e:?}");
+    }
+
+    #[test]
+    fn a_backend_check_without_a_type_needs_the_service_one() {
+        let e = errors(
+            "[services.a]\nvip = \"127.0.0.1:9\"\nbackends = [{ addr = \"127.0.0.1:10\", \
+             check = { rise = 2 } }]\n",
+        );
+        assert_eq!(
+            e,
+            ["spray.toml: services.a.backends[0].check.type: is missing: say which check to run \
+              (udp, tcp, http, icmp, exec or none)"]
+        );
+    }
+
+    #[test]
+    fn fallback_problems() {
+        let e = errors(&BASE.replace("127.0.0.1:9999", "127.0.0.1:6514"));
+        assert_eq!(
+            e,
+            [
+                "spray.toml:4: services.syslog.fallback: 127.0.0.1:6514 is already backends[0]: a \
+              fallback must be another server"
+            ]
+        );
+        let e = errors(&BASE.replace("127.0.0.1:9999", "[::1]:9999"));
+        assert!(
+            e[0].contains("services.syslog.fallback: [::1]:9999 is IPv6"),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("127.0.0.1:9999", "nowhere"));
+        assert!(e[0].contains("services.syslog.fallback: \"nowhere\" is not an address:port"));
     }
 }
