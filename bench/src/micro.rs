@@ -106,6 +106,8 @@ fn snapshot(mode: Mode, scheduler: SchedulerKind) -> Snapshot {
         mode,
         scheduler,
         backends,
+        fallback: None,
+        passive: false,
     };
     Snapshot::new(1, vec![spec]).expect("one valid service")
 }

@@ -102,18 +102,18 @@ pub fn run(s: &SocketSettings) -> io::Result<SocketResult> {
         counts.push(count);
     }
     let vip = free_port()?;
-    let spec = ServiceSpec {
-        id: VipId(0),
-        name: "bench".into(),
-        vip: VipKey::udp(vip),
-        mode: Mode::Nat,
-        scheduler: SchedulerKind::Rr,
-        backends: sinks
+    let spec = ServiceSpec::new(
+        VipId(0),
+        "bench",
+        VipKey::udp(vip),
+        Mode::Nat,
+        SchedulerKind::Rr,
+        sinks
             .iter()
             .enumerate()
             .map(|(i, (a, _))| Backend::new(BackendId(i as u16), *a, 1))
             .collect(),
-    };
+    );
     let snap = Arc::new(Snapshot::new(1, vec![spec]).map_err(io::Error::other)?);
     let counters = WorkerCounters::shared();
     let settings = ProxySettings {

@@ -18,9 +18,8 @@
 //!    of the service in name order (a `BTreeMap` iterates sorted), backend ids count up
 //!    over all (service, backend) entries in that order.
 //!
-//! Health checks are a later addition: they will be a `[services.NAME.check]` table and a
-//! per-backend `check` override; no key is reserved for them yet, so using one is an
-//! "unknown field" error today.
+//! Health checks are a `[services.NAME.check]` table and a per-backend `check` override,
+//! validated and merged by [`crate::health::config`]; the result is [`Config::checks`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,11 +31,14 @@ use std::time::Duration;
 
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{
-    Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, SnapshotError, VipId, VipKey,
-    MAX_BACKENDS, MAX_VIPS,
+    AdminState, Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, SnapshotError, VipId,
+    VipKey, MAX_BACKENDS, MAX_VIPS,
 };
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::health::config::{CheckProblem, Fields, RawCheck};
+use crate::health::Check;
 
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
@@ -122,6 +124,8 @@ pub struct Config {
     pub socket: SocketSettings,
     /// `[services.*]` in name order; `services[i].id == VipId(i)`.
     pub services: Vec<ServiceSpec>,
+    /// The health check of each checked backend entry (unchecked ones are always up).
+    pub checks: BTreeMap<BackendId, Check>,
 }
 
 /// What validation needs to know about the machine it runs on.
@@ -270,6 +274,7 @@ impl Config {
             file,
             src,
             problems: Vec::new(),
+            checks: BTreeMap::new(),
         };
         let config = v.config(raw, machine);
         if v.problems.is_empty() {
@@ -335,6 +340,9 @@ struct RawService {
     scheduler: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    check: Option<Spanned<RawCheck>>,
+    fallback: Option<Spanned<String>>,
+    passive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,12 +351,15 @@ struct RawBackend {
     addr: Spanned<String>,
     weight: Option<Spanned<i64>>,
     mac: Option<Spanned<String>>,
+    check: Option<Spanned<RawCheck>>,
+    drain: Option<bool>,
 }
 
 struct Validator<'a> {
     file: &'a str,
     src: &'a str,
     problems: Vec<Problem>,
+    checks: BTreeMap<BackendId, Check>,
 }
 
 fn family(ip: IpAddr) -> &'static str {
@@ -406,6 +417,22 @@ impl Validator<'_> {
             runtime,
             socket,
             services,
+            checks: std::mem::take(&mut self.checks),
+        }
+    }
+
+    /// Reports health-check problems, each once (a service's table is merged into every
+    /// backend's check, so the same cross-key problem can come up once per backend).
+    fn report_checks(&mut self, problems: Vec<CheckProblem>) {
+        for (span, key, message) in problems {
+            let line = span.clone().map(|s| line_of(self.src, s.start));
+            if !self
+                .problems
+                .iter()
+                .any(|p| p.key == key && p.message == message && p.at.line == line)
+            {
+                self.report(span, &key, message);
+            }
         }
     }
 
@@ -585,6 +612,12 @@ impl Validator<'_> {
                 }
             }
             let mut backends = Vec::new();
+            let mut check_problems = Vec::new();
+            let service_check = svc
+                .check
+                .as_ref()
+                .map(|c| Fields::parse(&format!("{key}.check"), c.get_ref(), &mut check_problems))
+                .unwrap_or_default();
             match &svc.backends {
                 None => self.report(
                     Some(svc_span),
@@ -601,7 +634,24 @@ impl Validator<'_> {
                         let bkey = format!("{key}.backends[{j}]");
                         let id = next_backend;
                         next_backend += 1;
-                        if let Some(be) = self.backend(&bkey, b, id, vip, mode) {
+                        if let Some(mut be) = self.backend(&bkey, b, id, vip, mode) {
+                            if b.get_ref().drain == Some(true) {
+                                be.admin = AdminState::Drained;
+                            }
+                            let (ckey, fields) = match &b.get_ref().check {
+                                Some(c) => {
+                                    let ckey = format!("{bkey}.check");
+                                    let own =
+                                        Fields::parse(&ckey, c.get_ref(), &mut check_problems);
+                                    (ckey, own.over(&service_check))
+                                }
+                                None => (format!("{key}.check"), service_check.clone()),
+                            };
+                            if svc.check.is_some() || b.get_ref().check.is_some() {
+                                if let Some(c) = fields.build(&ckey, be.addr, &mut check_problems) {
+                                    self.checks.insert(be.id, c);
+                                }
+                            }
                             if let Some(k) =
                                 backends.iter().position(|o: &Backend| o.addr == be.addr)
                             {
@@ -616,6 +666,11 @@ impl Validator<'_> {
                     }
                 }
             }
+            self.report_checks(check_problems);
+            let fallback = svc
+                .fallback
+                .as_ref()
+                .and_then(|f| self.fallback(&key, f, vip, &backends));
             if let Some(vip) = vip {
                 specs.push(ServiceSpec {
                     id: VipId(i as u16),
@@ -624,7 +679,17 @@ impl Validator<'_> {
                     mode,
                     scheduler,
                     backends,
+                    fallback,
+                    passive: svc.passive.unwrap_or(false),
                 });
+            }
+        }
+        // Fallbacks are numbered after every backend entry, so adding one does not move the
+        // ids (and counters) of the backends.
+        for spec in &mut specs {
+            if let Some(f) = &mut spec.fallback {
+                f.id = BackendId(next_backend.min(usize::from(u16::MAX)) as u16);
+                next_backend += 1;
             }
         }
         if next_backend > MAX_BACKENDS {
@@ -635,6 +700,56 @@ impl Validator<'_> {
             );
         }
         specs
+    }
+
+    /// The sorry server of service `key`: an address:port of the vip's family that is not
+    /// one of its backends (its id is set by the caller).
+    fn fallback(
+        &mut self,
+        key: &str,
+        raw: &Spanned<String>,
+        vip: Option<SocketAddr>,
+        backends: &[Backend],
+    ) -> Option<Backend> {
+        let fkey = format!("{key}.fallback");
+        let a = match raw.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => a,
+            _ => {
+                self.report(
+                    Some(raw.span()),
+                    &fkey,
+                    format!(
+                        "{:?} is not an address:port (like 198.18.1.99:514)",
+                        raw.get_ref()
+                    ),
+                );
+                return None;
+            }
+        };
+        if let Some(v) = vip {
+            if a.is_ipv4() != v.is_ipv4() {
+                self.report(
+                    Some(raw.span()),
+                    &fkey,
+                    format!(
+                        "{a} is {} but the vip {v} is {}: nat cannot translate between \
+                         address families",
+                        family(a.ip()),
+                        family(v.ip())
+                    ),
+                );
+                return None;
+            }
+        }
+        if let Some(k) = backends.iter().position(|b| b.addr == a) {
+            self.report(
+                Some(raw.span()),
+                &fkey,
+                format!("{a} is already backends[{k}]: a fallback must be another server"),
+            );
+            return None;
+        }
+        Some(Backend::new(BackendId(0), a, 1))
     }
 
     fn vip(&mut self, key: &str, raw: &Spanned<String>) -> Option<SocketAddr> {

@@ -256,6 +256,8 @@ pub fn demo(args: &DemoArgs) -> Result<(), DemoError> {
             .enumerate()
             .map(|(i, (s, &w))| Backend::new(BackendId(i as u16), s.addr, u32::from(w)))
             .collect(),
+        fallback: None,
+        passive: false,
     };
     let snapshot =
         Arc::new(Snapshot::new(1, vec![spec]).map_err(|e| DemoError::Run(RunError::Snapshot(e)))?);

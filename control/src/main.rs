@@ -4,13 +4,7 @@
 //! its whole `source` chain, once, and mapped to the exit status: 2 for usage and config
 //! errors, 1 for runtime ones.
 
-mod bench;
-mod cli;
-mod config;
-mod demo;
-use dataplane::proxy;
-mod report;
-mod run;
+use spray::{bench, config, demo, report, run};
 
 use std::error::Error as _;
 use std::io::IsTerminal as _;
@@ -19,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
-use crate::config::{Config, ConfigError, Machine};
+use spray::cli::{Cli, Command};
+use spray::config::{Config, ConfigError, Machine};
 
 /// Everything that ends `spray` with an error.
 #[derive(Debug, thiserror::Error)]

@@ -193,6 +193,8 @@ mod tests {
                 Backend::new(BackendId(0), "198.18.1.1:514".parse().unwrap(), 1),
                 Backend::new(BackendId(1), "198.18.1.2:514".parse().unwrap(), 2),
             ],
+            fallback: None,
+            passive: false,
         }
     }
 

@@ -63,6 +63,9 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGINT/SIGTERM handlers")]
     Signals(#[source] std::io::Error),
+    /// The controller (health checks) could not start.
+    #[error("cannot start the controller")]
+    Controller(#[source] crate::state::StateError),
 }
 
 /// Running worker threads and what the control thread keeps of them.
@@ -166,6 +169,11 @@ impl Workers {
         Ok(this)
     }
 
+    /// The sending half of each worker's update channel, for the controller.
+    pub fn update_senders(&self) -> Vec<Sender<Arc<Snapshot>>> {
+        self.updates.clone()
+    }
+
     /// The counters of each worker, by worker index.
     pub fn counters(&self) -> &[SharedCounters] {
         &self.counters
@@ -240,16 +248,25 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
 /// # Errors
 /// When the workers cannot start, or one of them fails.
 pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunError> {
-    let snapshot = Arc::new(config.snapshot(1).map_err(RunError::Snapshot)?);
+    let state = crate::state::State::new(config.clone(), 1, Instant::now())
+        .map_err(RunError::Controller)?;
+    let snapshot = Arc::clone(state.snapshot());
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(&stop)?;
+    let (passive_tx, passive_rx) = crate::state::passive_channel();
     let mut workers = Workers::start(
         Arc::clone(&snapshot),
         config.runtime.workers,
         config.runtime.cores.as_deref(),
-        &|| proxy_settings(config),
+        &|| ProxySettings {
+            passive_reports: Some(passive_tx.clone()),
+            ..proxy_settings(config)
+        },
         Arc::clone(&stop),
     )?;
+    let controller =
+        crate::state::Controller::start(state, workers.update_senders(), Some(passive_rx))
+            .map_err(RunError::Controller)?;
     for svc in snapshot.services() {
         tracing::info!(
             service = %svc.spec.name,
@@ -277,6 +294,7 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunE
             }
         }
     }
+    drop(controller);
     let result = workers.stop_and_join();
     print!(
         "{}",

@@ -168,6 +168,10 @@ pub struct WorkerCounters {
     /// Socket mode: VIP sockets a snapshot update could not bind (the VIP stays unserved by
     /// this worker until a later snapshot binds it).
     pub bind_errors: Counter,
+    /// Socket mode, passive VIPs: ICMP errors read from session sockets' error queues.
+    pub icmp_errors: Counter,
+    /// Socket mode, passive VIPs: reports to the control plane lost to a full channel.
+    pub passive_reports_lost: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],
     /// Packets that arrived for each VIP, indexed by [`VipId`].
@@ -187,6 +191,8 @@ impl Default for WorkerCounters {
             snapshots_applied: Counter::default(),
             nat_replies: Counter::default(),
             bind_errors: Counter::default(),
+            icmp_errors: Counter::default(),
+            passive_reports_lost: Counter::default(),
             drops: Default::default(),
             vip_rx: Traffic::new(MAX_VIPS),
             backend_tx: Traffic::new(MAX_BACKENDS),

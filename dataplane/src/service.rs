@@ -199,6 +199,38 @@ pub struct ServiceSpec {
     pub scheduler: SchedulerKind,
     /// All configured backends, healthy or not, in config order.
     pub backends: Vec<Backend>,
+    /// The "sorry server" (keepalived's `sorry_server`): gets every packet while no backend
+    /// is in rotation, and nothing otherwise. Its health and admin state are not consulted:
+    /// it is the last resort. Its id must not be used by any other backend entry.
+    pub fallback: Option<Backend>,
+    /// Socket mode: watch the session sockets for ICMP errors from backends (passive
+    /// detection, reported to the control plane).
+    pub passive: bool,
+}
+
+impl ServiceSpec {
+    /// A service with no fallback and no passive detection; set those fields afterwards.
+    /// Code outside this crate should build specs with this, so that a new field does not
+    /// break it.
+    pub fn new(
+        id: VipId,
+        name: impl Into<String>,
+        vip: VipKey,
+        mode: Mode,
+        scheduler: SchedulerKind,
+        backends: Vec<Backend>,
+    ) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            vip,
+            mode,
+            scheduler,
+            backends,
+            fallback: None,
+            passive: false,
+        }
+    }
 }
 
 /// A service as workers see it: the spec plus its built scheduler.
@@ -209,9 +241,9 @@ pub struct Service {
     /// Picks an index into `spec.backends`; only backends with non-zero effective weight
     /// are ever picked.
     pub sched: Scheduler,
-    /// Per backend (same index): whether NAT must record the flow because another VIP
-    /// shares the backend's address:port. Precomputed so the packet path does not look the
-    /// backend up in the reverse table for every datagram.
+    /// Per backend (same index, then one more for the fallback): whether NAT must record
+    /// the flow because another VIP shares the backend's address:port. Precomputed so the
+    /// packet path does not look the backend up in the reverse table for every datagram.
     shared: Box<[bool]>,
 }
 
@@ -225,7 +257,7 @@ impl Service {
             .collect();
         let keys: Vec<SocketAddr> = spec.backends.iter().map(|b| b.addr).collect();
         let sched = Scheduler::build(spec.scheduler, &weights, &keys);
-        let shared = vec![false; spec.backends.len()].into();
+        let shared = vec![false; spec.backends.len() + 1].into();
         Self {
             spec,
             sched,
@@ -240,20 +272,30 @@ impl Service {
         self.shared.get(i).copied().unwrap_or(false)
     }
 
-    /// Like [`Service::pick`], also returning the backend's index in `spec.backends`.
+    /// Like [`Service::pick`], also returning the backend's index in `spec.backends`
+    /// (`spec.backends.len()` for the fallback).
     #[inline]
     pub fn pick_indexed(&self, cursor: &mut u32, flow_hash: u64) -> Option<(usize, &Backend)> {
-        let i = self.sched.pick(cursor, flow_hash)?;
-        Some((i, self.spec.backends.get(i)?))
+        match self.sched.pick(cursor, flow_hash) {
+            Some(i) => Some((i, self.spec.backends.get(i)?)),
+            None => Some((self.spec.backends.len(), self.spec.fallback.as_ref()?)),
+        }
     }
 
-    /// Picks the backend for the next packet; `None` when no backend is in rotation.
-    /// `cursor` is the calling worker's own position for this VIP; `flow_hash` is used only
-    /// by consistent-hash schedulers.
+    /// Picks the backend for the next packet: one in rotation, else the fallback; `None`
+    /// when there is neither. `cursor` is the calling worker's own position for this VIP;
+    /// `flow_hash` is used only by consistent-hash schedulers. Allocation-free.
     #[inline]
     pub fn pick(&self, cursor: &mut u32, flow_hash: u64) -> Option<&Backend> {
-        let i = self.sched.pick(cursor, flow_hash)?;
-        self.spec.backends.get(i)
+        match self.sched.pick(cursor, flow_hash) {
+            Some(i) => self.spec.backends.get(i),
+            None => self.spec.fallback.as_ref(),
+        }
+    }
+
+    /// The backends and then the fallback, if any: every address the VIP may send to.
+    pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.spec.backends.iter().chain(self.spec.fallback.as_ref())
     }
 }
 
@@ -319,6 +361,7 @@ impl Snapshot {
             if let Some(b) = spec
                 .backends
                 .iter()
+                .chain(spec.fallback.as_ref())
                 .find(|b| usize::from(b.id.0) >= MAX_BACKENDS)
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
@@ -327,7 +370,8 @@ impl Snapshot {
                 return Err(SnapshotError::DuplicateVip(spec.vip));
             }
             if spec.mode == Mode::Nat {
-                for b in &spec.backends {
+                // The fallback's replies must find their way back too.
+                for b in spec.backends.iter().chain(spec.fallback.as_ref()) {
                     reverse
                         .entry(b.addr)
                         .and_modify(|r| match r {
@@ -349,9 +393,7 @@ impl Snapshot {
         for svc in services.iter_mut().flatten() {
             if svc.spec.mode == Mode::Nat {
                 svc.shared = svc
-                    .spec
-                    .backends
-                    .iter()
+                    .all_backends()
                     .map(|b| matches!(reverse.get(&b.addr), Some(ReverseNat::Shared(_))))
                     .collect();
             }

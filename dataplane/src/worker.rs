@@ -274,6 +274,8 @@ mod tests {
                     b
                 })
                 .collect(),
+            fallback: None,
+            passive: false,
         }
     }
 
@@ -443,6 +445,46 @@ mod tests {
         assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 5);
         assert_eq!(r.w.port().freed, 5);
         assert_eq!(r.c.vip(VipId(0)).0, 5);
+    }
+
+    #[test]
+    fn the_fallback_takes_over_when_no_backend_is_in_rotation_and_only_then() {
+        let mut s = spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Nat,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        );
+        let mut f = Backend::new(BackendId(9), "198.19.1.99:514".parse().unwrap(), 1);
+        f.mac = Some(mac_of(99));
+        s.fallback = Some(f);
+        let mut r = rig(vec![s.clone()]);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
+        assert_eq!(r.c.backend(BackendId(9)).0, 0, "backends up: no fallback");
+        for b in &mut s.backends {
+            b.health = Health::Down;
+        }
+        r.tx.send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
+            .unwrap();
+        drain(&mut r);
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
+        assert_eq!(r.c.backend(BackendId(9)).0, 30);
+        assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 0);
+        for f in drain(&mut r) {
+            assert_eq!(
+                parse_udp(&f).unwrap().dst,
+                "198.19.1.99:514".parse().unwrap()
+            );
+        }
+        // The first healthy backend takes everything back at once.
+        s.backends[1].health = Health::Up;
+        r.tx.send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
+            .unwrap();
+        send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
+        assert_eq!(r.c.backend(BackendId(9)).0, 30);
+        assert_eq!(r.c.backend(BackendId(1)).0, 10 + 30);
     }
 
     #[test]

@@ -168,6 +168,8 @@ fn service(
             .enumerate()
             .map(|(i, &(addr, w))| Backend::new(BackendId(first_id + i as u16), addr, w))
             .collect(),
+        fallback: None,
+        passive: false,
     }
 }
 

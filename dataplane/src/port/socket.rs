@@ -585,6 +585,193 @@ pub fn session_socket(vip: &SocketAddr, transparent_src: Option<SocketAddr>) -> 
     Ok(sock)
 }
 
+/// Turns on `IP_RECVERR` (IPv4) or `IPV6_RECVERR` (IPv6): ICMP errors about datagrams sent
+/// from `sock` are queued on its error queue (read with [`recv_error`]) instead of being
+/// dropped, which is how socket mode notices an unreachable backend without a check.
+///
+/// Side effect: the kernel also reports each error once as the socket's pending error, so
+/// the next send or receive on it may fail with `ECONNREFUSED` (or `EHOSTUNREACH`, ...)
+/// without having done anything; callers retry ([`is_icmp_errno`]).
+///
+/// # Errors
+/// The `setsockopt` error.
+pub fn set_recverr(sock: &Socket, ipv6: bool) -> io::Result<()> {
+    let one: c_int = 1;
+    let (level, name) = if ipv6 {
+        (libc::SOL_IPV6, libc::IPV6_RECVERR)
+    } else {
+        (libc::SOL_IP, libc::IP_RECVERR)
+    };
+    // SAFETY: the fd is valid (owned by `sock`); the option value is a live `c_int` whose
+    // size is passed; the result is checked.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(one).cast::<c_void>(),
+            mem::size_of::<c_int>() as socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `e` is an errno an ICMP error turns into on a UDP socket (the pending error that
+/// `IP_RECVERR` leaves behind): the operation did nothing and may be retried.
+pub fn is_icmp_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EPROTO
+                | libc::EHOSTDOWN
+                | libc::ENONET
+        )
+    )
+}
+
+/// One entry of a socket's error queue (`struct sock_extended_err`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedError {
+    /// The errno the error stands for (`ECONNREFUSED` for a port unreachable).
+    pub errno: i32,
+    /// Where it came from: `SO_EE_ORIGIN_ICMP` (2), `SO_EE_ORIGIN_ICMP6` (3), ...
+    pub origin: u8,
+    /// ICMP type (3 = destination unreachable; ICMPv6: 1).
+    pub icmp_type: u8,
+    /// ICMP code (3 = port unreachable; ICMPv6: 4).
+    pub icmp_code: u8,
+    /// Destination of the datagram that caused the error (the backend address:port).
+    pub dest: Option<SocketAddr>,
+    /// Address of the node that sent the ICMP error (`SO_EE_OFFENDER`).
+    pub offender: Option<SocketAddr>,
+}
+
+impl QueuedError {
+    /// Whether the error is an ICMP (or ICMPv6) message from the network.
+    pub fn is_icmp(&self) -> bool {
+        self.origin == libc::SO_EE_ORIGIN_ICMP || self.origin == libc::SO_EE_ORIGIN_ICMP6
+    }
+}
+
+/// Reads one entry from `fd`'s error queue (`recvmsg` with `MSG_ERRQUEUE`), without blocking
+/// and without allocating; `Ok(None)` when the queue is empty.
+///
+/// # Errors
+/// The `recvmsg` error, other than "queue empty".
+pub fn recv_error(fd: BorrowedFd<'_>) -> io::Result<Option<QueuedError>> {
+    // The original datagram comes back as data; only its destination (msg_name) matters,
+    // so a few bytes of it are enough (the rest is cut, MSG_TRUNC).
+    let mut data = [0u8; 16];
+    // u64 elements keep the control buffer aligned for `cmsghdr`.
+    let mut control = [0u64; 64];
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (AF_UNSPEC) and `msghdr` (null
+    // pointers, zero lengths).
+    let mut name: sockaddr_storage = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast::<c_void>(),
+        iov_len: data.len(),
+    };
+    msg.msg_name = std::ptr::addr_of_mut!(name).cast::<c_void>();
+    msg.msg_namelen = STORAGE_LEN;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast::<c_void>();
+    msg.msg_controllen = mem::size_of_val(&control);
+    // SAFETY: `fd` is valid for the call (borrowed); `msg` points at live stack buffers of
+    // the sizes it states (name, one iovec over `data`, `control`), which outlive the call
+    // and are not otherwise referenced meanwhile. The result is checked.
+    let r = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let dest = decode_addr(&name, msg.msg_namelen);
+    // SAFETY: `msg` was filled by a successful recvmsg, so its control pointer and length
+    // describe the initialised part of `control`; CMSG_FIRSTHDR only reads those fields.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null pointers from CMSG_FIRSTHDR/CMSG_NXTHDR point to a complete,
+        // aligned `cmsghdr` inside `control`.
+        let h = unsafe { &*cmsg };
+        let is_err = (h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_RECVERR)
+            || (h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_RECVERR);
+        let need = mem::size_of::<libc::sock_extended_err>();
+        // SAFETY: CMSG_LEN is plain arithmetic on its argument.
+        let min_len = unsafe { libc::CMSG_LEN(need as u32) } as usize;
+        if is_err && h.cmsg_len as usize >= min_len {
+            // SAFETY: the header says its data holds at least a `sock_extended_err`
+            // (checked above); `read_unaligned` copes with any alignment.
+            let ee = unsafe {
+                libc::CMSG_DATA(cmsg)
+                    .cast::<libc::sock_extended_err>()
+                    .read_unaligned()
+            };
+            // SAFETY: the kernel puts the offender's sockaddr right after the extended
+            // error (SO_EE_OFFENDER); the address is only computed here.
+            let off = unsafe {
+                libc::SO_EE_OFFENDER(libc::CMSG_DATA(cmsg).cast::<libc::sock_extended_err>())
+            };
+            let data_end = cmsg as usize + h.cmsg_len as usize;
+            let offender = if off as usize + mem::size_of::<sockaddr_in>() <= data_end {
+                // SAFETY: at least a `sockaddr_in` fits before the end of this cmsg (checked
+                // above); `read_unaligned` copes with any alignment; the storage is zeroed
+                // first so a short address leaves AF_UNSPEC or zeros behind.
+                let mut st: sockaddr_storage = unsafe { mem::zeroed() };
+                let avail = (data_end - off as usize).min(mem::size_of::<sockaddr_storage>());
+                // SAFETY: `avail` bytes are readable at `off` (inside the cmsg) and
+                // writable at `st` (its size is the cap).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        off.cast::<u8>(),
+                        std::ptr::addr_of_mut!(st).cast::<u8>(),
+                        avail,
+                    )
+                };
+                decode_addr(&st, avail as socklen_t)
+            } else {
+                None
+            };
+            return Ok(Some(QueuedError {
+                errno: ee.ee_errno as i32,
+                origin: ee.ee_origin,
+                icmp_type: ee.ee_type,
+                icmp_code: ee.ee_code,
+                dest,
+                offender,
+            }));
+        }
+        // SAFETY: `cmsg` is a valid header inside `msg`'s control buffer (see above).
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    // An error-queue entry without an extended error: report what is known.
+    Ok(Some(QueuedError {
+        errno: 0,
+        origin: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        dest,
+        offender: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,5 +852,42 @@ mod tests {
         assert_eq!(d.data.len(), 10);
         ep.delete(rx.as_fd()).unwrap();
         assert_eq!(ep.wait(Duration::ZERO).unwrap(), 0);
+    }
+
+    #[test]
+    fn icmp_port_unreachable_lands_on_the_error_queue() {
+        let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let s = session_socket(&dead_addr, None).unwrap();
+        set_recverr(&s, false).unwrap();
+        assert_eq!(recv_error(s.as_fd()).unwrap(), None);
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        let mut b = Batch::new(1, 16);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(b.recv(rx.as_fd()).unwrap(), 1);
+        let out = [Outgoing {
+            index: 0,
+            to: dead_addr,
+        }];
+        assert_eq!(b.send(s.as_fd(), &out).unwrap(), 1);
+        let mut ep = Epoll::new(1).unwrap();
+        ep.add(s.as_fd(), 7).unwrap();
+        // Loopback delivers the ICMP error at once; epoll reports it (EPOLLERR).
+        assert_eq!(ep.wait(Duration::from_secs(2)).unwrap(), 1);
+        let e = recv_error(s.as_fd()).unwrap().expect("an error is queued");
+        assert!(e.is_icmp(), "{e:?}");
+        assert_eq!(e.errno, libc::ECONNREFUSED);
+        assert_eq!((e.icmp_type, e.icmp_code), (3, 3));
+        assert_eq!(e.dest, Some(dead_addr));
+        assert_eq!(e.offender.map(|a| a.ip()), Some(dead_addr.ip()));
+        assert_eq!(recv_error(s.as_fd()).unwrap(), None);
+        // The pending error is reported once, then the socket works again.
+        let r = b.send(s.as_fd(), &out);
+        if let Err(e) = r {
+            assert!(is_icmp_errno(&e), "{e}");
+        }
     }
 }

@@ -72,6 +72,18 @@
 //! the VIP socket as usual. One client address:port talking to two VIPs that share a backend
 //! cannot be told apart in this mode (both sessions bind the same address:port).
 //!
+//! # Passive detection (`ServiceSpec::passive`)
+//!
+//! Session sockets of a passive VIP get `IP_RECVERR` (`IPV6_RECVERR`): an ICMP destination
+//! unreachable that a backend (or a router before it) sends back about one of our datagrams
+//! is queued on the socket's error queue, and epoll reports the socket. The worker drains
+//! the queue and sends a [`PassiveReport`] naming the VIP and the backend address:port (the
+//! original destination, from `msg_name`) to the control plane over a bounded channel with
+//! `try_send`: no allocation, and a full channel only loses the report (counted), never
+//! blocks the worker. The control plane then checks that backend at once. The pending
+//! socket error that `IP_RECVERR` also leaves is absorbed: a send or receive failing with it
+//! is retried, so no datagram to a healthy backend is lost to it.
+//!
 //! # Limits
 //!
 //! A VIP bound to a wildcard address (`0.0.0.0`, `::`) answers from whatever source address
@@ -89,7 +101,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 
@@ -99,6 +111,33 @@ use crate::port::socket::{self as sock, Batch, Epoll, Outgoing, MAX_BATCH, MAX_D
 use crate::service::{BackendId, Snapshot, VipId, VipKey};
 
 use self::session::{InsertError, SessionKey, Sessions, Token};
+
+/// An ICMP error about a datagram sent to a backend of a passive VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveReport {
+    /// The VIP whose session sent the datagram.
+    pub vip: VipId,
+    /// The datagram's destination: the backend address:port.
+    pub backend: SocketAddr,
+    /// The errno the ICMP error maps to (`ECONNREFUSED` for port unreachable).
+    pub errno: i32,
+    /// ICMP type and code (IPv4 3/3 or ICMPv6 1/4: port unreachable).
+    pub icmp: (u8, u8),
+    /// When the worker read it.
+    pub at: Instant,
+}
+
+/// The sending end of the passive-report channel; compared by channel identity.
+#[derive(Debug, Clone)]
+pub struct PassiveSink(pub Sender<PassiveReport>);
+
+impl PartialEq for PassiveSink {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_channel(&other.0)
+    }
+}
+
+impl Eq for PassiveSink {}
 
 /// Socket-mode settings of one worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +157,9 @@ pub struct ProxySettings {
     /// Most sessions (clients) per worker; datagrams of further clients are dropped and
     /// counted. Default 65536.
     pub max_sessions: usize,
+    /// Where ICMP errors seen on the sessions of passive VIPs are reported; `None` (the
+    /// default) turns passive detection off whatever the snapshot says. Make it bounded.
+    pub passive_reports: Option<PassiveSink>,
 }
 
 impl Default for ProxySettings {
@@ -128,6 +170,7 @@ impl Default for ProxySettings {
             session_idle: Duration::from_secs(60),
             rcvbuf: 4 << 20,
             max_sessions: 65536,
+            passive_reports: None,
         }
     }
 }
@@ -276,6 +319,8 @@ impl VipSlot {
 #[derive(Debug)]
 struct Upstream {
     sock: Socket,
+    /// `IP_RECVERR` is on: drain the error queue when the socket is reported.
+    passive: bool,
 }
 
 /// A datagram on its way to a backend.
@@ -496,7 +541,7 @@ impl ProxyWorker {
         }
         self.reply_sources.clear();
         for svc in snap.services() {
-            for b in &svc.spec.backends {
+            for b in svc.all_backends() {
                 self.reply_sources.insert((svc.spec.id, b.addr));
             }
         }
@@ -605,6 +650,8 @@ impl ProxyWorker {
             let vip = v.key.addr;
             let service = snapshot.service(v.id).filter(|s| s.spec.vip == v.key);
             let needs_hash = service.is_some_and(|s| s.spec.scheduler.needs_flow_hash());
+            let passive =
+                settings.passive_reports.is_some() && service.is_some_and(|s| s.spec.passive);
             pending.clear();
             for i in 0..n {
                 let Some(d) = batch.datagram(i) else {
@@ -645,8 +692,11 @@ impl ProxyWorker {
                 let transparent = settings.transparent.then_some(client);
                 let session = match sessions.get_or_insert_with(key, now, |t| {
                     let s = sock::session_socket(&vip, transparent)?;
+                    if passive {
+                        sock::set_recverr(&s, vip.is_ipv6())?;
+                    }
                     epoll.add(s.as_fd(), t.0)?;
-                    Ok::<_, io::Error>(Upstream { sock: s })
+                    Ok::<_, io::Error>(Upstream { sock: s, passive })
                 }) {
                     Ok(t) => t,
                     Err(InsertError::Full) => {
@@ -714,10 +764,18 @@ impl ProxyWorker {
             out,
             errors,
             reply_sources,
+            settings,
             ..
         } = self;
         let c: &WorkerCounters = counters;
         let mut forwarded = 0;
+        if let Some(s) = sessions.get(token).filter(|s| s.io.passive) {
+            let vip = vips
+                .get(s.key.vip_slot as usize)
+                .and_then(|slot| slot.vip.as_ref())
+                .map(|v| v.id);
+            drain_errors(&s.io.sock, vip, settings.passive_reports.as_ref(), c);
+        }
         for _ in 0..BUDGET {
             let Some(s) = sessions.get_mut(token) else {
                 break;
@@ -726,6 +784,8 @@ impl ProxyWorker {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The pending error IP_RECVERR leaves behind: consumed now, read again.
+                Err(e) if s.io.passive && sock::is_icmp_errno(&e) => continue,
                 Err(cause) => {
                     note_error(
                         errors,
@@ -779,6 +839,34 @@ impl ProxyWorker {
     }
 }
 
+/// Most error-queue entries read per readiness report (the rest wait for the next one).
+const MAX_QUEUED_ERRORS: usize = 64;
+
+/// Reads the error queue of a passive session socket and reports ICMP errors about
+/// datagrams sent to backends. No allocation: the entry is decoded on the stack and the
+/// report goes through a bounded channel's `try_send`.
+fn drain_errors(sock: &Socket, vip: Option<VipId>, sink: Option<&PassiveSink>, c: &WorkerCounters) {
+    for _ in 0..MAX_QUEUED_ERRORS {
+        let e = match sock::recv_error(sock.as_fd()) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => break,
+        };
+        c.icmp_errors.add(1);
+        if let (true, Some(backend), Some(vip), Some(sink)) = (e.is_icmp(), e.dest, vip, sink) {
+            let report = PassiveReport {
+                vip,
+                backend,
+                errno: e.errno,
+                icmp: (e.icmp_type, e.icmp_code),
+                at: Instant::now(),
+            };
+            if sink.0.try_send(report).is_err() {
+                c.passive_reports_lost.add(1);
+            }
+        }
+    }
+}
+
 fn note_error(errors: &mut Vec<ProxyError>, e: ProxyError) {
     if errors.len() < MAX_ERRORS {
         errors.push(e);
@@ -798,6 +886,9 @@ fn send_all(
 ) -> usize {
     let mut k = 0;
     let mut total = 0;
+    // An ICMP error left pending by IP_RECVERR fails the next send once without sending
+    // anything; a retry sends the datagram. Bounded, since a new error may arrive meanwhile.
+    let mut icmp_retries = 0;
     while k < out.len() {
         match batch.send(fd, &out[k..]) {
             Ok(m) if m > 0 => {
@@ -808,6 +899,7 @@ fn send_all(
                 total += m;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if sock::is_icmp_errno(&e) && icmp_retries < 4 => icmp_retries += 1,
             Ok(_) => break,
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock

@@ -1,0 +1,232 @@
+//! The rise/fall state machine of one checked backend, sans I/O.
+//!
+//! It takes probe results and passive reports with the time they happened and says when the
+//! backend changes state; it never reads a clock or touches a socket, so tests drive it with
+//! made-up instants (quinn's `handle_*` convention).
+//!
+//! * An up backend goes down after `fall` consecutive failures; a down one comes up after
+//!   `rise` consecutive successes. A result of the other kind resets the run, so a flapping
+//!   backend (ok, fail, ok, fail...) stays where it is.
+//! * A passive report (an ICMP error seen by a worker) makes an up backend *suspect*: the
+//!   caller checks it at once, and the next failure takes it down without waiting for
+//!   `fall`; a success clears the suspicion.
+//! * Backends start up (keepalived's default): a dead one is found after `fall` checks.
+
+use std::time::Instant;
+
+/// Health as the checker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// In rotation (unless drained or of weight 0).
+    Up,
+    /// Out of rotation.
+    Down,
+}
+
+impl State {
+    /// Lowercase name for logs and events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// A change of state decided by [`Machine::handle_result`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// When the deciding result came in.
+    pub at: Instant,
+    /// The new state.
+    pub to: State,
+    /// Consecutive successes that led to it (0 for a failure).
+    pub successes: u32,
+    /// Consecutive failures that led to it (0 for a success).
+    pub failures: u32,
+    /// The deciding probe's error, or "check passed".
+    pub reason: String,
+    /// Whether a passive report had made the backend suspect.
+    pub suspected: bool,
+}
+
+/// Rise/fall bookkeeping of one backend.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    state: State,
+    rise: u32,
+    fall: u32,
+    successes: u32,
+    failures: u32,
+    suspect_since: Option<Instant>,
+    last_change: Option<Instant>,
+}
+
+impl Machine {
+    /// A backend that starts up; `rise` and `fall` are at least 1.
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            state: State::Up,
+            rise: rise.max(1),
+            fall: fall.max(1),
+            successes: 0,
+            failures: 0,
+            suspect_since: None,
+            last_change: None,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Since when a passive report made the backend suspect, if it is.
+    pub fn suspect_since(&self) -> Option<Instant> {
+        self.suspect_since
+    }
+
+    /// When the state last changed.
+    pub fn last_change(&self) -> Option<Instant> {
+        self.last_change
+    }
+
+    /// Consecutive (successes, failures) so far.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.successes, self.failures)
+    }
+
+    /// Feeds one probe result; returns the transition when it changes the state.
+    #[must_use]
+    pub fn handle_result(&mut self, now: Instant, ok: bool, reason: &str) -> Option<Transition> {
+        let suspected = self.suspect_since.take().is_some();
+        if ok {
+            self.failures = 0;
+            self.successes = self.successes.saturating_add(1);
+            if self.state == State::Down && self.successes >= self.rise {
+                return Some(self.change(now, State::Up, reason, suspected));
+            }
+        } else {
+            self.successes = 0;
+            self.failures = self.failures.saturating_add(1);
+            if self.state == State::Up && (self.failures >= self.fall || suspected) {
+                return Some(self.change(now, State::Down, reason, suspected));
+            }
+        }
+        None
+    }
+
+    /// A worker saw an ICMP error from the backend. Returns true when that makes an up
+    /// backend newly suspect: the caller should check it at once.
+    #[must_use]
+    pub fn handle_suspect(&mut self, now: Instant) -> bool {
+        if self.state == State::Down || self.suspect_since.is_some() {
+            return false;
+        }
+        self.suspect_since = Some(now);
+        true
+    }
+
+    fn change(&mut self, now: Instant, to: State, reason: &str, suspected: bool) -> Transition {
+        let t = Transition {
+            at: now,
+            to,
+            successes: self.successes,
+            failures: self.failures,
+            reason: reason.to_owned(),
+            suspected,
+        };
+        self.state = to;
+        self.last_change = Some(now);
+        self.successes = 0;
+        self.failures = 0;
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(ms: u64) -> Instant {
+        thread_local!(static T0: Instant = Instant::now());
+        T0.with(|t| *t + Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn falls_after_fall_failures_and_rises_after_rise_successes() {
+        let mut m = Machine::new(2, 3);
+        assert_eq!(m.state(), State::Up);
+        assert!(m.handle_result(at(0), false, "refused").is_none());
+        assert!(m.handle_result(at(100), false, "refused").is_none());
+        let t = m.handle_result(at(200), false, "refused").unwrap();
+        assert_eq!((t.to, t.failures, t.at), (State::Down, 3, at(200)));
+        assert_eq!(t.reason, "refused");
+        assert_eq!(m.state(), State::Down);
+        // Further failures change nothing.
+        assert!(m.handle_result(at(300), false, "refused").is_none());
+        assert!(m.handle_result(at(400), true, "ok").is_none());
+        let t = m.handle_result(at(500), true, "ok").unwrap();
+        assert_eq!((t.to, t.successes), (State::Up, 2));
+        assert_eq!(m.last_change(), Some(at(500)));
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_run() {
+        let mut m = Machine::new(1, 2);
+        assert!(m.handle_result(at(0), false, "x").is_none());
+        assert!(m.handle_result(at(1), true, "ok").is_none());
+        assert!(m.handle_result(at(2), false, "x").is_none());
+        assert!(m.handle_result(at(3), false, "x").is_some());
+    }
+
+    #[test]
+    fn flapping_never_changes_state() {
+        let mut up = Machine::new(2, 2);
+        let mut down = Machine::new(2, 2);
+        for i in 0..2 {
+            let _ = down.handle_result(at(i), false, "x");
+        }
+        assert_eq!(down.state(), State::Down);
+        for i in 0..100 {
+            let ok = i % 2 == 0;
+            assert!(up.handle_result(at(i), ok, "flap").is_none());
+            assert!(down.handle_result(at(i), ok, "flap").is_none());
+        }
+        assert_eq!((up.state(), down.state()), (State::Up, State::Down));
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_act_at_once() {
+        let mut m = Machine::new(1, 1);
+        assert_eq!(m.handle_result(at(0), false, "x").unwrap().to, State::Down);
+        assert_eq!(m.handle_result(at(1), true, "ok").unwrap().to, State::Up);
+    }
+
+    #[test]
+    fn suspect_then_one_failure_is_down() {
+        let mut m = Machine::new(2, 3);
+        assert!(m.handle_suspect(at(0)));
+        assert!(
+            !m.handle_suspect(at(1)),
+            "already suspect: no second immediate check"
+        );
+        assert_eq!(m.suspect_since(), Some(at(0)));
+        let t = m.handle_result(at(2), false, "refused").unwrap();
+        assert!(t.suspected);
+        assert_eq!((t.to, t.failures), (State::Down, 1));
+        assert!(!m.handle_suspect(at(3)), "a down backend is not suspect");
+    }
+
+    #[test]
+    fn suspect_cleared_by_a_success() {
+        let mut m = Machine::new(2, 3);
+        assert!(m.handle_suspect(at(0)));
+        assert!(m.handle_result(at(1), true, "ok").is_none());
+        assert_eq!(m.suspect_since(), None);
+        assert!(m.handle_result(at(2), false, "x").is_none());
+        assert_eq!(m.state(), State::Up);
+    }
+}

@@ -1,0 +1,14 @@
+//! Spray's control plane as a library: configuration, health checks, the controller that
+//! publishes snapshots, the socket-mode runner and the CLI. The `spray` binary is a thin
+//! `main` over it; integration tests use it directly.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod report;
+pub mod run;
+pub mod state;
+
+pub use dataplane::proxy;
