@@ -38,6 +38,9 @@ use dataplane::service::{
 use serde::Deserialize;
 use toml::Spanned;
 
+mod ops;
+pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
+
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
 /// Largest receive batch.
@@ -122,6 +125,10 @@ pub struct Config {
     pub socket: SocketSettings,
     /// `[services.*]` in name order; `services[i].id == VipId(i)`.
     pub services: Vec<ServiceSpec>,
+    /// `[control]`.
+    pub control: ControlSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
 }
 
 /// What validation needs to know about the machine it runs on.
@@ -307,6 +314,8 @@ struct RawConfig {
     socket: RawSocket,
     #[serde(default)]
     services: BTreeMap<String, Spanned<RawService>>,
+    control: Option<ops::RawControl>,
+    metrics: Option<ops::RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,10 +411,14 @@ impl Validator<'_> {
         let runtime = self.runtime(&raw.runtime, machine);
         let socket = self.socket(&raw.socket);
         let services = self.services(&raw.services, runtime.dataplane);
+        let control = self.control(raw.control.as_ref());
+        let metrics = self.metrics(raw.metrics.as_ref());
         Config {
             runtime,
             socket,
             services,
+            control,
+            metrics,
         }
     }
 
