@@ -29,6 +29,9 @@ pub mod config_controller;
 pub mod proto;
 pub mod server;
 
+#[cfg(test)]
+mod live_test;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;

@@ -329,10 +329,27 @@ impl Drop for Server {
     }
 }
 
-fn refuse(mut s: &UnixStream, e: &ApiError) {
-    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-    let line = proto::response(&serde_json::Value::Null, &Err(e.clone()));
-    let _ = s.write_all(format!("{line}\n").as_bytes());
+/// Sends `e` and closes, on a short-lived thread of its own so the accept loop never waits
+/// for a refused peer. What the peer already sent is read and dropped first: closing with
+/// unread data would reset the connection and lose the response.
+fn refuse(s: UnixStream, e: ApiError) {
+    let _ = std::thread::Builder::new()
+        .name("spray-ctl-refuse".to_owned())
+        .spawn(move || {
+            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+            let line = proto::response(&serde_json::Value::Null, &Err(e));
+            let _ = (&s).write_all(format!("{line}\n").as_bytes());
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut sink = [0u8; 4096];
+            let mut left = MAX_REQUEST;
+            while left > 0 {
+                match io::Read::read(&mut &s, &mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        });
 }
 
 fn accept_loop(
@@ -368,7 +385,7 @@ fn accept_loop(
                 "control peer refused: {}",
                 e.message
             );
-            refuse(&s, &e);
+            refuse(s, e);
             continue;
         }
         if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
@@ -379,8 +396,8 @@ fn accept_loop(
                 "control connection refused: {MAX_CONNECTIONS} already open"
             );
             refuse(
-                &s,
-                &ApiError::new(
+                s,
+                ApiError::new(
                     ErrorCode::Busy,
                     format!("{MAX_CONNECTIONS} control connections are open; try again"),
                 ),
@@ -406,5 +423,165 @@ fn accept_loop(
         if spawned.is_err() {
             active.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Cursor, Read};
+
+    use super::*;
+    use crate::api::proto::tests::{controller, CONFIG};
+
+    fn lines_of(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, Line>> {
+        let mut r = BufReader::with_capacity(7, Cursor::new(input.to_vec()));
+        let mut lr = LineReader::new(max);
+        let mut out = Vec::new();
+        loop {
+            match lr.next_line(&mut r).unwrap() {
+                Line::Complete => out.push(Ok(lr.line().to_vec())),
+                Line::Eof => return out,
+                other => out.push(Err(other)),
+            }
+        }
+    }
+
+    #[test]
+    fn line_reader_skips_overlong_lines_and_goes_on() {
+        let mut input = b"short\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 40));
+        input.extend(b"\n0123456789\nlast\n");
+        let got = lines_of(&input, 10);
+        assert_eq!(
+            got,
+            [
+                Ok(b"short".to_vec()),
+                Err(Line::TooLong),
+                Ok(b"0123456789".to_vec()),
+                Ok(b"last".to_vec()),
+            ]
+        );
+        // A last line without newline is not a request.
+        assert_eq!(lines_of(b"a\nb", 10), [Ok(b"a".to_vec())]);
+    }
+
+    #[test]
+    fn serve_answers_every_line_including_oversized_ones() {
+        let (c, _rx, _d) = controller(CONFIG);
+        let mut input = b"{\"id\":1,\"cmd\":\"version\"}\n\n".to_vec();
+        input.extend(std::iter::repeat_n(b' ', MAX_REQUEST + 1));
+        input.extend(b"\n{\"id\":2,\"cmd\":\"list\"}\n");
+        let mut out = Vec::new();
+        serve(
+            &c,
+            &Who::local("test"),
+            Cursor::new(input),
+            &mut out,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["id"], 1);
+        assert_eq!(lines[1]["error"]["code"], "too_large");
+        assert_eq!(lines[2]["id"], 2);
+        assert!(lines[2]["ok"]["services"].is_array());
+    }
+
+    #[test]
+    fn authorize_checks_the_uid() {
+        let peer = PeerCred {
+            uid: 1000,
+            gid: 1000,
+            pid: 42,
+        };
+        assert!(authorize(&peer, &[1000, 0]).is_ok());
+        let e = authorize(&peer, &[0]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert_eq!(
+            e.message,
+            "uid 1000 may not use this control socket (control.allow_uids)"
+        );
+    }
+
+    fn ask(path: &Path, line: &str) -> String {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        let mut resp = String::new();
+        r.read_line(&mut resp).unwrap();
+        resp
+    }
+
+    #[test]
+    fn socket_is_0600_replaces_a_stale_file_and_refuses_other_uids() {
+        let (c, _rx, dir) = controller(CONFIG);
+        let c: Arc<dyn Controller> = Arc::new(c);
+        let path = dir.path().join("run/ctl.sock");
+        // A stale socket: bound, then its listener gone.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        // SAFETY: getuid has no preconditions.
+        let own = unsafe { libc::getuid() };
+        let server = Server::start(&path, vec![own], Arc::clone(&c)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let resp = ask(&path, "{\"id\":9,\"cmd\":\"version\"}\n");
+        assert!(
+            resp.contains("\"id\":9") && resp.contains("\"ok\""),
+            "{resp}"
+        );
+        // A second server on the same path is refused while the first one lives.
+        match Server::start(&path, vec![own], Arc::clone(&c)) {
+            Err(ServerError::InUse(p)) => assert_eq!(p, path),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(server);
+        assert!(!path.exists(), "the socket file is removed on drop");
+        // Our uid not allowed: one forbidden response, then the connection is closed.
+        let server = Server::start(&path, vec![own.wrapping_add(4242)], Arc::clone(&c)).unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        let _ = s.write_all(b"{\"id\":1,\"cmd\":\"list\"}\n");
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let v: serde_json::Value = serde_json::from_str(all.trim()).unwrap();
+        assert_eq!(v["error"]["code"], "forbidden", "{all}");
+        assert_eq!(all.lines().count(), 1);
+        drop(server);
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_get_busy_and_others_still_work() {
+        let (c, _rx, dir) = controller(CONFIG);
+        let path = dir.path().join("ctl.sock");
+        // SAFETY: getuid has no preconditions.
+        let own = unsafe { libc::getuid() };
+        let _server = Server::start(&path, vec![own], Arc::new(c)).unwrap();
+        // MAX_CONNECTIONS idle clients, each sending half a request and stalling.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(b"{\"id\":1,").unwrap();
+            idle.push(s);
+        }
+        // Wait until every one has its thread.
+        std::thread::sleep(Duration::from_millis(300));
+        let resp = ask(&path, "{\"id\":2,\"cmd\":\"version\"}\n");
+        assert!(resp.contains("\"busy\""), "{resp}");
+        // Finishing one stalled request answers it; closing one frees a slot.
+        idle[0].write_all(b"\"cmd\":\"version\"}\n").unwrap();
+        let mut r = BufReader::new(idle[0].try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\""), "{line}");
+        drop(r);
+        idle.remove(0);
+        std::thread::sleep(Duration::from_millis(300));
+        let resp = ask(&path, "{\"id\":3,\"cmd\":\"version\"}\n");
+        assert!(resp.contains("\"ok\""), "{resp}");
     }
 }
