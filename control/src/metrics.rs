@@ -73,6 +73,12 @@ fn gauges(
     rows: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    if let [(labels, v)] = rows {
+        if labels.is_empty() {
+            // A lone sample without labels: no `{}` after the name.
+            return ConstGauge::new(*v).encode(m);
+        }
+    }
     for (labels, v) in rows {
         ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
     }
