@@ -160,3 +160,55 @@ impl Validator<'_> {
         m
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Machine};
+
+    const SVC: &str =
+        "[services.a]\nvip = \"127.0.0.1:9\"\nbackends = [{ addr = \"127.0.0.1:10\" }]\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(
+            "spray.toml",
+            &format!("{extra}\n{SVC}"),
+            &Machine { cores: vec![0] },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = parse("").unwrap();
+        assert!(c.control.enabled && c.control.socket.is_none() && c.control.allow_uids.is_none());
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9814");
+        assert!(c.control.allowed_uids().contains(&0));
+        let c =
+            parse("[metrics]\n[control]\nsocket = \"/tmp/x.sock\"\nallow_uids = [1000]\n").unwrap();
+        assert!(c.metrics.enabled);
+        assert_eq!(c.control.socket_path().to_str(), Some("/tmp/x.sock"));
+        assert_eq!(c.control.allowed_uids(), [1000]);
+        let c = parse("[metrics]\nenabled = false\nlisten = \"[::1]:9\"\n").unwrap();
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen.to_string(), "[::1]:9");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            parse("[control]\nsocket = \"run/s.sock\"").unwrap_err(),
+            "spray.toml:2: control.socket: \"run/s.sock\" is not an absolute path"
+        );
+        assert_eq!(
+            parse("[control]\nallow_uids = [-1]").unwrap_err(),
+            "spray.toml:2: control.allow_uids[0]: -1 is out of range 0..=4294967295"
+        );
+        assert!(parse("[metrics]\nlisten = \"localhost\"")
+            .unwrap_err()
+            .starts_with("spray.toml:2: metrics.listen: \"localhost\" is not an address:port"));
+        assert!(parse("[metrics]\nport = 1")
+            .unwrap_err()
+            .contains("unknown field `port`"));
+    }
+}
