@@ -105,6 +105,24 @@ pub enum Command {
         after_long_help = "Examples:\n                             spray bench dataplane\n                             spray bench dataplane --burst 64 --reps 9 --json\n                             spray bench socket --rate 0 --seconds 3\n                             spray bench socket --rate 50000,100000,200000 --size 200"
     )]
     Bench(BenchArgs),
+    /// Talk to a running spray over its control socket: list, stats, change, reload
+    #[command(
+        long_about = "Talk to a running spray over its control socket.\n\n\
+                      list shows services like `ipvsadm -L -n` with per-backend health, state \
+                      and counters; watch redraws live rates; the other commands change the \
+                      running table at once (every worker gets the new table before the \
+                      command returns). The protocol is in docs/control.md.\n\n\
+                      Exit status: 0 done, 1 the server refused or failed, 2 usage error, \
+                      3 cannot connect to the socket.",
+        after_long_help = "Examples:\n  \
+                           spray ctl list\n  \
+                           spray ctl --json list\n  \
+                           spray ctl weight syslog 198.18.1.1:514 3\n  \
+                           spray ctl drain syslog 198.18.1.1:514\n  \
+                           spray ctl reload\n  \
+                           spray ctl --socket /tmp/spray.sock watch"
+    )]
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// `spray bench`.

@@ -39,6 +39,8 @@ use toml::Spanned;
 
 use crate::health::config::{CheckProblem, Fields, RawCheck};
 use crate::health::Check;
+mod ops;
+pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
 
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
@@ -126,6 +128,10 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// The health check of each checked backend entry (unchecked ones are always up).
     pub checks: BTreeMap<BackendId, Check>,
+    /// `[control]`.
+    pub control: ControlSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
 }
 
 /// What validation needs to know about the machine it runs on.
@@ -312,6 +318,8 @@ struct RawConfig {
     socket: RawSocket,
     #[serde(default)]
     services: BTreeMap<String, Spanned<RawService>>,
+    control: Option<ops::RawControl>,
+    metrics: Option<ops::RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,11 +421,15 @@ impl Validator<'_> {
         let runtime = self.runtime(&raw.runtime, machine);
         let socket = self.socket(&raw.socket);
         let services = self.services(&raw.services, runtime.dataplane);
+        let control = self.control(raw.control.as_ref());
+        let metrics = self.metrics(raw.metrics.as_ref());
         Config {
             runtime,
             socket,
             services,
             checks: std::mem::take(&mut self.checks),
+            control,
+            metrics,
         }
     }
 

@@ -2,11 +2,15 @@
 //! publishes snapshots, the socket-mode runner and the CLI. The `spray` binary is a thin
 //! `main` over it; integration tests use it directly.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod metrics;
+pub mod ops;
 pub mod report;
 pub mod run;
 pub mod state;

@@ -4,7 +4,7 @@
 //! its whole `source` chain, once, and mapped to the exit status: 2 for usage and config
 //! errors, 1 for runtime ones.
 
-use spray::{bench, config, demo, report, run};
+use spray::{bench, config, ctl, demo, report, run};
 
 use std::error::Error as _;
 use std::io::IsTerminal as _;
@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let config = Config::load(&args.config, &Machine::current())?;
             init_logging(cli.log_level.as_deref().unwrap_or(&config.runtime.log))?;
             let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
-            run::run(&config, every)?;
+            run::run(&config, &args.config, every)?;
             Ok(())
         }
         Command::Demo(args) => {
@@ -88,11 +88,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"))?;
             bench::bench(&args).map_err(Error::Bench)
         }
+        // Handled in `main`: it has exit codes of its own.
+        Command::Ctl(_) => Ok(()),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Ctl(args) = &cli.command {
+        return ExitCode::from(ctl::run(args));
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

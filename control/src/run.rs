@@ -9,6 +9,7 @@
 //! health changes will publish new snapshots through it), and reads the per-worker counters
 //! without locks for the periodic stats line and the summary on exit.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -66,6 +67,9 @@ pub enum RunError {
     /// The controller (health checks) could not start.
     #[error("cannot start the controller")]
     Controller(#[source] crate::state::StateError),
+    /// The control socket or the metrics endpoint could not start.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
 }
 
 /// Running worker threads and what the control thread keeps of them.
@@ -179,6 +183,11 @@ impl Workers {
         &self.counters
     }
 
+    /// The sending half of each worker's update channel, by worker index.
+    pub fn updates(&self) -> &[Sender<Arc<Snapshot>>] {
+        &self.updates
+    }
+
     /// Time since every worker was ready.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -241,13 +250,14 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     }
 }
 
-/// `spray run`: starts the workers for `config`, prints a stats line every
+/// `spray run`: starts the workers for `config` (read from `path`), the control socket and
+/// metrics, prints a stats line every
 /// `stats_interval` (none when `None`) until SIGINT/SIGTERM or a worker fails, then the
 /// summary.
 ///
 /// # Errors
 /// When the workers cannot start, or one of them fails.
-pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunError> {
+pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Result<(), RunError> {
     let state = crate::state::State::new(config.clone(), 1, Instant::now())
         .map_err(RunError::Controller)?;
     let snapshot = Arc::clone(state.snapshot());
@@ -267,6 +277,7 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunE
     let controller =
         crate::state::Controller::start(state, workers.update_senders(), Some(passive_rx))
             .map_err(RunError::Controller)?;
+    let ops = crate::ops::Ops::start(config, path, Arc::clone(&snapshot), &workers)?;
     for svc in snapshot.services() {
         tracing::info!(
             service = %svc.spec.name,
@@ -277,14 +288,16 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunE
         );
     }
     println!(
-        "spray: serving {} service(s) on {} worker(s); Ctrl-C to stop",
+        "spray: serving {} service(s) on {} worker(s){}; Ctrl-C to stop",
         snapshot.services().count(),
-        config.runtime.workers
+        config.runtime.workers,
+        ops.describe()
     );
     let mut prev = report::Totals::default();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) && !workers.any_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        ops.tick();
         if let Some(every) = stats_interval {
             if last.elapsed() >= every {
                 let now = report::Totals::collect(workers.counters());
@@ -298,7 +311,7 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), RunE
     let result = workers.stop_and_join();
     print!(
         "{}",
-        report::summary(&snapshot, workers.counters(), workers.elapsed())
+        report::summary(&ops.snapshot(), workers.counters(), workers.elapsed())
     );
     result
 }

@@ -1,0 +1,483 @@
+//! `spray ctl`: the command-line client of the control socket.
+//!
+//! Exit status, for scripts: 0 done, 1 the server refused or failed (its message is
+//! printed), 2 usage error (clap), 3 cannot connect to the socket.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::api::client::{CallError, Client};
+use crate::api::{Event, ServiceList, Stats};
+
+/// `spray ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Control socket (default: /run/spray/spray.sock for root, else $XDG_RUNTIME_DIR/spray.sock or /tmp/spray-UID.sock)
+    #[arg(long, short = 's', value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print the server's JSON answer instead of a table or message
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: CtlCommand,
+}
+
+/// `spray ctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// List services and backends with weight, health, state and counters (like ipvsadm -L -n)
+    List,
+    /// Counters per worker, service and backend; drops by reason
+    Stats,
+    /// Admin, reload and health events
+    Events {
+        /// Only events with a sequence number above this
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Redraw live rates every interval until Ctrl-C
+    Watch {
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (0: until Ctrl-C)
+        #[arg(long, default_value_t = 0, hide = true)]
+        count: u64,
+    },
+    /// Add a service
+    AddVip {
+        /// Service name
+        name: String,
+        /// VIP address:port
+        vip: String,
+        /// rr, wrr or maglev
+        #[arg(long, default_value = "rr")]
+        scheduler: String,
+        /// nat (or dr, with a wire dataplane)
+        #[arg(long, default_value = "nat")]
+        mode: String,
+        /// A backend, ADDR:PORT or ADDR:PORT=WEIGHT; repeat for more
+        #[arg(long = "backend", short = 'b', value_name = "ADDR[=W]")]
+        backends: Vec<String>,
+    },
+    /// Remove a service
+    DelVip {
+        /// Service name or VIP address:port
+        service: String,
+    },
+    /// Add a backend to a service
+    AddBackend {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port
+        addr: String,
+        /// Weight, 0..=65535
+        #[arg(long, short = 'w', default_value_t = 1, allow_negative_numbers = true)]
+        weight: i64,
+    },
+    /// Remove a backend from a service
+    DelBackend {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port
+        backend: String,
+    },
+    /// Set a backend's weight
+    Weight {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port
+        backend: String,
+        /// New weight, 0..=65535
+        #[arg(allow_negative_numbers = true)]
+        weight: i64,
+    },
+    /// Stop sending new datagrams to a backend (replies still relayed)
+    Drain {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port
+        backend: String,
+    },
+    /// Put a drained backend back into rotation
+    Undrain {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port
+        backend: String,
+    },
+    /// Put a disabled service, or one backend, back into the dataplane
+    Enable {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port (default: the whole service)
+        backend: Option<String>,
+    },
+    /// Take a service, or one backend, out of the dataplane (kept in the listing)
+    Disable {
+        /// Service name or VIP address:port
+        service: String,
+        /// Backend address:port (default: the whole service)
+        backend: Option<String>,
+    },
+    /// Re-read the config file (as SIGHUP does); an invalid file is refused with the reason
+    Reload,
+    /// Version of the running spray and of the protocol
+    Version,
+}
+
+fn request(cmd: &CtlCommand) -> (&'static str, Value) {
+    match cmd {
+        CtlCommand::List => ("list", json!({})),
+        CtlCommand::Stats | CtlCommand::Watch { .. } => ("stats", json!({})),
+        CtlCommand::Events { since } => ("events", json!({ "since": since })),
+        CtlCommand::AddVip {
+            name,
+            vip,
+            scheduler,
+            mode,
+            backends,
+        } => {
+            let backends: Vec<Value> = backends
+                .iter()
+                .map(|b| match b.rsplit_once('=') {
+                    Some((addr, w)) => match w.parse::<i64>() {
+                        Ok(w) => json!({ "addr": addr, "weight": w }),
+                        Err(_) => json!({ "addr": addr, "weight": w }),
+                    },
+                    None => json!({ "addr": b }),
+                })
+                .collect();
+            (
+                "add_vip",
+                json!({ "name": name, "vip": vip, "scheduler": scheduler, "mode": mode, "backends": backends }),
+            )
+        }
+        CtlCommand::DelVip { service } => ("del_vip", json!({ "service": service })),
+        CtlCommand::AddBackend {
+            service,
+            addr,
+            weight,
+        } => (
+            "add_backend",
+            json!({ "service": service, "addr": addr, "weight": weight }),
+        ),
+        CtlCommand::DelBackend { service, backend } => (
+            "del_backend",
+            json!({ "service": service, "backend": backend }),
+        ),
+        CtlCommand::Weight {
+            service,
+            backend,
+            weight,
+        } => (
+            "set_weight",
+            json!({ "service": service, "backend": backend, "weight": weight }),
+        ),
+        CtlCommand::Drain { service, backend } => {
+            ("drain", json!({ "service": service, "backend": backend }))
+        }
+        CtlCommand::Undrain { service, backend } => {
+            ("undrain", json!({ "service": service, "backend": backend }))
+        }
+        CtlCommand::Enable { service, backend } => {
+            ("enable", json!({ "service": service, "backend": backend }))
+        }
+        CtlCommand::Disable { service, backend } => {
+            ("disable", json!({ "service": service, "backend": backend }))
+        }
+        CtlCommand::Reload => ("reload", json!({})),
+        CtlCommand::Version => ("version", json!({})),
+    }
+}
+
+/// Runs `spray ctl`; returns the exit status.
+pub fn run(args: &CtlArgs) -> u8 {
+    let path = args
+        .socket
+        .clone()
+        .unwrap_or_else(crate::config::default_socket_path);
+    let result = Client::connect(&path).and_then(|mut c| match &args.cmd {
+        CtlCommand::Watch { interval, count } => watch(&mut c, *interval, *count),
+        cmd => {
+            let (name, a) = request(cmd);
+            let ok = c.call(name, a)?;
+            print!("{}", render(cmd, &ok, args.json));
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("spray ctl: error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            match e {
+                CallError::Connect { .. } => 3,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
+    if json_out {
+        return format!("{}\n", serde_json::to_string_pretty(ok).unwrap_or_default());
+    }
+    match cmd {
+        CtlCommand::List => match serde_json::from_value::<ServiceList>(ok.clone()) {
+            Ok(l) => list_table(&l),
+            Err(_) => format!("{ok}\n"),
+        },
+        CtlCommand::Stats => match serde_json::from_value::<Stats>(ok.clone()) {
+            Ok(s) => stats_text(&s),
+            Err(_) => format!("{ok}\n"),
+        },
+        CtlCommand::Events { .. } => {
+            let events: Vec<Event> = ok
+                .get("events")
+                .cloned()
+                .and_then(|e| serde_json::from_value(e).ok())
+                .unwrap_or_default();
+            let mut s = String::new();
+            for e in events {
+                let _ = writeln!(
+                    s,
+                    "{:>5} {:>13} {:<7} {}",
+                    e.seq, e.unix_ms, e.kind, e.message
+                );
+            }
+            s
+        }
+        CtlCommand::Version => format!(
+            "{} {} (protocol {}, {} controller)\n",
+            ok["name"].as_str().unwrap_or("spray"),
+            ok["version"].as_str().unwrap_or("?"),
+            ok["protocol"],
+            ok["controller"].as_str().unwrap_or("?")
+        ),
+        CtlCommand::Reload => {
+            let mut s = format!(
+                "reloaded {}: {} (generation {})\n",
+                ok["file"].as_str().unwrap_or("?"),
+                ok["summary"].as_str().unwrap_or(""),
+                ok["generation"]
+            );
+            if let Some(keys) = ok["restart_needed"].as_array().filter(|k| !k.is_empty()) {
+                let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+                let _ = writeln!(
+                    s,
+                    "warning: changed keys take effect only at restart: {}",
+                    keys.join(", ")
+                );
+            }
+            s
+        }
+        _ => format!(
+            "{} (generation {})\n",
+            ok["message"].as_str().unwrap_or("done"),
+            ok["generation"]
+        ),
+    }
+}
+
+/// The `ipvsadm -L -n`-style listing.
+pub fn list_table(l: &ServiceList) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Prot LocalAddress:Port                 Scheduler State    Packets        Bytes  Service"
+    );
+    let _ = writeln!(s, "  -> RemoteAddress:Port                Forward Weight Health State    Packets        Bytes");
+    for svc in &l.services {
+        let _ = writeln!(
+            s,
+            "{:<4} {:<33} {:<9} {:<8} {:>7} {:>12}  {}",
+            svc.protocol.to_uppercase(),
+            svc.vip.to_string(),
+            svc.scheduler,
+            svc.admin.name(),
+            svc.packets,
+            svc.bytes,
+            svc.name
+        );
+        let forward = if svc.mode == "dr" { "Route" } else { "Masq" };
+        for b in &svc.backends {
+            let health = match b.health {
+                crate::api::HealthState::Up => "up",
+                crate::api::HealthState::Down => "down",
+            };
+            let _ = writeln!(
+                s,
+                "  -> {:<33} {:<7} {:<6} {:<6} {:<8} {:>7} {:>12}",
+                b.addr.to_string(),
+                forward,
+                b.weight,
+                health,
+                b.admin.name(),
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+    s
+}
+
+fn stats_text(st: &Stats) -> String {
+    let mut s = format!("generation {}, up {:.0} s\n", st.generation, st.uptime_secs);
+    let _ = writeln!(
+        s,
+        "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "worker", "rx_packets", "tx_packets", "nat_replies", "drops", "snapshots"
+    );
+    let mut rows: Vec<_> = st
+        .workers
+        .iter()
+        .map(|w| (w.worker.map_or("-".to_owned(), |i| i.to_string()), w))
+        .collect();
+    rows.push(("total".to_owned(), &st.totals));
+    for (name, w) in rows {
+        let drops: u64 = w.drops.values().sum();
+        let _ = writeln!(
+            s,
+            "{name:<8} {:>12} {:>12} {:>12} {drops:>10} {:>10}",
+            w.rx_packets, w.tx_packets, w.nat_replies, w.snapshots_applied
+        );
+    }
+    let drops: Vec<String> = st
+        .totals
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "drops by reason: {}",
+        if drops.is_empty() {
+            "none".to_owned()
+        } else {
+            drops.join(", ")
+        }
+    );
+    for svc in &st.services {
+        let _ = writeln!(
+            s,
+            "UDP  {:<33} {:>12} pkts {:>14} bytes  {}",
+            svc.vip.to_string(),
+            svc.packets,
+            svc.bytes,
+            svc.name
+        );
+        for b in &svc.backends {
+            let _ = writeln!(
+                s,
+                "  -> {:<33}{:>12} pkts {:>14} bytes",
+                b.addr.to_string(),
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+    s
+}
+
+fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
+    match before {
+        Some(b) if dt > 0.0 => format!("{:.0}/s", now.saturating_sub(b) as f64 / dt),
+        _ => "-".to_owned(),
+    }
+}
+
+/// One screen of `watch`: rates since `prev`.
+fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
+    let mut before: HashMap<(String, Option<SocketAddr>), u64> = HashMap::new();
+    if let Some(p) = prev {
+        for svc in &p.services {
+            before.insert((svc.name.clone(), None), svc.packets);
+            for b in &svc.backends {
+                before.insert((svc.name.clone(), Some(b.addr)), b.packets);
+            }
+        }
+    }
+    let drops: u64 = st.totals.drops.values().sum();
+    let prev_drops = prev.map(|p| p.totals.drops.values().sum::<u64>());
+    let mut s = format!(
+        "spray: generation {}, rx {} tx {} drops {} (Ctrl-C to stop)\n",
+        st.generation,
+        rate(st.totals.rx_packets, prev.map(|p| p.totals.rx_packets), dt),
+        rate(st.totals.tx_packets, prev.map(|p| p.totals.tx_packets), dt),
+        rate(drops, prev_drops, dt),
+    );
+    let _ = writeln!(
+        s,
+        "Prot LocalAddress:Port                 {:>12} {:>14}  Service",
+        "Rate", "Packets"
+    );
+    for svc in &st.services {
+        let r = rate(
+            svc.packets,
+            before.get(&(svc.name.clone(), None)).copied(),
+            dt,
+        );
+        let _ = writeln!(
+            s,
+            "UDP  {:<33} {r:>12} {:>14}  {}",
+            svc.vip.to_string(),
+            svc.packets,
+            svc.name
+        );
+        for b in &svc.backends {
+            let r = rate(
+                b.packets,
+                before.get(&(svc.name.clone(), Some(b.addr))).copied(),
+                dt,
+            );
+            let _ = writeln!(
+                s,
+                "  -> {:<33} {r:>12} {:>14}",
+                b.addr.to_string(),
+                b.packets
+            );
+        }
+    }
+    s
+}
+
+fn watch(c: &mut Client, interval: f64, count: u64) -> Result<(), CallError> {
+    let every = Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+    let mut prev: Option<(Stats, Instant)> = None;
+    let mut n = 0;
+    loop {
+        let v = c.call("stats", json!({}))?;
+        let now = Instant::now();
+        let st: Stats = serde_json::from_value(v.clone()).map_err(|_| CallError::Protocol {
+            path: PathBuf::new(),
+            line: v.to_string(),
+        })?;
+        let dt = prev
+            .as_ref()
+            .map_or(0.0, |(_, t)| now.duration_since(*t).as_secs_f64());
+        let screen = watch_screen(&st, prev.as_ref().map(|(p, _)| p), dt);
+        // Plain redraw: home and clear, then the screen.
+        print!("\x1b[H\x1b[2J{screen}");
+        let _ = std::io::stdout().flush();
+        prev = Some((st, now));
+        n += 1;
+        if count > 0 && n >= count {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -1,0 +1,289 @@
+//! `spray run` driven by `spray ctl` over its control socket, SIGHUP, and a metrics scrape.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `spray run`, killed on drop.
+struct Spray {
+    child: Child,
+    socket: PathBuf,
+    config: PathBuf,
+    stdout: PathBuf,
+}
+
+impl Drop for Spray {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(socket: &Path, vip: u16, weight_b: &str, extra: &str) -> String {
+    format!(
+        r#"
+[control]
+socket = "{}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[services.syslog]
+vip = "127.0.0.1:{vip}"
+scheduler = "wrr"
+backends = [{{ addr = "127.0.0.1:1" }}, {{ addr = "127.0.0.1:2", weight = {weight_b} }}]
+{extra}"#,
+        socket.display()
+    )
+}
+
+fn start(dir: &Path) -> Spray {
+    let socket = dir.join("spray.sock");
+    let config = dir.join("spray.toml");
+    let stdout = dir.join("stdout.txt");
+    std::fs::write(&config, config_text(&socket, free_udp_port(), "2", "")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["run", "--stats-interval", "0", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .contains("Ctrl-C")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "spray did not start: {}",
+            std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Spray {
+        child,
+        socket,
+        config,
+        stdout,
+    }
+}
+
+fn ctl(s: &Spray, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spray"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&s.socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(s: &Spray, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = ctl(s, &a);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn send(s: &Spray, vip: SocketAddr, n: usize) {
+    let _ = s;
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..n {
+        c.send_to(b"hello", vip).unwrap();
+    }
+}
+
+#[test]
+fn ctl_list_change_reload_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+
+    // list: table and JSON.
+    let out = ctl(&s, &["list"]);
+    let table = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(table.starts_with("Prot LocalAddress:Port"), "{table}");
+    assert!(table.contains("  -> 127.0.0.1:2"), "{table}");
+    let l = json(&s, &["list"]);
+    assert_eq!(l["generation"], 1);
+    let vip: SocketAddr = l["services"][0]["vip"].as_str().unwrap().parse().unwrap();
+    assert_eq!(l["services"][0]["backends"][1]["weight"], 2);
+    assert_eq!(l["services"][0]["backends"][1]["health"], "up");
+
+    // Traffic shows up in the counters (the backends do not exist; the kernel still
+    // takes the datagrams).
+    send(&s, vip, 30);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = json(&s, &["list"]);
+        if l["services"][0]["packets"] == 30 {
+            assert_eq!(l["services"][0]["backends"][0]["packets"], 10);
+            assert_eq!(l["services"][0]["backends"][1]["packets"], 20);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // weight: refused out of range (exit 1, server's message), then applied.
+    let out = ctl(&s, &["weight", "syslog", "127.0.0.1:2", "70000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "spray ctl: error: set_weight: weight 70000 is out of range 0..=65535"
+    );
+    let out = ctl(&s, &["weight", "syslog", "127.0.0.1:2", "5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("from 2 to 5 (generation 2)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ctl(&s, &["drain", "syslog", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = ctl(&s, &["drain", "nosuch", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let l = json(&s, &["list"]);
+    assert_eq!(l["generation"], 3);
+    assert_eq!(l["services"][0]["backends"][0]["admin"], "drained");
+    assert_eq!(l["services"][0]["backends"][1]["weight"], 5);
+
+    // reload: a bad file is refused and the running config stays.
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, good.replace("weight = 2", "weight = 70000")).unwrap();
+    let out = ctl(&s, &["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("reload refused, the running config stays"),
+        "{err}"
+    );
+    assert!(
+        err.contains("services.syslog.backends[1].weight: 70000 is out of range 0..=65535"),
+        "{err}"
+    );
+    assert_eq!(json(&s, &["list"])["generation"], 3);
+    // A good one: the file's weight (2) comes back, the drain mark stays, counters survive.
+    std::fs::write(&s.config, &good).unwrap();
+    let out = ctl(&s, &["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 re-weighted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let l = json(&s, &["list"]);
+    assert_eq!(l["generation"], 4);
+    assert_eq!(l["services"][0]["backends"][1]["weight"], 2);
+    assert_eq!(l["services"][0]["backends"][0]["admin"], "drained");
+    assert_eq!(l["services"][0]["packets"], 30);
+
+    // SIGHUP reloads like `ctl reload`.
+    std::fs::write(&s.config, good.replace("weight = 2", "weight = 9")).unwrap();
+    // SAFETY: kill with a valid pid of our own child and a valid signal.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while json(&s, &["list"])["generation"] != 5 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        json(&s, &["list"])["services"][0]["backends"][1]["weight"],
+        9
+    );
+    let ev = json(&s, &["events"]);
+    let last = ev["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "reload");
+    assert!(
+        last["message"].as_str().unwrap().ends_with("(by SIGHUP)"),
+        "{last}"
+    );
+
+    // Metrics.
+    let stdout = std::fs::read_to_string(&s.stdout).unwrap();
+    let addr = stdout
+        .split("metrics http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = scrape(&addr);
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(body.contains("application/openmetrics-text"), "{body}");
+    let line = |prefix: &str| {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+            .to_owned()
+    };
+    assert_eq!(
+        line("spray_backend_packets_total{service=\"syslog\",vip=\"")
+            .split_whitespace()
+            .last(),
+        Some("10")
+    );
+    assert!(line(&format!(
+        "spray_vip_packets_total{{service=\"syslog\",vip=\"{vip}\"}}"
+    ))
+    .ends_with(" 30"));
+    assert!(line("spray_backend_up{").ends_with(" 1.0"));
+    assert!(line("spray_drops_total{worker=\"0\",reason=\"no_healthy_backend\"}").ends_with(" 0"));
+    assert!(line("spray_snapshot_generation ").ends_with(" 5.0"));
+    assert!(line("spray_worker_rx_packets_total{worker=\"0\"}").ends_with(" 30"));
+
+    // version, stats, events and watch work; a dead socket is exit 3.
+    assert_eq!(json(&s, &["version"])["name"], "spray");
+    assert_eq!(json(&s, &["stats"])["totals"]["rx_packets"], 30);
+    let out = ctl(&s, &["watch", "--interval", "0.1", "--count", "2"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("UDP  127.0.0.1:"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["ctl", "--socket"])
+        .arg(dir.path().join("nope.sock"))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("cannot connect to the control socket"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ctl(&s, &["weight", "syslog"]);
+    assert_eq!(out.status.code(), Some(2));
+}
