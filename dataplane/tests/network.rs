@@ -1339,3 +1339,172 @@ mod props {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Fuzz corpus
+
+/// Writes the seed corpus of the `packet` fuzz target (fuzz/corpus/packet): real frames,
+/// each preceded by its 2-byte length, as the target reads them. Run after changing the
+/// builders: `cargo test -p spray-dataplane --test network -- --ignored write_fuzz_corpus`.
+#[test]
+#[ignore = "writes files; run by hand to refresh the committed corpus"]
+fn write_fuzz_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/packet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c4 = "198.18.0.1:40000";
+    let c6 = "[2001:db8::1]:40000";
+    let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let sn = solicited_node(vip);
+    let client6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let seen = outbound(c4, V4_BACKENDS[0], 63, None, mac_of(1), b"<13>hi");
+    let seen6 = outbound(c6, V6_BACKENDS[0], 63, None, mac_of(1), b"<13>hi");
+    let mut reply = FrameSpec::new(sa(V4_BACKENDS[1]), sa(c4));
+    reply.dst_mac = PORT_MAC;
+    let seeds: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "udp4",
+            vec![inbound(c4, "198.18.0.10:514", 64, None, b"<13>hello")],
+        ),
+        (
+            "udp4-maglev-dr",
+            vec![
+                inbound(c4, "198.18.0.11:514", 64, None, b"a"),
+                inbound(c4, "198.18.0.12:514", 64, None, b"b"),
+            ],
+        ),
+        (
+            "udp4-vlan",
+            vec![inbound(c4, "198.18.0.10:514", 64, Some(42), b"<13>hello")],
+        ),
+        (
+            "udp6",
+            vec![inbound(c6, "[2001:db8::10]:514", 64, None, b"<13>hello")],
+        ),
+        (
+            "udp6-vlan-dr",
+            vec![inbound(c6, "[2001:db8::11]:514", 64, Some(7), b"x")],
+        ),
+        ("nat-reply4", vec![udp_frame(&reply, b"reply")]),
+        (
+            "options4",
+            vec![add_ipv4_options(
+                &inbound(c4, "198.18.0.10:514", 64, None, b"opt"),
+                &[7, 7, 4, 0, 0, 0, 0, 1],
+            )],
+        ),
+        (
+            "frags4",
+            fragment(
+                &inbound(c4, "198.18.0.10:514", 64, None, &payload(100, 1)),
+                32,
+                9,
+            ),
+        ),
+        (
+            "frags6",
+            fragment(
+                &inbound(c6, "[2001:db8::10]:514", 64, None, &payload(100, 2)),
+                32,
+                9,
+            ),
+        ),
+        (
+            "icmp4-unreach",
+            vec![icmp_error(
+                mac_of(1),
+                PORT_MAC,
+                sa(V4_BACKENDS[0]).ip(),
+                sa(c4).ip(),
+                64,
+                3,
+                3,
+                [0; 4],
+                ip_part(&seen),
+            )],
+        ),
+        (
+            "icmp6-too-big",
+            vec![icmp_error(
+                mac_of(1),
+                PORT_MAC,
+                sa(V6_BACKENDS[0]).ip(),
+                sa(c6).ip(),
+                64,
+                2,
+                0,
+                [0, 0, 5, 0],
+                ip_part(&seen6),
+            )],
+        ),
+        (
+            "arp-request",
+            vec![arp(
+                None,
+                [0xff; 6],
+                1,
+                CLIENT_MAC,
+                "198.18.0.1",
+                [0; 6],
+                "198.18.0.10",
+            )],
+        ),
+        (
+            "arp-reply",
+            vec![arp(
+                None,
+                PORT_MAC.0,
+                2,
+                mac_of(1),
+                "198.19.1.1",
+                PORT_MAC.0,
+                "198.19.0.1",
+            )],
+        ),
+        (
+            "ns",
+            vec![ndp(
+                None,
+                CLIENT_MAC,
+                multicast_mac(sn),
+                client6,
+                sn,
+                135,
+                0,
+                vip,
+                1,
+            )],
+        ),
+        (
+            "na",
+            vec![ndp(
+                None,
+                mac_of(1),
+                PORT_MAC.0,
+                client6,
+                LOCAL_V6,
+                136,
+                0x60,
+                client6,
+                2,
+            )],
+        ),
+        (
+            "jumbo4",
+            vec![inbound(
+                c4,
+                "198.18.0.10:514",
+                64,
+                None,
+                &payload(9000 - 42, 3),
+            )],
+        ),
+    ];
+    for (name, frames) in seeds {
+        let mut bytes = Vec::new();
+        for f in frames {
+            bytes.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&f);
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
