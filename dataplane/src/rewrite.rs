@@ -259,6 +259,47 @@ mod tests {
         assert_eq!(&f[12..], &before[12..]);
     }
 
+    #[test]
+    fn ttl_decrement_patches_the_header_checksum_and_stops_at_one() {
+        let mut s = spec(CLIENT, VIP);
+        s.ttl = 9;
+        let mut f = udp_frame(&s, b"x");
+        decrement_ttl(&mut f, 14, false).unwrap();
+        s.ttl = 8;
+        assert_eq!(f, udp_frame(&s, b"x"));
+        s.ttl = 1;
+        let mut f = udp_frame(&s, b"x");
+        assert_eq!(
+            decrement_ttl(&mut f, 14, false),
+            Err(DropReason::TtlExceeded)
+        );
+        assert_eq!(f, udp_frame(&s, b"x"), "untouched");
+        let mut s6 = spec("[2001:db8::1]:1", "[2001:db8::2]:2");
+        let mut f = udp_frame(&s6, b"x");
+        decrement_ttl(&mut f, 14, true).unwrap();
+        s6.ttl = 63;
+        assert_eq!(f, udp_frame(&s6, b"x"));
+        assert_eq!(
+            decrement_ttl(&mut f[..20], 14, false),
+            Err(DropReason::Truncated)
+        );
+    }
+
+    #[test]
+    fn fragment_nat_changes_only_the_address() {
+        let mut f = udp_frame(&spec(CLIENT, VIP), b"x");
+        let before = f.clone();
+        let b: SocketAddr = BACKEND.parse().unwrap();
+        nat_fragment(&mut f, 14, false, b.ip()).unwrap();
+        assert!(crate::wire::checksum::ipv4_header_valid(&f[14..34]));
+        assert_eq!(&f[30..34], &[198, 19, 0, 2]);
+        assert_eq!(&f[34..], &before[34..], "UDP header untouched");
+        assert_eq!(
+            nat_fragment(&mut f, 14, true, "2001:db8::1".parse().unwrap()),
+            Err(DropReason::FamilyMismatch)
+        );
+    }
+
     fn v4_addr() -> impl Strategy<Value = SocketAddr> {
         (any::<u32>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::new(IpAddr::V4(a.into()), p))
     }

@@ -292,3 +292,82 @@ fn udp(ipf: IpFrame, payload: &[u8]) -> Result<UdpFrame, DropReason> {
         dst: SocketAddr::new(ipf.dst, dport),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::build::{fragment, udp_frame, FrameSpec};
+
+    fn frame(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        udp_frame(
+            &FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap()),
+            payload,
+        )
+    }
+
+    #[test]
+    fn ipv6_fragments_are_split_into_first_and_later() {
+        let f = frame("[2001:db8::1]:1000", "[2001:db8::10]:514", &[7; 40]);
+        let pieces = fragment(&f, 24, 0xdead_beef);
+        assert_eq!(pieces.len(), 2);
+        let Ok(Packet::FirstFragment(u, info)) = classify(&pieces[0]) else {
+            panic!("{:?}", classify(&pieces[0]));
+        };
+        assert_eq!((u.l3, u.l4), (14, 14 + 48));
+        assert_eq!(u.dst, "[2001:db8::10]:514".parse().unwrap());
+        assert_eq!((info.offset, info.len, info.more), (0, 24, true));
+        assert_eq!(info.key.id, 0xdead_beef);
+        let Ok(Packet::Fragment(ip, later)) = classify(&pieces[1]) else {
+            panic!("{:?}", classify(&pieces[1]));
+        };
+        assert_eq!(ip.l4, 14 + 48);
+        assert_eq!((later.offset, later.len, later.more), (24, 24, false));
+        assert_eq!(later.key, info.key);
+    }
+
+    #[test]
+    fn an_ipv6_atomic_fragment_is_a_whole_datagram() {
+        let f = frame("[2001:db8::1]:1000", "[2001:db8::10]:514", b"x");
+        let pieces = fragment(&f, 64, 1);
+        assert_eq!(pieces.len(), 1);
+        let Ok(Packet::Udp(u)) = classify(&pieces[0]) else {
+            panic!("{:?}", classify(&pieces[0]));
+        };
+        assert_eq!(u.l4, 14 + 48);
+    }
+
+    #[test]
+    fn ipv4_first_fragment_keeps_its_ports() {
+        let f = frame("198.18.0.1:1000", "198.18.0.10:514", &[1; 30]);
+        let pieces = fragment(&f, 16, 42);
+        let Ok(Packet::FirstFragment(u, info)) = classify(&pieces[0]) else {
+            panic!();
+        };
+        assert_eq!(u.src, "198.18.0.1:1000".parse().unwrap());
+        assert_eq!((info.key.id, info.key.proto, info.len), (42, 17, 16));
+        assert!(matches!(
+            classify(&pieces[2]),
+            Ok(Packet::Fragment(
+                _,
+                FragInfo {
+                    offset: 32,
+                    more: false,
+                    ..
+                }
+            ))
+        ));
+    }
+
+    #[test]
+    fn arp_and_icmp_are_recognised() {
+        let mut f = frame("198.18.0.1:1000", "198.18.0.10:514", b"x");
+        f[23] = 1; // ICMP
+        crate::wire::build::fix_ipv4_checksum(&mut f, 14);
+        assert!(matches!(
+            classify(&f),
+            Ok(Packet::Icmp(IpFrame { l4: 34, .. }))
+        ));
+        f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(classify(&f), Ok(Packet::Arp { vlan: None, l3: 14 }));
+    }
+}
