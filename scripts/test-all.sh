@@ -2,7 +2,8 @@
 # Runs every test Spray has: formatting, lints, unit and integration tests, then the tests
 # that need more of the machine when it has it:
 #   - the DPDK port (cargo feature `dpdk`) when pkg-config finds libdpdk >= 22.11;
-#   - tests that need root and network namespaces (scripts/netns-tests.sh) when run as root.
+#   - tests that need root and network namespaces (scripts/netns-tests.sh) when run as root;
+#   - the cargo-fuzz targets for SPRAY_FUZZ_SECS seconds each, when that is set (CI: 30).
 # Set SPRAY_REQUIRE_ALL=1 (CI does) to fail instead of skipping those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,11 @@ if [ "$(id -u)" = 0 ]; then
     fi
 else
     skip "not root: network namespace tests not run"
+fi
+
+if [ -n "${SPRAY_FUZZ_SECS:-}" ]; then
+    step "fuzz each target for ${SPRAY_FUZZ_SECS}s"
+    scripts/fuzz.sh "$SPRAY_FUZZ_SECS"
 fi
 
 step "all tests passed"

@@ -26,7 +26,9 @@ pub enum DropReason {
     BadIpChecksum,
     /// Not UDP (or an IPv6 extension header before UDP).
     NotUdp,
-    /// An IP fragment (reassembly and fragment steering come with the network issue).
+    /// An IP fragment Spray cannot steer: a first fragment too short to hold the whole UDP
+    /// header (RFC 1858's tiny fragment), or a fragment where only whole datagrams are
+    /// accepted ([`crate::wire::parse_udp`]).
     Fragment,
     /// UDP length field disagrees with the IP payload length.
     BadUdpLength,
@@ -46,11 +48,34 @@ pub enum DropReason {
     /// Socket mode: the upstream socket of a new client session could not be opened (file
     /// descriptor limit, or a transparent bind to the client's address failed).
     SessionSocket,
+    /// NAT: the IPv4 TTL or IPv6 hop limit would reach 0 on forwarding (no ICMP
+    /// time-exceeded is sent; docs/network.md).
+    TtlExceeded,
+    /// A non-first fragment whose first fragment was not seen (lost, out of order, or its
+    /// table entry expired): it cannot be steered.
+    FragmentNoFirst,
+    /// The worker's fragment table had no free entry for a first fragment (or an entry had no
+    /// room to track another hole).
+    FragmentTableFull,
+    /// A fragment overlapping one already forwarded, or arriving after such an overlap
+    /// (RFC 5722: the whole datagram is discarded).
+    FragmentOverlap,
+    /// An ARP or NDP frame for the control thread found the worker's queue full.
+    NeighQueueFull,
+    /// ARP or NDP not for a VIP or the port's address, or of a kind Spray does not handle
+    /// (router advertisements, redirects, requests for other hosts).
+    NeighNotForUs,
+    /// Malformed ARP or NDP: wrong hardware or protocol type, NDP hop limit other than 255,
+    /// bad ICMPv6 checksum, or too short.
+    BadNeigh,
+    /// ICMP that is not an error about a NAT flow Spray can translate (echo requests to a
+    /// VIP, errors about unknown flows or quoting a fragment without its UDP header).
+    IcmpNotTranslated,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 22] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -65,6 +90,14 @@ impl DropReason {
         Self::TxFull,
         Self::SessionTableFull,
         Self::SessionSocket,
+        Self::TtlExceeded,
+        Self::FragmentNoFirst,
+        Self::FragmentTableFull,
+        Self::FragmentOverlap,
+        Self::NeighQueueFull,
+        Self::NeighNotForUs,
+        Self::BadNeigh,
+        Self::IcmpNotTranslated,
     ];
 
     /// Stable snake_case name for stats and metrics.
@@ -84,6 +117,14 @@ impl DropReason {
             Self::TxFull => "tx_full",
             Self::SessionTableFull => "session_table_full",
             Self::SessionSocket => "session_socket",
+            Self::TtlExceeded => "ttl_exceeded",
+            Self::FragmentNoFirst => "fragment_no_first",
+            Self::FragmentTableFull => "fragment_table_full",
+            Self::FragmentOverlap => "fragment_overlap",
+            Self::NeighQueueFull => "neigh_queue_full",
+            Self::NeighNotForUs => "neigh_not_for_us",
+            Self::BadNeigh => "bad_neigh",
+            Self::IcmpNotTranslated => "icmp_not_translated",
         }
     }
 }
@@ -172,6 +213,17 @@ pub struct WorkerCounters {
     pub icmp_errors: Counter,
     /// Socket mode, passive VIPs: reports to the control plane lost to a full channel.
     pub passive_reports_lost: Counter,
+    /// ARP requests and neighbour solicitations answered by the worker itself.
+    pub neigh_answered: Counter,
+    /// ARP and NDP frames handed to the control thread's neighbour cache.
+    pub neigh_queued: Counter,
+    /// Frames the control thread's neighbour logic asked this worker to send (requests,
+    /// gratuitous ARP, unsolicited NA) that the port took.
+    pub neigh_sent: Counter,
+    /// ICMP errors about a NAT flow translated back toward the client.
+    pub icmp_translated: Counter,
+    /// Non-first IP fragments steered after their first fragment.
+    pub fragments_steered: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],
     /// Packets that arrived for each VIP, indexed by [`VipId`].
@@ -193,6 +245,11 @@ impl Default for WorkerCounters {
             bind_errors: Counter::default(),
             icmp_errors: Counter::default(),
             passive_reports_lost: Counter::default(),
+            neigh_answered: Counter::default(),
+            neigh_queued: Counter::default(),
+            neigh_sent: Counter::default(),
+            icmp_translated: Counter::default(),
+            fragments_steered: Counter::default(),
             drops: Default::default(),
             vip_rx: Traffic::new(MAX_VIPS),
             backend_tx: Traffic::new(MAX_BACKENDS),

@@ -14,6 +14,9 @@
 pub mod addr_table;
 pub mod counters;
 pub mod flow;
+pub mod frag;
+pub mod icmp;
+pub mod neigh;
 pub mod port;
 pub mod proxy;
 pub mod rewrite;

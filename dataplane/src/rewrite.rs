@@ -91,6 +91,85 @@ fn rewrite(
     Ok(())
 }
 
+/// Decrements the IPv4 TTL (patching the header checksum, RFC 1624) or the IPv6 hop limit of
+/// the IP header at `l3`: what a router does, so NAT does it (DR leaves it alone).
+///
+/// # Errors
+/// [`DropReason::TtlExceeded`] when the result would be 0 (the frame is left untouched; no
+/// ICMP time-exceeded is sent, see docs/network.md), [`DropReason::Truncated`] when `l3` is
+/// not followed by an IP header.
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8], l3: usize, ipv6: bool) -> Result<(), DropReason> {
+    let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
+    if ipv6 {
+        let hop = ip.get_mut(7).ok_or(DropReason::Truncated)?;
+        if *hop <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        *hop -= 1;
+    } else {
+        if ip.len() < 20 {
+            return Err(DropReason::Truncated);
+        }
+        let ttl = ip[8];
+        if ttl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        // TTL and protocol share one 16-bit word of the checksum.
+        let mut d = Delta::default();
+        d.replace16(
+            u16::from_be_bytes([ttl, ip[9]]),
+            u16::from_be_bytes([ttl - 1, ip[9]]),
+        );
+        ip[8] = ttl - 1;
+        let c = d.apply(u16::from_be_bytes([ip[10], ip[11]]));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// NAT of a non-first fragment: only the IP address changes (the destination toward a
+/// backend, the source toward a client). The UDP header and its checksum travel in the first
+/// fragment, which [`nat_to_backend`] / [`nat_from_backend`] patched; an IPv4 header checksum
+/// is patched here.
+///
+/// # Errors
+/// [`DropReason::FamilyMismatch`] when `new` is not of the packet's family,
+/// [`DropReason::Truncated`] when `l3` is not followed by an IP header.
+#[inline]
+pub fn nat_fragment(frame: &mut [u8], l3: usize, src: bool, new: IpAddr) -> Result<(), DropReason> {
+    let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
+    let at = |v6: bool| match (v6, src) {
+        (false, true) => 12,
+        (false, false) => 16,
+        (true, true) => 8,
+        (true, false) => 24,
+    };
+    match new {
+        IpAddr::V4(n) => {
+            if ip.len() < 20 || ip[0] >> 4 != 4 {
+                return Err(DropReason::FamilyMismatch);
+            }
+            let mut p = Ipv4Packet::new_unchecked(ip);
+            let old = if src { p.src_addr() } else { p.dst_addr() };
+            let mut d = Delta::default();
+            d.replace32(old.to_bits(), n.to_bits());
+            let c = d.apply(p.checksum());
+            p.set_checksum(c);
+            let o = at(false);
+            p.into_inner()[o..o + 4].copy_from_slice(&n.octets());
+        }
+        IpAddr::V6(n) => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return Err(DropReason::FamilyMismatch);
+            }
+            let o = at(true);
+            ip[o..o + 16].copy_from_slice(&n.octets());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +257,47 @@ mod tests {
         assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0xbb]);
         assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0xaa]);
         assert_eq!(&f[12..], &before[12..]);
+    }
+
+    #[test]
+    fn ttl_decrement_patches_the_header_checksum_and_stops_at_one() {
+        let mut s = spec(CLIENT, VIP);
+        s.ttl = 9;
+        let mut f = udp_frame(&s, b"x");
+        decrement_ttl(&mut f, 14, false).unwrap();
+        s.ttl = 8;
+        assert_eq!(f, udp_frame(&s, b"x"));
+        s.ttl = 1;
+        let mut f = udp_frame(&s, b"x");
+        assert_eq!(
+            decrement_ttl(&mut f, 14, false),
+            Err(DropReason::TtlExceeded)
+        );
+        assert_eq!(f, udp_frame(&s, b"x"), "untouched");
+        let mut s6 = spec("[2001:db8::1]:1", "[2001:db8::2]:2");
+        let mut f = udp_frame(&s6, b"x");
+        decrement_ttl(&mut f, 14, true).unwrap();
+        s6.ttl = 63;
+        assert_eq!(f, udp_frame(&s6, b"x"));
+        assert_eq!(
+            decrement_ttl(&mut f[..20], 14, false),
+            Err(DropReason::Truncated)
+        );
+    }
+
+    #[test]
+    fn fragment_nat_changes_only_the_address() {
+        let mut f = udp_frame(&spec(CLIENT, VIP), b"x");
+        let before = f.clone();
+        let b: SocketAddr = BACKEND.parse().unwrap();
+        nat_fragment(&mut f, 14, false, b.ip()).unwrap();
+        assert!(crate::wire::checksum::ipv4_header_valid(&f[14..34]));
+        assert_eq!(&f[30..34], &[198, 19, 0, 2]);
+        assert_eq!(&f[34..], &before[34..], "UDP header untouched");
+        assert_eq!(
+            nat_fragment(&mut f, 14, true, "2001:db8::1".parse().unwrap()),
+            Err(DropReason::FamilyMismatch)
+        );
     }
 
     fn v4_addr() -> impl Strategy<Value = SocketAddr> {

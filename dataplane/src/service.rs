@@ -342,6 +342,8 @@ pub struct Snapshot {
     by_vip: AddrTable<VipId>,
     reverse: AddrTable<u32>,
     reverse_entries: Vec<ReverseNat>,
+    /// Next-hop MACs toward clients (IPv4, IPv6), from neighbour resolution.
+    gateway_macs: [Option<MacAddr>; 2],
 }
 
 impl Snapshot {
@@ -409,6 +411,7 @@ impl Snapshot {
             by_vip: AddrTable::build(by_vip),
             reverse: reverse_index,
             reverse_entries,
+            gateway_macs: [None; 2],
         })
     }
 
@@ -446,6 +449,19 @@ impl Snapshot {
     /// One past the highest VIP id in use.
     pub fn vip_slots(&self) -> usize {
         self.services.len()
+    }
+
+    /// The snapshot with resolved next-hop MACs toward IPv4 and IPv6 clients (NAT replies);
+    /// see [`crate::neigh`].
+    pub fn with_gateway_macs(mut self, v4: Option<MacAddr>, v6: Option<MacAddr>) -> Self {
+        self.gateway_macs = [v4, v6];
+        self
+    }
+
+    /// The resolved next-hop MAC toward clients of the given family, if any.
+    #[inline]
+    pub fn gateway_mac(&self, ipv6: bool) -> Option<MacAddr> {
+        self.gateway_macs[usize::from(ipv6)]
     }
 
     /// Whether `ip` is the address of any VIP.

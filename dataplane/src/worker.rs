@@ -6,6 +6,12 @@
 //! schedule, rewrite in place, count. Nothing in [`Worker::poll`] allocates, locks or makes a
 //! system call of its own (the port may make one per burst).
 //!
+//! Beyond UDP to a VIP and NAT replies, the worker steers IP fragments after their first
+//! fragment ([`crate::frag`]), answers ARP/NDP for its VIPs and queues the rest for the
+//! control thread ([`crate::neigh`]), and translates ICMP errors about NAT flows
+//! ([`crate::icmp`]). NAT decrements the TTL / hop limit (DR does not); docs/network.md has
+//! the policies.
+//!
 //! A packet that cannot be forwarded goes back to the port and is counted under its
 //! [`DropReason`]. A backend that left the rotation in snapshot N receives nothing from the
 //! first burst processed after N arrived: the scheduler that could pick it is gone with the
@@ -13,15 +19,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::counters::{DropReason, SharedCounters};
+use crate::counters::{DropReason, SharedCounters, WorkerCounters};
 use crate::flow::{flow_hash, NatFlows};
+use crate::frag::{FragAction, FragTable};
+use crate::neigh::{self, WorkerNeigh};
 use crate::port::{PacketBuf, Port};
-use crate::rewrite::{nat_from_backend, nat_to_backend, set_macs};
+use crate::rewrite::{decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, set_macs};
 use crate::service::{MacAddr, Mode, ReverseNat, Snapshot, VipId};
-use crate::wire::parse_udp;
+use crate::wire::{classify, FragInfo, IpFrame, Packet, UdpFrame};
 
 /// Settings of one worker, fixed at start.
 #[derive(Debug, Clone)]
@@ -54,6 +63,10 @@ pub struct Worker<P: Port> {
     cursors: Vec<u32>,
     rx: Vec<P::Buf>,
     tx: Vec<P::Buf>,
+    /// Where the first fragment of each datagram in flight went.
+    frags: FragTable,
+    /// ARP/NDP: own addresses and the queues to and from the control thread.
+    neigh: WorkerNeigh,
 }
 
 impl<P: Port> Worker<P> {
@@ -78,6 +91,8 @@ impl<P: Port> Worker<P> {
             cursors: Vec::new(),
             rx: Vec::with_capacity(burst),
             tx: Vec::with_capacity(burst),
+            frags: FragTable::default(),
+            neigh: WorkerNeigh::default(),
         };
         w.apply(snap);
         w
@@ -91,6 +106,16 @@ impl<P: Port> Worker<P> {
     /// The port, mutably (tests push packets through it).
     pub fn port_mut(&mut self) -> &mut P {
         &mut self.port
+    }
+
+    /// Connects the worker to the neighbour logic (see [`crate::neigh`]).
+    pub fn set_neigh(&mut self, neigh: WorkerNeigh) {
+        self.neigh = neigh;
+    }
+
+    /// Replaces the fragment table (size and lifetime; see [`crate::frag`]).
+    pub fn set_frag_table(&mut self, frags: FragTable) {
+        self.frags = frags;
     }
 
     /// The snapshot in use.
@@ -123,28 +148,47 @@ impl<P: Port> Worker<P> {
 
     /// One loop iteration; returns the number of packets received.
     pub fn poll(&mut self) -> usize {
+        self.poll_inner(Now(None))
+    }
+
+    /// Like [`Worker::poll`], with the caller's clock (fragment table lifetimes); tests use
+    /// it to simulate time.
+    pub fn poll_at(&mut self, now: Instant) -> usize {
+        self.poll_inner(Now(Some(now)))
+    }
+
+    fn poll_inner(&mut self, mut now: Now) -> usize {
         self.check_updates();
+        if self.neigh.from_control.is_some() {
+            self.send_neigh_frames();
+        }
         let n = self.port.rx_burst(&mut self.rx, self.settings.burst);
         if n == 0 {
             return 0;
         }
         let c = &self.counters;
         c.rx_bursts.add(1);
-        let port_mac = self.port.mac();
+        let ctx = Ctx {
+            snap: &self.snap,
+            nat_flows: &self.nat_flows,
+            port_mac: self.port.mac(),
+            gateway_mac: self.settings.gateway_mac,
+            c,
+            neigh: &self.neigh,
+        };
         let mut rx_bytes = 0;
         for mut buf in self.rx.drain(..) {
             let len = buf.data().len();
             rx_bytes += len;
             match process(
                 buf.data_mut(),
-                &self.snap,
+                &ctx,
                 &mut self.cursors,
-                &self.nat_flows,
-                port_mac,
-                self.settings.gateway_mac,
-                c,
+                &mut self.frags,
+                &mut now,
             ) {
-                Ok(()) => self.tx.push(buf),
+                Ok(Fwd::Tx) => self.tx.push(buf),
+                Ok(Fwd::Consumed) => self.port.free(buf),
                 Err(reason) => {
                     c.drop_packet(reason);
                     self.port.free(buf);
@@ -153,18 +197,43 @@ impl<P: Port> Worker<P> {
         }
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(rx_bytes as u64);
-        if !self.tx.is_empty() {
-            let want = self.tx.len();
-            let tx_bytes: usize = self.tx.iter().map(|b| b.data().len()).sum();
-            let sent = self.port.tx_burst(&mut self.tx);
-            c.tx_packets.add(sent as u64);
-            // Bytes of a partially refused burst are approximated by the mean length.
-            c.tx_bytes.add((tx_bytes * sent / want) as u64);
-            for _ in sent..want {
-                c.drop_packet(DropReason::TxFull);
+        self.transmit();
+        n
+    }
+
+    /// Transmits `self.tx` and counts what the port took or refused.
+    fn transmit(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let c = &self.counters;
+        let want = self.tx.len();
+        let tx_bytes: usize = self.tx.iter().map(|b| b.data().len()).sum();
+        let sent = self.port.tx_burst(&mut self.tx);
+        c.tx_packets.add(sent as u64);
+        // Bytes of a partially refused burst are approximated by the mean length.
+        c.tx_bytes.add((tx_bytes * sent / want) as u64);
+        for _ in sent..want {
+            c.drop_packet(DropReason::TxFull);
+        }
+    }
+
+    /// Sends up to one burst of frames the control thread's neighbour logic queued.
+    fn send_neigh_frames(&mut self) {
+        let Some(rx) = &self.neigh.from_control else {
+            return;
+        };
+        for _ in 0..self.settings.burst {
+            let Ok(f) = rx.try_recv() else { break };
+            match self.port.alloc_frame(f.bytes()) {
+                Some(b) => {
+                    self.tx.push(b);
+                    self.counters.neigh_sent.add(1);
+                }
+                None => self.counters.drop_packet(DropReason::TxFull),
             }
         }
-        n
+        self.transmit();
     }
 
     /// Polls until `stop` is set.
@@ -177,19 +246,90 @@ impl<P: Port> Worker<P> {
     }
 }
 
+/// The clock, read at most once per burst and only when a fragment needs it.
+struct Now(Option<Instant>);
+
+impl Now {
+    #[inline]
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+/// What the worker does with a buffer `process` did not drop.
+enum Fwd {
+    /// Transmit it (rewritten in place).
+    Tx,
+    /// Free it without counting a drop (its content went to the control thread).
+    Consumed,
+}
+
+/// Read-only state of one burst.
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    nat_flows: &'a NatFlows,
+    port_mac: MacAddr,
+    gateway_mac: MacAddr,
+    c: &'a WorkerCounters,
+    neigh: &'a WorkerNeigh,
+}
+
+impl Ctx<'_> {
+    /// Next hop toward clients: the resolved gateway, else the configured one.
+    #[inline]
+    fn gateway(&self, ipv6: bool) -> MacAddr {
+        self.snap.gateway_mac(ipv6).unwrap_or(self.gateway_mac)
+    }
+}
+
 /// Decides and rewrites one frame in place.
 #[inline]
 fn process(
     frame: &mut [u8],
-    snap: &Snapshot,
+    ctx: &Ctx,
     cursors: &mut [u32],
-    nat_flows: &NatFlows,
-    port_mac: MacAddr,
-    gateway_mac: MacAddr,
-    c: &crate::counters::WorkerCounters,
-) -> Result<(), DropReason> {
+    frags: &mut FragTable,
+    now: &mut Now,
+) -> Result<Fwd, DropReason> {
+    match classify(frame)? {
+        Packet::Udp(f) => udp(frame, &f, None, ctx, cursors, frags, now),
+        Packet::FirstFragment(f, info) => udp(frame, &f, Some(&info), ctx, cursors, frags, now),
+        Packet::Fragment(ipf, info) => fragment(frame, &ipf, &info, ctx, frags, now),
+        Packet::Icmp(ipf) => icmp(frame, &ipf, ctx),
+        Packet::Arp { l3, .. } => {
+            let v = neigh::handle_arp(frame, l3, ctx.snap, ctx.port_mac, ctx.neigh)?;
+            Ok(neigh_verdict(v, ctx.c))
+        }
+    }
+}
+
+#[inline]
+fn neigh_verdict(v: neigh::Verdict, c: &WorkerCounters) -> Fwd {
+    match v {
+        neigh::Verdict::Answered => {
+            c.neigh_answered.add(1);
+            Fwd::Tx
+        }
+        neigh::Verdict::Queued => {
+            c.neigh_queued.add(1);
+            Fwd::Consumed
+        }
+    }
+}
+
+/// A UDP datagram or the first fragment of one (`frag`).
+#[inline]
+fn udp(
+    frame: &mut [u8],
+    f: &UdpFrame,
+    frag: Option<&FragInfo>,
+    ctx: &Ctx,
+    cursors: &mut [u32],
+    frags: &mut FragTable,
+    now: &mut Now,
+) -> Result<Fwd, DropReason> {
+    let (snap, c) = (ctx.snap, ctx.c);
     let len = frame.len();
-    let f = parse_udp(frame)?;
     if let Some((vip_id, svc)) = snap.lookup_addr(&f.dst) {
         c.vip_packet(vip_id, len);
         let hash = if svc.spec.scheduler.needs_flow_hash() {
@@ -205,20 +345,33 @@ fn process(
             .pick_indexed(cursor, hash)
             .ok_or(DropReason::NoHealthyBackend)?;
         let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
-        if svc.spec.mode == Mode::Nat {
-            nat_to_backend(frame, &f, b.addr)?;
+        let nat = svc.spec.mode == Mode::Nat;
+        if nat {
+            decrement_ttl(frame, f.l3, f.is_ipv6())?;
+        }
+        if let Some(info) = frag {
+            let action = FragAction::Backend {
+                vip: vip_id,
+                backend: b.id,
+                mac,
+                nat_to: nat.then(|| b.addr.ip()),
+            };
+            frags.insert_first(now.get(), info, action)?;
+        }
+        if nat {
+            nat_to_backend(frame, f, b.addr)?;
             if svc.backend_is_shared(i) {
-                nat_flows.record(&f.src, &b.addr, vip_id);
+                ctx.nat_flows.record(&f.src, &b.addr, vip_id);
             }
         }
-        set_macs(frame, port_mac, mac);
+        set_macs(frame, ctx.port_mac, mac);
         c.backend_packet(b.id, len);
-        return Ok(());
+        return Ok(Fwd::Tx);
     }
     // Not for a VIP: maybe a NAT reply from a backend on its way back to a client.
     let vip_id: VipId = match snap.reverse(&f.src) {
         Some(ReverseNat::One(v)) => *v,
-        Some(ReverseNat::Shared(vips)) => match nat_flows.lookup(&f.dst, &f.src) {
+        Some(ReverseNat::Shared(vips)) => match ctx.nat_flows.lookup(&f.dst, &f.src) {
             Some(v) => v,
             // The entry was overwritten by a colliding flow: the first VIP is the best guess.
             None => *vips.first().ok_or(DropReason::NoVip)?,
@@ -226,10 +379,77 @@ fn process(
         None => return Err(DropReason::NoVip),
     };
     let svc = snap.service(vip_id).ok_or(DropReason::NoVip)?;
-    nat_from_backend(frame, &f, svc.spec.vip.addr)?;
-    set_macs(frame, port_mac, gateway_mac);
+    let vip = svc.spec.vip.addr;
+    let gw = ctx.gateway(f.is_ipv6());
+    decrement_ttl(frame, f.l3, f.is_ipv6())?;
+    if let Some(info) = frag {
+        let action = FragAction::Reply {
+            vip: vip.ip(),
+            mac: gw,
+        };
+        frags.insert_first(now.get(), info, action)?;
+    }
+    nat_from_backend(frame, f, vip)?;
+    set_macs(frame, ctx.port_mac, gw);
     c.nat_replies.add(1);
-    Ok(())
+    Ok(Fwd::Tx)
+}
+
+/// A non-first fragment: goes where its first fragment went.
+#[inline]
+fn fragment(
+    frame: &mut [u8],
+    ipf: &IpFrame,
+    info: &FragInfo,
+    ctx: &Ctx,
+    frags: &mut FragTable,
+    now: &mut Now,
+) -> Result<Fwd, DropReason> {
+    let len = frame.len();
+    let v6 = ipf.is_ipv6();
+    match frags.lookup(now.get(), info)? {
+        FragAction::Backend {
+            vip,
+            backend,
+            mac,
+            nat_to,
+        } => {
+            ctx.c.vip_packet(vip, len);
+            if let Some(to) = nat_to {
+                decrement_ttl(frame, ipf.l3, v6)?;
+                nat_fragment(frame, ipf.l3, false, to)?;
+            }
+            set_macs(frame, ctx.port_mac, mac);
+            ctx.c.backend_packet(backend, len);
+        }
+        FragAction::Reply { vip, mac } => {
+            decrement_ttl(frame, ipf.l3, v6)?;
+            nat_fragment(frame, ipf.l3, true, vip)?;
+            set_macs(frame, ctx.port_mac, mac);
+            ctx.c.nat_replies.add(1);
+        }
+    }
+    ctx.c.fragments_steered.add(1);
+    Ok(Fwd::Tx)
+}
+
+/// ICMP: neighbour discovery, or an error about a NAT flow.
+#[inline]
+fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx) -> Result<Fwd, DropReason> {
+    let v6 = ipf.is_ipv6();
+    let ty = *frame
+        .get(ipf.l4)
+        .filter(|_| ipf.l4 < ipf.end)
+        .ok_or(DropReason::Truncated)?;
+    if v6 && neigh::is_ndp(ty) {
+        let v = neigh::handle_ndp(frame, ipf, ctx.snap, ctx.port_mac, ctx.neigh)?;
+        return Ok(neigh_verdict(v, ctx.c));
+    }
+    crate::icmp::translate_error(frame, ipf, ctx.snap, ctx.nat_flows)?;
+    decrement_ttl(frame, ipf.l3, v6)?;
+    set_macs(frame, ctx.port_mac, ctx.gateway(v6));
+    ctx.c.icmp_translated.add(1);
+    Ok(Fwd::Tx)
 }
 
 #[cfg(test)]
@@ -240,6 +460,7 @@ mod tests {
     use crate::sched::SchedulerKind;
     use crate::service::{Backend, BackendId, Health, ServiceSpec, VipKey};
     use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
+    use crate::wire::parse_udp;
     use crossbeam_channel::{unbounded, Sender};
     use std::net::SocketAddr;
 

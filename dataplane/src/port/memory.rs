@@ -213,6 +213,12 @@ impl Port for MemoryPort {
     fn mac(&self) -> MacAddr {
         self.mac
     }
+
+    fn alloc_frame(&mut self, frame: &[u8]) -> Option<MemBuf> {
+        let mut b = self.free.pop().unwrap_or_else(|| MemBuf::from_frame(&[]));
+        b.fill(frame);
+        Some(b)
+    }
 }
 
 #[cfg(test)]

@@ -33,4 +33,12 @@ pub trait Port {
 
     /// This port's own MAC address: the source of every frame it sends.
     fn mac(&self) -> crate::service::MacAddr;
+
+    /// A fresh buffer holding a copy of `frame`, for the few frames a worker originates
+    /// (ARP/NDP from [`crate::neigh`]); `None` when the port cannot originate frames (the
+    /// default) or has no free buffer. Called between bursts, never per received packet.
+    fn alloc_frame(&mut self, frame: &[u8]) -> Option<Self::Buf> {
+        let _ = frame;
+        None
+    }
 }

@@ -147,6 +147,154 @@ pub fn checksums_valid(frame: &[u8]) -> bool {
     udp.verify_checksum(&s, &d)
 }
 
+/// Offset of the IP header of a frame (after one optional 802.1Q tag).
+fn l3_of(frame: &[u8]) -> usize {
+    if frame[12..14] == vlan::TPID_8021Q.to_be_bytes() {
+        ETH_HEADER_LEN + vlan::TAG_LEN
+    } else {
+        ETH_HEADER_LEN
+    }
+}
+
+/// Splits the IP datagram of `frame` (an unfragmented IPv4 or IPv6 frame, as
+/// [`udp_frame`] builds) into fragments of at most `chunk` bytes of payload each (`chunk` a
+/// multiple of 8), identification `id`: IPv4 sets MF and the offset, IPv6 inserts a fragment
+/// header. The Ethernet header (and tag) is repeated on each.
+///
+/// # Panics
+/// When `frame` is not such a frame.
+pub fn fragment(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
+    assert!(chunk % 8 == 0 && chunk > 0);
+    let l3 = l3_of(frame);
+    let v6 = frame[l3] >> 4 == 6;
+    let (hl, total) = if v6 {
+        (
+            40,
+            40 + usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]])),
+        )
+    } else {
+        (
+            usize::from(frame[l3] & 0xf) * 4,
+            usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]])),
+        )
+    };
+    let payload = &frame[l3 + hl..l3 + total];
+    let mut out = Vec::new();
+    for (i, piece) in payload.chunks(chunk).enumerate() {
+        let offset = i * chunk;
+        let more = offset + piece.len() < payload.len();
+        let mut f = frame[..l3 + hl].to_vec();
+        if v6 {
+            let next = f[l3 + 6];
+            f[l3 + 6] = super::classify::IPV6_FRAGMENT;
+            let plen = (8 + piece.len()) as u16;
+            f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+            let off_m = (offset as u16) | u16::from(more);
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&off_m.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+        } else {
+            let tl = (hl + piece.len()) as u16;
+            f[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
+            f[l3 + 4..l3 + 6].copy_from_slice(&(id as u16).to_be_bytes());
+            let flags = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+            f[l3 + 6..l3 + 8].copy_from_slice(&flags.to_be_bytes());
+            fix_ipv4_checksum(&mut f, l3);
+        }
+        f.extend_from_slice(piece);
+        out.push(f);
+    }
+    out
+}
+
+/// Inserts IPv4 options `opts` (a multiple of 4 bytes) after the header of `frame`'s IPv4
+/// packet, fixing header length, total length and header checksum.
+///
+/// # Panics
+/// When `opts` is not a multiple of 4 bytes or makes the header longer than 60 bytes.
+pub fn add_ipv4_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    assert!(opts.len() % 4 == 0 && opts.len() <= 40);
+    let l3 = l3_of(frame);
+    let hl = usize::from(frame[l3] & 0xf) * 4;
+    let mut f = frame[..l3 + hl].to_vec();
+    f.extend_from_slice(opts);
+    f.extend_from_slice(&frame[l3 + hl..]);
+    f[l3] = 0x40 | ((hl + opts.len()) / 4) as u8;
+    let tl = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) + opts.len() as u16;
+    f[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
+    fix_ipv4_checksum(&mut f, l3);
+    f
+}
+
+/// An ICMP (v4 or v6, after the family of `src`) error frame from `src` to `dst` with
+/// `icmp_type`, `code` and the 4-byte `rest` field (MTU for "fragmentation needed" / "packet
+/// too big"), quoting `quoted` (an IP packet, header first). Checksums are computed in full.
+///
+/// # Panics
+/// When `src` and `dst` are of different families.
+#[allow(clippy::too_many_arguments)]
+pub fn icmp_error(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut msg = vec![icmp_type, code, 0, 0];
+    msg.extend_from_slice(&rest);
+    msg.extend_from_slice(quoted);
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac.0);
+    f.extend_from_slice(&src_mac.0);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            let c = !super::checksum::sum(&msg);
+            msg[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0u8; 20];
+            let ip_repr = Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Icmp,
+                payload_len: msg.len(),
+                hop_limit: ttl,
+            };
+            ip_repr.emit(
+                &mut Ipv4Packet::new_unchecked(&mut ip[..]),
+                &ChecksumCapabilities::default(),
+            );
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            let c = crate::neigh::icmpv6_sum(&s.octets(), &d.octets(), &msg);
+            msg[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut ip = vec![0u8; 40];
+            Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: msg.len(),
+                hop_limit: ttl,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut ip[..]));
+            f.extend_from_slice(&ip);
+        }
+        _ => panic!("icmp_error: source and destination families differ"),
+    }
+    f.extend_from_slice(&msg);
+    f
+}
+
+/// The IP packet of `frame` (from the IP header to the end of the frame).
+pub fn ip_part(frame: &[u8]) -> &[u8] {
+    &frame[l3_of(frame)..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

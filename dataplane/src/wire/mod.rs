@@ -5,12 +5,13 @@
 //! `new_checked` for input. smoltcp has no 802.1Q view, so [`vlan`] adds one in the same
 //! style. [`checksum`] adds the incremental update (RFC 1624) smoltcp lacks.
 //!
-//! [`parse_udp`] is the one validation step of the packet path: once it returns
-//! `Ok(UdpFrame)`, the offsets and lengths it reports are inside the frame, and the rewrite
+//! [`classify`] is the one validation step of the packet path ([`parse_udp`] is its
+//! whole-datagram form): once it returns `Ok`, the offsets and lengths it reports are inside
+//! the frame, and the rewrite
 //! functions in [`crate::rewrite`] use unchecked views that cannot panic on that frame. It
 //! never panics itself, whatever the bytes (a property test feeds it random input).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 pub use smoltcp::wire::{
     ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet,
@@ -21,13 +22,19 @@ use crate::counters::DropReason;
 
 pub mod build;
 pub mod checksum;
+pub mod classify;
 pub mod vlan;
+
+pub use classify::{classify, FragInfo, FragKey, IpFrame, Packet};
 
 /// Length of an Ethernet header without a tag.
 pub const ETH_HEADER_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const IPV6_HEADER_LEN: usize = 40;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Length of the fixed IPv6 header.
+pub const IPV6_HEADER_LEN: usize = 40;
 
 /// What [`parse_udp`] learnt about a valid Ethernet/IP/UDP frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,93 +59,25 @@ impl UdpFrame {
     }
 }
 
-/// Validates an Ethernet (optionally 802.1Q-tagged) IPv4/IPv6 UDP frame.
+/// Validates an Ethernet (optionally 802.1Q-tagged) IPv4/IPv6 UDP frame carrying a whole
+/// datagram; [`classify`] is the general form the worker uses.
 ///
 /// # Errors
-/// The [`DropReason`] that names what is wrong. Fragments are refused for now (fragment
-/// steering comes with the network-correctness work).
+/// The [`DropReason`] that names what is wrong: fragments are [`DropReason::Fragment`], ICMP
+/// is [`DropReason::NotUdp`] and ARP is [`DropReason::NotIp`] here.
 #[inline]
 pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, DropReason> {
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
-    let mut ethertype = u16::from(eth.ethertype());
-    let mut l3 = ETH_HEADER_LEN;
-    let mut vlan = None;
-    if ethertype == vlan::TPID_8021Q {
-        let tag = vlan::VlanTag::new_checked(&frame[l3..]).ok_or(DropReason::Truncated)?;
-        vlan = Some(tag.tci());
-        ethertype = tag.inner_type();
-        l3 += vlan::TAG_LEN;
+    match classify(frame)? {
+        Packet::Udp(f) => Ok(f),
+        Packet::FirstFragment(..) | Packet::Fragment(..) => Err(DropReason::Fragment),
+        Packet::Icmp(_) => Err(DropReason::NotUdp),
+        Packet::Arp { .. } => Err(DropReason::NotIp),
     }
-    let ip = &frame[l3..];
-    match ethertype {
-        ETHERTYPE_IPV4 => parse_ipv4(ip, l3, vlan),
-        ETHERTYPE_IPV6 => parse_ipv6(ip, l3, vlan),
-        _ => Err(DropReason::NotIp),
-    }
-}
-
-#[inline]
-fn parse_ipv4(ip: &[u8], l3: usize, vlan: Option<u16>) -> Result<UdpFrame, DropReason> {
-    if ip.len() < 20 {
-        return Err(DropReason::Truncated);
-    }
-    let pkt = Ipv4Packet::new_unchecked(ip);
-    if pkt.version() != 4 || pkt.header_len() < 20 {
-        return Err(DropReason::BadIpHeader);
-    }
-    if pkt.check_len().is_err() {
-        // Either the header claims more than the buffer has, or total_len < header_len.
-        return Err(if usize::from(pkt.total_len()) > ip.len() {
-            DropReason::Truncated
-        } else {
-            DropReason::BadIpHeader
-        });
-    }
-    let hl = usize::from(pkt.header_len());
-    if !checksum::ipv4_header_valid(&ip[..hl]) {
-        return Err(DropReason::BadIpChecksum);
-    }
-    if pkt.next_header() != IpProtocol::Udp {
-        return Err(DropReason::NotUdp);
-    }
-    if pkt.more_frags() || pkt.frag_offset() != 0 {
-        return Err(DropReason::Fragment);
-    }
-    let udp = &ip[hl..usize::from(pkt.total_len())];
-    let (sport, dport) = parse_udp_ports(udp)?;
-    Ok(UdpFrame {
-        vlan,
-        l3,
-        l4: l3 + hl,
-        src: SocketAddr::new(IpAddr::V4(pkt.src_addr()), sport),
-        dst: SocketAddr::new(IpAddr::V4(pkt.dst_addr()), dport),
-    })
-}
-
-#[inline]
-fn parse_ipv6(ip: &[u8], l3: usize, vlan: Option<u16>) -> Result<UdpFrame, DropReason> {
-    let pkt = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::Truncated)?;
-    if pkt.version() != 6 {
-        return Err(DropReason::BadIpHeader);
-    }
-    // Extension headers (fragment header included) are not walked yet.
-    if pkt.next_header() != IpProtocol::Udp {
-        return Err(DropReason::NotUdp);
-    }
-    let udp = &ip[IPV6_HEADER_LEN..IPV6_HEADER_LEN + usize::from(pkt.payload_len())];
-    let (sport, dport) = parse_udp_ports(udp)?;
-    Ok(UdpFrame {
-        vlan,
-        l3,
-        l4: l3 + IPV6_HEADER_LEN,
-        src: SocketAddr::new(IpAddr::V6(pkt.src_addr()), sport),
-        dst: SocketAddr::new(IpAddr::V6(pkt.dst_addr()), dport),
-    })
 }
 
 /// Checks the UDP header against the IP payload it sits in and returns (src, dst) ports.
 #[inline]
-fn parse_udp_ports(udp: &[u8]) -> Result<(u16, u16), DropReason> {
+pub(crate) fn parse_udp_ports(udp: &[u8]) -> Result<(u16, u16), DropReason> {
     if udp.len() < 8 {
         return Err(DropReason::Truncated);
     }
@@ -243,7 +182,8 @@ mod tests {
 
     #[test]
     fn fragments_are_refused_and_named() {
-        let mut f = udp_frame(&v4(), b"payload");
+        // 16 bytes of IP payload: a multiple of 8, as a fragment with MF set must carry.
+        let mut f = udp_frame(&v4(), b"payload!");
         f[20] = 0x20; // more fragments
         super::build::fix_ipv4_checksum(&mut f, 14);
         assert_eq!(parse_udp(&f), Err(DropReason::Fragment));

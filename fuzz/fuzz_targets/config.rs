@@ -1,0 +1,22 @@
+//! Config parsing: `control`'s loader (control/src/config.rs, included by path: the `spray`
+//! package is a binary) on arbitrary text must return a config or a list of problems,
+//! never panic.
+#![no_main]
+
+#[allow(dead_code, clippy::all)]
+#[path = "../../control/src/config.rs"]
+mod config;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(src) = std::str::from_utf8(data) {
+        let machine = config::Machine {
+            cores: vec![0, 1, 2, 3],
+        };
+        if let Ok(c) = config::Config::parse("fuzz.toml", src, &machine) {
+            // The contract: a parsed config always makes a snapshot.
+            c.snapshot(1).expect("a validated config builds a snapshot");
+        }
+    }
+});
