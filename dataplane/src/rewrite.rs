@@ -34,7 +34,7 @@ enum End {
 /// [`DropReason::FamilyMismatch`] when `to` is not of the datagram's IP family.
 #[inline]
 pub fn nat_to_backend(frame: &mut [u8], f: &UdpFrame, to: SocketAddr) -> Result<(), DropReason> {
-    rewrite(frame, f, End::Dst, f.dst, to)
+    rewrite(frame, f, End::Dst, f.dst(), to)
 }
 
 /// NAT of a backend's reply: source address and port become the VIP's, so the client sees
@@ -44,7 +44,7 @@ pub fn nat_to_backend(frame: &mut [u8], f: &UdpFrame, to: SocketAddr) -> Result<
 /// [`DropReason::FamilyMismatch`] when `vip` is not of the datagram's IP family.
 #[inline]
 pub fn nat_from_backend(frame: &mut [u8], f: &UdpFrame, vip: SocketAddr) -> Result<(), DropReason> {
-    rewrite(frame, f, End::Src, f.src, vip)
+    rewrite(frame, f, End::Src, f.src(), vip)
 }
 
 #[inline]

@@ -330,10 +330,10 @@ fn udp(
 ) -> Result<Fwd, DropReason> {
     let (snap, c) = (ctx.snap, ctx.c);
     let len = frame.len();
-    if let Some((vip_id, svc)) = snap.lookup_addr(&f.dst) {
+    if let Some((vip_id, svc)) = snap.lookup_addr(&f.dst()) {
         c.vip_packet(vip_id, len);
         let hash = if svc.spec.scheduler.needs_flow_hash() {
-            flow_hash(&f.src, &f.dst)
+            flow_hash(&f.src(), &f.dst())
         } else {
             0
         };
@@ -361,7 +361,7 @@ fn udp(
         if nat {
             nat_to_backend(frame, f, b.addr)?;
             if svc.backend_is_shared(i) {
-                ctx.nat_flows.record(&f.src, &b.addr, vip_id);
+                ctx.nat_flows.record(&f.src(), &b.addr, vip_id);
             }
         }
         set_macs(frame, ctx.port_mac, mac);
@@ -369,9 +369,9 @@ fn udp(
         return Ok(Fwd::Tx);
     }
     // Not for a VIP: maybe a NAT reply from a backend on its way back to a client.
-    let vip_id: VipId = match snap.reverse(&f.src) {
+    let vip_id: VipId = match snap.reverse(&f.src()) {
         Some(ReverseNat::One(v)) => *v,
-        Some(ReverseNat::Shared(vips)) => match ctx.nat_flows.lookup(&f.dst, &f.src) {
+        Some(ReverseNat::Shared(vips)) => match ctx.nat_flows.lookup(&f.dst(), &f.src()) {
             Some(v) => v,
             // The entry was overwritten by a colliding flow: the first VIP is the best guess.
             None => *vips.first().ok_or(DropReason::NoVip)?,
@@ -565,7 +565,7 @@ mod tests {
             assert_eq!(&f[0..6], &mac_of((i % 3) as u16 + 1).0);
             assert_eq!(&f[6..12], &PORT_MAC.0);
             let p = parse_udp(f).unwrap();
-            assert_eq!(p.dst, "198.18.0.10:514".parse().unwrap());
+            assert_eq!(p.dst(), "198.18.0.10:514".parse().unwrap());
             per_mac[i % 3] += 1;
         }
         assert_eq!(per_mac, [1000, 1000, 1000]);
@@ -591,8 +591,8 @@ mod tests {
         let out = drain(&mut r);
         for (i, f) in out.iter().enumerate() {
             let p = parse_udp(f).unwrap();
-            assert_eq!(p.dst, BACKENDS[i % 3].0.parse::<SocketAddr>().unwrap());
-            assert_eq!(p.src, "198.18.0.1:40000".parse().unwrap());
+            assert_eq!(p.dst(), BACKENDS[i % 3].0.parse::<SocketAddr>().unwrap());
+            assert_eq!(p.src(), "198.18.0.1:40000".parse().unwrap());
             assert!(checksums_valid(f));
         }
     }
@@ -695,7 +695,7 @@ mod tests {
         assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 0);
         for f in drain(&mut r) {
             assert_eq!(
-                parse_udp(&f).unwrap().dst,
+                parse_udp(&f).unwrap().dst(),
                 "198.19.1.99:514".parse().unwrap()
             );
         }
@@ -763,11 +763,11 @@ mod tests {
                 assert_eq!(out.len(), 1);
                 let p = parse_udp(&out[0]).unwrap();
                 assert_eq!(
-                    p.src,
+                    p.src(),
                     vip.parse().unwrap(),
                     "reply from {backend} to {client}"
                 );
-                assert_eq!(p.dst, client.parse().unwrap());
+                assert_eq!(p.dst(), client.parse().unwrap());
                 assert_eq!(&out[0][0..6], &GW_MAC.0);
                 assert!(checksums_valid(&out[0]));
             }

@@ -139,7 +139,7 @@ pub fn checksums_valid(frame: &[u8]) -> bool {
         return false;
     };
     let udp = UdpPacket::new_unchecked(&frame[f.l4..]);
-    let (s, d) = match (f.src.ip(), f.dst.ip()) {
+    let (s, d) = match (f.src().ip(), f.dst().ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => (IpAddress::Ipv4(s), IpAddress::Ipv4(d)),
         (IpAddr::V6(s), IpAddr::V6(d)) => (IpAddress::Ipv6(s), IpAddress::Ipv6(d)),
         _ => return false,
@@ -332,8 +332,8 @@ mod tests {
         let p = parse_udp(&VLAN_IPV4_UDP).unwrap();
         assert_eq!(p.vlan, Some(42));
         assert_eq!((p.l3, p.l4), (18, 38));
-        assert_eq!(p.src, "198.18.0.1:40000".parse().unwrap());
-        assert_eq!(p.dst, "198.18.0.10:514".parse().unwrap());
+        assert_eq!(p.src(), "198.18.0.1:40000".parse().unwrap());
+        assert_eq!(p.dst(), "198.18.0.10:514".parse().unwrap());
         assert!(checksums_valid(&VLAN_IPV4_UDP));
     }
 

@@ -270,13 +270,13 @@ fn fragment(ipf: IpFrame, info: FragInfo, payload: &[u8]) -> Result<Packet, Drop
         return Err(DropReason::BadUdpLength);
     }
     Ok(Packet::FirstFragment(
-        UdpFrame {
-            vlan: ipf.vlan,
-            l3: ipf.l3,
-            l4: ipf.l4,
-            src: SocketAddr::new(ipf.src, u.src_port()),
-            dst: SocketAddr::new(ipf.dst, u.dst_port()),
-        },
+        UdpFrame::new(
+            ipf.vlan,
+            ipf.l3,
+            ipf.l4,
+            SocketAddr::new(ipf.src, u.src_port()),
+            SocketAddr::new(ipf.dst, u.dst_port()),
+        ),
         info,
     ))
 }
@@ -284,13 +284,13 @@ fn fragment(ipf: IpFrame, info: FragInfo, payload: &[u8]) -> Result<Packet, Drop
 #[inline]
 fn udp(ipf: IpFrame, payload: &[u8]) -> Result<UdpFrame, DropReason> {
     let (sport, dport) = super::parse_udp_ports(payload)?;
-    Ok(UdpFrame {
-        vlan: ipf.vlan,
-        l3: ipf.l3,
-        l4: ipf.l4,
-        src: SocketAddr::new(ipf.src, sport),
-        dst: SocketAddr::new(ipf.dst, dport),
-    })
+    Ok(UdpFrame::new(
+        ipf.vlan,
+        ipf.l3,
+        ipf.l4,
+        SocketAddr::new(ipf.src, sport),
+        SocketAddr::new(ipf.dst, dport),
+    ))
 }
 
 #[cfg(test)]
@@ -314,7 +314,7 @@ mod tests {
             panic!("{:?}", classify(&pieces[0]));
         };
         assert_eq!((u.l3, u.l4), (14, 14 + 48));
-        assert_eq!(u.dst, "[2001:db8::10]:514".parse().unwrap());
+        assert_eq!(u.dst(), "[2001:db8::10]:514".parse().unwrap());
         assert_eq!((info.offset, info.len, info.more), (0, 24, true));
         assert_eq!(info.key.id, 0xdead_beef);
         let Ok(Packet::Fragment(ip, later)) = classify(&pieces[1]) else {
@@ -343,7 +343,7 @@ mod tests {
         let Ok(Packet::FirstFragment(u, info)) = classify(&pieces[0]) else {
             panic!();
         };
-        assert_eq!(u.src, "198.18.0.1:1000".parse().unwrap());
+        assert_eq!(u.src(), "198.18.0.1:1000".parse().unwrap());
         assert_eq!((info.key.id, info.key.proto, info.len), (42, 17, 16));
         assert!(matches!(
             classify(&pieces[2]),
