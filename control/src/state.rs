@@ -723,8 +723,8 @@ fall = 3
     }
 
     /// Advances `now` in 10 ms steps, running every due check (target 0 with result `ok0`,
-    /// all others fail when `all` is set, else pass) until target 0 has been checked `n`
-    /// times; returns the snapshots published.
+    /// all others fail when `all` is set, else pass) until target 0 (every target, with
+    /// `all`) has been checked `n` times; returns the snapshots published.
     fn checks(
         s: &mut State,
         now: &mut Instant,
@@ -733,12 +733,23 @@ fall = 3
         all: bool,
     ) -> Vec<Arc<Snapshot>> {
         let mut out = Vec::new();
-        let mut done = 0;
-        while done < n {
+        // With `all`, every target must reach `n` checks: first checks are jittered, so
+        // target 0 may get its n-th check before the others do.
+        let mut done = vec![0usize; s.targets()];
+        let finished = |d: &[usize]| {
+            if all {
+                d.iter().all(|&c| c >= n)
+            } else {
+                d.first().is_some_and(|&c| c >= n)
+            }
+        };
+        while !finished(&done) {
             *now += Duration::from_millis(10);
             for j in s.poll_due(*now) {
                 let ok = if j.index == 0 { ok0 } else { !all };
-                done += usize::from(j.index == 0);
+                if let Some(c) = done.get_mut(j.index) {
+                    *c += 1;
+                }
                 if let Some(snap) = s.handle_outcome(&outcome(j.index, *now, ok), *now).unwrap() {
                     out.push(snap);
                 }
