@@ -38,6 +38,10 @@ use dataplane::service::{
 use serde::Deserialize;
 use toml::Spanned;
 
+#[path = "config_dpdk.rs"]
+pub mod dpdk;
+pub use dpdk::DpdkSettings;
+
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
 /// Largest receive batch.
@@ -50,7 +54,7 @@ pub const MAX_SESSION_IDLE_SECS: u64 = 86_400;
 pub enum DataplaneKind {
     /// Kernel UDP sockets; no root, no dedicated NIC.
     Socket,
-    /// DPDK ethdev ports (not built yet).
+    /// DPDK ethdev ports (the `dpdk` cargo feature).
     Dpdk,
 }
 
@@ -120,6 +124,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// `[socket]`.
     pub socket: SocketSettings,
+    /// `[dpdk]`.
+    pub dpdk: DpdkSettings,
     /// `[services.*]` in name order; `services[i].id == VipId(i)`.
     pub services: Vec<ServiceSpec>,
 }
@@ -231,6 +237,15 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Worker threads the configured dataplane runs: `runtime.workers` for sockets, one per
+    /// queue pair for DPDK.
+    pub fn workers(&self) -> usize {
+        match self.runtime.dataplane {
+            DataplaneKind::Socket => self.runtime.workers,
+            DataplaneKind::Dpdk => self.dpdk.workers(),
+        }
+    }
+
     /// Reads and validates the file at `path`.
     ///
     /// # Errors
@@ -305,6 +320,8 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     socket: RawSocket,
+    #[serde(default)]
+    dpdk: dpdk::RawDpdk,
     #[serde(default)]
     services: BTreeMap<String, Spanned<RawService>>,
 }
@@ -402,9 +419,11 @@ impl Validator<'_> {
         let runtime = self.runtime(&raw.runtime, machine);
         let socket = self.socket(&raw.socket);
         let services = self.services(&raw.services, runtime.dataplane);
+        let dpdk = self.dpdk(&raw.dpdk, runtime.dataplane, &services, machine);
         Config {
             runtime,
             socket,
+            dpdk,
             services,
         }
     }
@@ -416,12 +435,14 @@ impl Validator<'_> {
                 "socket" => rt.dataplane = DataplaneKind::Socket,
                 "dpdk" => {
                     rt.dataplane = DataplaneKind::Dpdk;
-                    self.report(
-                        Some(d.span()),
-                        "runtime.dataplane",
-                        "\"dpdk\" is not built yet: this spray has only the socket dataplane \
-                         (use dataplane = \"socket\")",
-                    );
+                    if !cfg!(spray_dpdk) {
+                        self.report(
+                            Some(d.span()),
+                            "runtime.dataplane",
+                            "\"dpdk\": this spray was built without the dpdk feature: \
+                             cargo build --features dataplane/dpdk",
+                        );
+                    }
                 }
                 other => self.report(
                     Some(d.span()),
@@ -920,11 +941,19 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
 
     #[test]
     fn dataplane() {
-        let e = error(&GOOD.replace("workers = 2", "dataplane = \"dpdk\"\nworkers = 2"));
-        assert!(
-            e.starts_with("spray.toml:3: runtime.dataplane: \"dpdk\" is not built yet"),
-            "{e}"
-        );
+        let src = GOOD.replace("workers = 2", "dataplane = \"dpdk\"\nworkers = 2");
+        let e = parse(&src).unwrap_err().to_string();
+        if cfg!(spray_dpdk) {
+            assert!(e.contains("dpdk.ports: no port is defined"), "{e}");
+        } else {
+            assert!(
+                e.starts_with(
+                    "spray.toml:3: runtime.dataplane: \"dpdk\": this spray was built without \
+                     the dpdk feature: cargo build --features dataplane/dpdk"
+                ),
+                "{e}"
+            );
+        }
         let e = error(&GOOD.replace("workers = 2", "dataplane = \"xdp\"\nworkers = 2"));
         assert!(
             e.contains("runtime.dataplane: unknown dataplane \"xdp\""),

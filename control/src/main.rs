@@ -10,6 +10,8 @@ mod demo;
 use dataplane::proxy;
 mod report;
 mod run;
+#[cfg(spray_dpdk)]
+mod startup;
 
 use std::error::Error as _;
 use std::io::IsTerminal as _;
@@ -36,6 +38,10 @@ enum Error {
     /// The demo failed.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    /// The DPDK dataplane failed.
+    #[cfg(spray_dpdk)]
+    #[error(transparent)]
+    Dpdk(#[from] startup::StartupError),
 }
 
 impl Error {
@@ -44,6 +50,8 @@ impl Error {
             Self::Config(_) | Self::LogFilter(_) => 2,
             Self::Demo(e) if e.is_usage() => 2,
             Self::Run(_) | Self::Demo(_) => 1,
+            #[cfg(spray_dpdk)]
+            Self::Dpdk(_) => 1,
         }
     }
 }
@@ -69,7 +77,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 args.config.display(),
                 config.services.len(),
                 config.runtime.dataplane.name(),
-                config.runtime.workers
+                config.workers()
             );
             print!("{}", report::services_table(&config.services));
             Ok(())
@@ -78,6 +86,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let config = Config::load(&args.config, &Machine::current())?;
             init_logging(cli.log_level.as_deref().unwrap_or(&config.runtime.log))?;
             let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+            #[cfg(spray_dpdk)]
+            if config.runtime.dataplane == config::DataplaneKind::Dpdk {
+                startup::run(&config, every)?;
+                return Ok(());
+            }
             run::run(&config, every)?;
             Ok(())
         }
