@@ -55,7 +55,7 @@ log = "warn"
 no_huge = true
 memory_mb = 256
 file_prefix = "spray-netns-$$"
-vdevs = ["net_af_packet0,iface=lb0"]
+vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
 
 [[dpdk.ports]]
 device = "net_af_packet0"

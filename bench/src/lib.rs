@@ -4,3 +4,6 @@
 //! io-forward baseline measured by the same binary in the same run.
 
 pub mod micro;
+
+#[cfg(spray_dpdk)]
+pub mod dpdk_micro;
