@@ -5,3 +5,6 @@
 
 pub mod micro;
 pub mod socket;
+
+#[cfg(spray_dpdk)]
+pub mod dpdk_micro;

@@ -167,6 +167,7 @@ fn once(case: Case, s: &MicroSettings) -> f64 {
                 WorkerSettings {
                     burst: s.burst,
                     gateway_mac: MacAddr::default(),
+                    idle: dataplane::worker::Idle::Off,
                 },
                 Arc::new(snapshot(mode, s.scheduler)),
                 rx,

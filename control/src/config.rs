@@ -41,6 +41,9 @@ use crate::health::config::{CheckProblem, Fields, RawCheck};
 use crate::health::Check;
 mod ops;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
+#[path = "config_dpdk.rs"]
+pub mod dpdk;
+pub use dpdk::DpdkSettings;
 
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
@@ -54,7 +57,7 @@ pub const MAX_SESSION_IDLE_SECS: u64 = 86_400;
 pub enum DataplaneKind {
     /// Kernel UDP sockets; no root, no dedicated NIC.
     Socket,
-    /// DPDK ethdev ports (not built yet).
+    /// DPDK ethdev ports (the `dpdk` cargo feature).
     Dpdk,
 }
 
@@ -124,6 +127,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// `[socket]`.
     pub socket: SocketSettings,
+    /// `[dpdk]`.
+    pub dpdk: DpdkSettings,
     /// `[services.*]` in name order; `services[i].id == VipId(i)`.
     pub services: Vec<ServiceSpec>,
     /// The health check of each checked backend entry (unchecked ones are always up).
@@ -241,6 +246,15 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Worker threads the configured dataplane runs: `runtime.workers` for sockets, one per
+    /// queue pair for DPDK.
+    pub fn workers(&self) -> usize {
+        match self.runtime.dataplane {
+            DataplaneKind::Socket => self.runtime.workers,
+            DataplaneKind::Dpdk => self.dpdk.workers(),
+        }
+    }
+
     /// Reads and validates the file at `path`.
     ///
     /// # Errors
@@ -316,6 +330,8 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     socket: RawSocket,
+    #[serde(default)]
+    dpdk: dpdk::RawDpdk,
     #[serde(default)]
     services: BTreeMap<String, Spanned<RawService>>,
     control: Option<ops::RawControl>,
@@ -423,9 +439,11 @@ impl Validator<'_> {
         let services = self.services(&raw.services, runtime.dataplane);
         let control = self.control(raw.control.as_ref());
         let metrics = self.metrics(raw.metrics.as_ref());
+        let dpdk = self.dpdk(&raw.dpdk, runtime.dataplane, &services, machine);
         Config {
             runtime,
             socket,
+            dpdk,
             services,
             checks: std::mem::take(&mut self.checks),
             control,
@@ -455,12 +473,14 @@ impl Validator<'_> {
                 "socket" => rt.dataplane = DataplaneKind::Socket,
                 "dpdk" => {
                     rt.dataplane = DataplaneKind::Dpdk;
-                    self.report(
-                        Some(d.span()),
-                        "runtime.dataplane",
-                        "\"dpdk\" is not built yet: this spray has only the socket dataplane \
-                         (use dataplane = \"socket\")",
-                    );
+                    if !cfg!(spray_dpdk) {
+                        self.report(
+                            Some(d.span()),
+                            "runtime.dataplane",
+                            "\"dpdk\": this spray was built without the dpdk feature: \
+                             cargo build --features dataplane/dpdk",
+                        );
+                    }
                 }
                 other => self.report(
                     Some(d.span()),
@@ -1047,11 +1067,19 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
 
     #[test]
     fn dataplane() {
-        let e = error(&GOOD.replace("workers = 2", "dataplane = \"dpdk\"\nworkers = 2"));
-        assert!(
-            e.starts_with("spray.toml:3: runtime.dataplane: \"dpdk\" is not built yet"),
-            "{e}"
-        );
+        let src = GOOD.replace("workers = 2", "dataplane = \"dpdk\"\nworkers = 2");
+        let e = parse(&src).unwrap_err().to_string();
+        if cfg!(spray_dpdk) {
+            assert!(e.contains("dpdk.ports: no port is defined"), "{e}");
+        } else {
+            assert!(
+                e.starts_with(
+                    "spray.toml:3: runtime.dataplane: \"dpdk\": this spray was built without \
+                     the dpdk feature: cargo build --features dataplane/dpdk"
+                ),
+                "{e}"
+            );
+        }
         let e = error(&GOOD.replace("workers = 2", "dataplane = \"xdp\"\nworkers = 2"));
         assert!(
             e.contains("runtime.dataplane: unknown dataplane \"xdp\""),

@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod ops;
 pub mod report;
 pub mod run;
+#[cfg(spray_dpdk)]
+pub mod startup;
 pub mod state;
 
 pub use dataplane::proxy;

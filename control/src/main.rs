@@ -4,6 +4,8 @@
 //! its whole `source` chain, once, and mapped to the exit status: 2 for usage and config
 //! errors, 1 for runtime ones.
 
+#[cfg(spray_dpdk)]
+use spray::startup;
 use spray::{bench, config, ctl, demo, report, run};
 
 use std::error::Error as _;
@@ -34,6 +36,10 @@ enum Error {
     /// A benchmark could not run.
     #[error("bench: {0}")]
     Bench(std::io::Error),
+    /// The DPDK dataplane failed.
+    #[cfg(spray_dpdk)]
+    #[error(transparent)]
+    Dpdk(#[from] startup::StartupError),
 }
 
 impl Error {
@@ -42,6 +48,8 @@ impl Error {
             Self::Config(_) | Self::LogFilter(_) => 2,
             Self::Demo(e) if e.is_usage() => 2,
             Self::Run(_) | Self::Demo(_) | Self::Bench(_) => 1,
+            #[cfg(spray_dpdk)]
+            Self::Dpdk(_) => 1,
         }
     }
 }
@@ -67,7 +75,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 args.config.display(),
                 config.services.len(),
                 config.runtime.dataplane.name(),
-                config.runtime.workers
+                config.workers()
             );
             print!("{}", report::services_table(&config.services));
             Ok(())
@@ -76,6 +84,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let config = Config::load(&args.config, &Machine::current())?;
             init_logging(cli.log_level.as_deref().unwrap_or(&config.runtime.log))?;
             let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
+            #[cfg(spray_dpdk)]
+            if config.runtime.dataplane == config::DataplaneKind::Dpdk {
+                startup::run(&config, every)?;
+                return Ok(());
+            }
             run::run(&config, &args.config, every)?;
             Ok(())
         }

@@ -80,6 +80,7 @@ impl Rig {
             WorkerSettings {
                 burst: 32,
                 gateway_mac: GW_MAC,
+                ..WorkerSettings::default()
             },
             Arc::new(Snapshot::new(1, specs).unwrap()),
             rx,

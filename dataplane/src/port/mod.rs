@@ -7,6 +7,9 @@
 pub mod memory;
 pub mod socket;
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+
 /// One packet buffer owned by the worker that received it.
 pub trait PacketBuf {
     /// The frame, starting at the Ethernet header.

@@ -1,0 +1,60 @@
+//! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null] [--huge-dir DIR] [millis] [reps]`
+//! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
+
+#[cfg(spray_dpdk)]
+fn main() {
+    use spray_bench::dpdk_micro::{run, DpdkMicroSettings};
+    let mut s = DpdkMicroSettings::default();
+    let mut args = std::env::args().skip(1).peekable();
+    let mut nums = Vec::new();
+    while let Some(a) = args.next() {
+        if a == "--null" {
+            s.null = true;
+        } else if a == "--huge-dir" {
+            s.huge_dir = args.next();
+        } else if let Ok(n) = a.parse::<u64>() {
+            nums.push(n);
+        }
+    }
+    if let Some(ms) = nums.first() {
+        s.duration = std::time::Duration::from_millis(*ms);
+    }
+    if let Some(r) = nums.get(1) {
+        s.reps = *r as usize;
+    }
+    match run(&s) {
+        Ok(r) => {
+            let mem = if s.huge_dir.is_some() {
+                "hugepages"
+            } else {
+                "no-huge"
+            };
+            println!(
+                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray (dr, full \
+                 work) {:.2} Mpps, ratio {:.2}",
+                if s.null {
+                    "net_null + 64 B copy"
+                } else {
+                    "net_ring"
+                },
+                s.burst,
+                r.io_forward,
+                r.spray,
+                r.spray / r.io_forward
+            );
+            println!("  io-forward runs {:.2?}", r.io_forward_runs);
+            println!("  spray runs      {:.2?}", r.spray_runs);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(not(spray_dpdk))]
+fn main() {
+    eprintln!("built without the dpdk feature: cargo run -p spray-bench --features dpdk --example dpdk_micro");
+    std::process::exit(2);
+}

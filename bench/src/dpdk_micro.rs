@@ -1,0 +1,262 @@
+//! The DPDK micro-benchmark: one core, a `net_ring` vdev (TX loops back to RX), 64-byte
+//! frames, burst 32.
+//!
+//! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Two loops
+//! run over the same port in the same process, alternating repetitions:
+//! - io-forward: `rx_burst` straight to `tx_burst`, the framework's own cost;
+//! - spray: [`Worker::poll`], Spray's full per-packet work (parse with the IPv4 header
+//!   checksum check, VIP lookup, round-robin pick, MAC rewrite, counters). DR keeps each
+//!   frame addressed to the VIP, so the same frames can go round forever; NAT's checksum
+//!   patching is measured by the memory-port benchmark ([`crate::micro`]).
+//!
+//! With [`DpdkMicroSettings::null`] the port is a `net_null` vdev instead: RX allocates
+//! fresh mbufs (a mempool get per packet, as a NIC refilling its ring), TX frees them. Its
+//! frames carry no content, so a 64-byte template is copied into each received mbuf in
+//! *both* loops (the stand-in for the NIC's DMA, as in the memory-port benchmark); the
+//! difference between the two loops is again Spray's own work.
+//!
+//! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::counters::WorkerCounters;
+use dataplane::flow::NatFlows;
+use dataplane::port::dpdk::{Eal, EthPort, Mbuf, PortSettings};
+use dataplane::port::Port;
+use dataplane::sched::SchedulerKind;
+use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::worker::{Idle, Worker, WorkerSettings};
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct DpdkMicroSettings {
+    /// Use hugepages from this hugetlbfs mount; `None`: `--no-huge`.
+    pub huge_dir: Option<String>,
+    /// Packets per burst.
+    pub burst: usize,
+    /// Frames circulating in the ring.
+    pub in_flight: usize,
+    /// Measured time per repetition.
+    pub duration: Duration,
+    /// Repetitions of each loop; medians are reported.
+    pub reps: usize,
+    /// The EAL core.
+    pub core: usize,
+    /// `net_null` with a template copy per packet instead of a circulating `net_ring`.
+    pub null: bool,
+}
+
+/// A port that copies a template frame into every received buffer (for `net_null`).
+#[derive(Debug)]
+struct FillPort<P> {
+    inner: P,
+    frame: Vec<u8>,
+    fill: bool,
+}
+
+impl<P: Port> Port for FillPort<P> {
+    type Buf = P::Buf;
+    #[inline]
+    fn rx_burst(&mut self, bufs: &mut Vec<P::Buf>, max: usize) -> usize {
+        let start = bufs.len();
+        let n = self.inner.rx_burst(bufs, max);
+        if self.fill {
+            for b in &mut bufs[start..] {
+                let d = dataplane::port::PacketBuf::data_mut(b);
+                let k = d.len().min(self.frame.len());
+                d[..k].copy_from_slice(&self.frame[..k]);
+            }
+        }
+        n
+    }
+    #[inline]
+    fn tx_burst(&mut self, bufs: &mut Vec<P::Buf>) -> usize {
+        self.inner.tx_burst(bufs)
+    }
+    fn free(&mut self, buf: P::Buf) {
+        self.inner.free(buf);
+    }
+    fn mac(&self) -> MacAddr {
+        self.inner.mac()
+    }
+}
+
+impl Default for DpdkMicroSettings {
+    fn default() -> Self {
+        Self {
+            huge_dir: None,
+            burst: 32,
+            in_flight: 512,
+            duration: Duration::from_secs(1),
+            reps: 5,
+            core: 0,
+            null: false,
+        }
+    }
+}
+
+/// Medians in Mpps, and every repetition.
+#[derive(Debug, Clone)]
+pub struct DpdkMicroResult {
+    /// io-forward Mpps (median).
+    pub io_forward: f64,
+    /// Spray's full work Mpps (median).
+    pub spray: f64,
+    /// Every io-forward repetition.
+    pub io_forward_runs: Vec<f64>,
+    /// Every spray repetition.
+    pub spray_runs: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn snapshot() -> Snapshot {
+    let backends = (1..=3u8)
+        .map(|i| {
+            let mut b = Backend::new(
+                BackendId(u16::from(i) - 1),
+                format!("198.19.1.{i}:514").parse().expect("literal"),
+                1,
+            );
+            b.mac = Some(MacAddr([2, 0, 0, 0, 1, i]));
+            b
+        })
+        .collect();
+    Snapshot::new(
+        1,
+        vec![ServiceSpec::new(
+            VipId(0),
+            "bench",
+            VipKey::udp("198.18.0.10:514".parse().expect("literal")),
+            Mode::Dr,
+            SchedulerKind::Rr,
+            backends,
+        )],
+    )
+    .expect("one valid service")
+}
+
+/// Runs the benchmark (initialises EAL: once per process).
+///
+/// # Errors
+/// EAL or port set-up errors, as text.
+pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
+    let mut args = vec![
+        "-l".to_owned(),
+        s.core.to_string(),
+        "--no-pci".into(),
+        "--file-prefix".into(),
+        format!("spray-bench-{}", std::process::id()),
+        "-m".into(),
+        "512".into(),
+        "--vdev".into(),
+        if s.null {
+            "net_null0,size=64"
+        } else {
+            "net_ring0"
+        }
+        .into(),
+        "--log-level".into(),
+        "warning".into(),
+    ];
+    match &s.huge_dir {
+        None => args.push("--no-huge".into()),
+        Some(d) => args.extend(["--huge-unlink".into(), "--huge-dir".into(), d.clone()]),
+    }
+    let eal = Eal::init(&args).map_err(|e| e.to_string())?;
+    let port = EthPort::open(
+        &eal,
+        if s.null { "net_null0" } else { "net_ring0" },
+        &PortSettings {
+            rx_ring: 1024,
+            tx_ring: 1024,
+            ..PortSettings::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut spec = FrameSpec::new(
+        "198.18.0.1:40000".parse().expect("literal"),
+        "198.18.0.10:514".parse().expect("literal"),
+    );
+    spec.dst_mac = port.mac();
+    let frame = udp_frame(&spec, &[b'x'; 64 - 42]);
+    let mut q = port.queue(0).ok_or("no queue 0")?;
+    let mut prime: Vec<Mbuf> = (0..s.in_flight)
+        // SAFETY: the port's pool is live until `port.close()` below.
+        .filter_map(|_| unsafe { Mbuf::alloc_with(port.mempool(), &frame) })
+        .collect();
+    let primed = prime.len();
+    let sent = q.tx_burst(&mut prime);
+    if !s.null && sent != primed {
+        return Err(format!("primed only {sent} of {primed} frames"));
+    }
+    let (_tx, rx) = crossbeam_channel::unbounded();
+    let counters = WorkerCounters::shared();
+    let q = FillPort {
+        inner: q,
+        frame: frame.clone(),
+        fill: s.null,
+    };
+    let mut w = Worker::new(
+        q,
+        WorkerSettings {
+            burst: s.burst,
+            gateway_mac: MacAddr::default(),
+            idle: Idle::Off,
+        },
+        Arc::new(snapshot()),
+        rx,
+        counters.clone(),
+        Arc::new(NatFlows::new(1024)),
+    );
+    let mut burst = Vec::with_capacity(s.burst);
+    let (mut io, mut full) = (Vec::new(), Vec::new());
+    for _ in 0..s.reps.max(1) {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < s.duration {
+            for _ in 0..1024 {
+                let p = w.port_mut();
+                n += p.rx_burst(&mut burst, s.burst) as u64;
+                p.tx_burst(&mut burst);
+            }
+        }
+        io.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < s.duration {
+            for _ in 0..1024 {
+                n += w.poll() as u64;
+            }
+        }
+        full.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    }
+    let dropped = counters.dropped_total();
+    // net_ring keeps what is in its ring across close: take the frames back first (net_null
+    // never runs dry and holds nothing).
+    let p = w.port_mut();
+    while !s.null && p.rx_burst(&mut burst, s.burst) > 0 {
+        burst.clear();
+    }
+    drop(w);
+    let (free, size) = port.close().map_err(|e| e.to_string())?;
+    eal.cleanup()?;
+    if dropped > 0 {
+        return Err(format!("the worker dropped {dropped} frames"));
+    }
+    if free != size {
+        return Err(format!("mempool {free}/{size} after close"));
+    }
+    Ok(DpdkMicroResult {
+        io_forward: median(&io),
+        spray: median(&full),
+        io_forward_runs: io,
+        spray_runs: full,
+    })
+}

@@ -1,0 +1,528 @@
+//! Ethernet ports: configuration, queues, mempool, start and stop, and [`DpdkPort`], one
+//! queue pair of a started port as a [`crate::port::Port`].
+//!
+//! Everything fallible happens in [`EthPort::open`], before any worker starts (as in
+//! DPDK's l3fwd): configure N RX and N TX queues (RSS on the UDP 4-tuple when N > 1 and the
+//! device supports it), create the port's mempool, set up the queues, start, read the link.
+//! [`EthPort::queue`] then hands out one [`DpdkPort`] per queue pair, each for one worker.
+//!
+//! A `DpdkPort` holds no pointer, only ids, so it can move to its worker thread; the port it
+//! refers to must stay started while it lives. [`EthPort::close`] enforces that at run time:
+//! it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts them).
+//!
+//! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until
+//! the NIC is done, and each worker has a burst in hand plus the mempool's per-lcore cache:
+//! `queues × (rx_ring + tx_ring) + queues × (burst + cache)`, rounded up to 2^k − 1 (the
+//! ring-backed mempool's best size).
+
+use std::ffi::{c_int, CString};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::eal::{last_error, strerror, Eal};
+use super::ffi;
+use super::mbuf::Mbuf;
+use crate::port::Port;
+use crate::service::MacAddr;
+
+/// Largest burst a [`DpdkPort`] receives at once (sizes its on-stack pointer array).
+pub const MAX_BURST: usize = 256;
+
+/// How to set up one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSettings {
+    /// RX (and TX) queue pairs, one per worker.
+    pub queues: u16,
+    /// RX descriptors per queue.
+    pub rx_ring: u16,
+    /// TX descriptors per queue.
+    pub tx_ring: u16,
+    /// Packets per RX burst.
+    pub burst: u16,
+    /// Per-lcore mempool cache size.
+    pub mempool_cache: u32,
+    /// Source MAC of sent frames instead of the device's own.
+    pub mac: Option<MacAddr>,
+    /// Receive frames for any destination MAC (needed when `mac` overrides the device's).
+    pub promiscuous: bool,
+}
+
+impl Default for PortSettings {
+    fn default() -> Self {
+        Self {
+            queues: 1,
+            rx_ring: 1024,
+            tx_ring: 1024,
+            burst: 32,
+            mempool_cache: 256,
+            mac: None,
+            promiscuous: true,
+        }
+    }
+}
+
+/// Error from port set-up; each names the device and the step, and quotes `rte_strerror`.
+#[derive(Debug)]
+pub enum EthError {
+    /// No port by that name (PCI address or vdev name).
+    NotFound {
+        /// The device as configured.
+        device: String,
+        /// Why.
+        reason: String,
+    },
+    /// A set-up step failed.
+    Step {
+        /// The device as configured.
+        device: String,
+        /// What was being done ("configure 2 rx/tx queues", "set up rx queue 1", ...).
+        step: String,
+        /// `rte_strerror` of the failure.
+        reason: String,
+    },
+    /// [`EthPort::close`] was called while a [`DpdkPort`] of the port was still alive.
+    InUse {
+        /// The device.
+        device: String,
+        /// Queue handles still alive.
+        handles: usize,
+    },
+}
+
+impl std::fmt::Display for EthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound { device, reason } => {
+                write!(f, "dpdk port {device:?} not found: {reason}")
+            }
+            Self::Step {
+                device,
+                step,
+                reason,
+            } => write!(f, "dpdk port {device:?}: cannot {step}: {reason}"),
+            Self::InUse { device, handles } => write!(
+                f,
+                "dpdk port {device:?}: cannot close while {handles} queue handle(s) are in use"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EthError {}
+
+/// Link state as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Whether the link is up.
+    pub up: bool,
+    /// Speed in Mbit/s (0 when unknown).
+    pub speed_mbps: u32,
+}
+
+/// Mempool fill level: `(available, size)`. Back to `(n, n)` once every mbuf is home.
+pub type PoolLevel = (u32, u32);
+
+/// A configured and started port (control thread only: it owns the mempool pointer).
+#[derive(Debug)]
+pub struct EthPort {
+    id: u16,
+    device: String,
+    queues: u16,
+    mac: MacAddr,
+    pool: NonNull<ffi::rte_mempool>,
+    rss: bool,
+    started: bool,
+    closed: bool,
+    handles: Arc<()>,
+}
+
+fn check(device: &str, step: impl Into<String>, r: c_int) -> Result<c_int, EthError> {
+    if r < 0 {
+        Err(EthError::Step {
+            device: device.to_owned(),
+            step: step.into(),
+            reason: strerror(r),
+        })
+    } else {
+        Ok(r)
+    }
+}
+
+/// The mempool size for `s` (see the module docs).
+pub fn mempool_size(s: &PortSettings) -> u32 {
+    let q = u32::from(s.queues);
+    let need = q * (u32::from(s.rx_ring) + u32::from(s.tx_ring))
+        + q * (u32::from(s.burst) + s.mempool_cache);
+    (need + 1).next_power_of_two() - 1
+}
+
+impl EthPort {
+    /// Finds `device` (a PCI address on the allow-list or a vdev name such as `net_pcap0`),
+    /// configures it per `s`, creates its mempool, sets up the queues and starts it.
+    ///
+    /// # Errors
+    /// When the device is unknown or a step fails; the message names the step and quotes
+    /// `rte_strerror`.
+    pub fn open(eal: &Eal, device: &str, s: &PortSettings) -> Result<Self, EthError> {
+        let dev = device.to_owned();
+        let cname = CString::new(device).map_err(|_| EthError::NotFound {
+            device: dev.clone(),
+            reason: "the name contains a NUL byte".into(),
+        })?;
+        let mut id = 0u16;
+        // SAFETY: cname is NUL-terminated; id is a valid out-pointer.
+        let r = unsafe { ffi::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+        if r < 0 {
+            return Err(EthError::NotFound {
+                device: dev,
+                reason: format!(
+                    "{} ({} port(s) probed: check [dpdk] allow and vdevs)",
+                    strerror(r),
+                    eal.port_count()
+                ),
+            });
+        }
+        // SAFETY: zeroed is a valid value of this plain C struct (integers and pointers).
+        let mut info: ffi::rte_eth_dev_info = unsafe { std::mem::zeroed() };
+        // SAFETY: id is a valid port; info is a valid out-pointer.
+        check(&dev, "read device info", unsafe {
+            ffi::rte_eth_dev_info_get(id, &mut info)
+        })?;
+        let q = s.queues.max(1);
+        if q > info.max_rx_queues || q > info.max_tx_queues {
+            return Err(EthError::Step {
+                device: dev,
+                step: format!("configure {q} rx/tx queues"),
+                reason: format!(
+                    "the device has at most {} rx and {} tx queues",
+                    info.max_rx_queues, info.max_tx_queues
+                ),
+            });
+        }
+        // SAFETY: all-zero is the documented "defaults" value of rte_eth_conf.
+        let mut conf: ffi::rte_eth_conf = unsafe { std::mem::zeroed() };
+        let want = (1u64 << ffi::RTE_ETH_FLOW_NONFRAG_IPV4_UDP)
+            | (1u64 << ffi::RTE_ETH_FLOW_NONFRAG_IPV6_UDP);
+        let rss_hf = want & info.flow_type_rss_offloads;
+        let rss = q > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf; // NULL key: the driver's default
+        }
+        // SAFETY: id is valid; conf is a valid, initialised rte_eth_conf.
+        check(&dev, format!("configure {q} rx/tx queues"), unsafe {
+            ffi::rte_eth_dev_configure(id, q, q, &conf)
+        })?;
+        let (mut rx_ring, mut tx_ring) = (s.rx_ring, s.tx_ring);
+        // SAFETY: id is a configured port; both are valid in/out pointers.
+        check(&dev, "adjust ring sizes", unsafe {
+            ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_ring, &mut tx_ring)
+        })?;
+        // SAFETY: id is valid.
+        let socket = unsafe { ffi::rte_eth_dev_socket_id(id) };
+        let socket = if socket < 0 {
+            ffi::SOCKET_ID_ANY
+        } else {
+            socket
+        };
+        let sized = PortSettings {
+            rx_ring,
+            tx_ring,
+            ..s.clone()
+        };
+        let n = mempool_size(&sized);
+        let cache = s
+            .mempool_cache
+            .min(ffi::RTE_MEMPOOL_CACHE_MAX_SIZE)
+            .min(n * 2 / 3);
+        let pool_name = CString::new(format!("spray_p{id}")).expect("no NUL in a number");
+        // SAFETY: the name is NUL-terminated; sizes are in range (cache <= n / 1.5 and
+        // <= RTE_MEMPOOL_CACHE_MAX_SIZE); the data room is DPDK's default.
+        let pool = unsafe {
+            ffi::rte_pktmbuf_pool_create(
+                pool_name.as_ptr(),
+                n,
+                cache,
+                0,
+                ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                socket,
+            )
+        };
+        let pool = NonNull::new(pool).ok_or_else(|| EthError::Step {
+            device: dev.clone(),
+            step: format!("create a mempool of {n} mbufs"),
+            reason: last_error(),
+        })?;
+        let mut port = Self {
+            id,
+            device: dev.clone(),
+            queues: q,
+            mac: MacAddr::default(),
+            pool,
+            rss,
+            started: false,
+            closed: false,
+            handles: Arc::new(()),
+        };
+        let sock = u32::try_from(socket).unwrap_or(u32::MAX); // SOCKET_ID_ANY is -1
+        for qi in 0..q {
+            // SAFETY: port configured with q queues; NULL rxconf means the driver's
+            // defaults; the pool is live and outlives the port (freed in close()).
+            let r = unsafe {
+                ffi::rte_eth_rx_queue_setup(id, qi, rx_ring, sock, std::ptr::null(), pool.as_ptr())
+            };
+            check(
+                &dev,
+                format!("set up rx queue {qi} ({rx_ring} descriptors)"),
+                r,
+            )?;
+            // SAFETY: as above; NULL txconf means the driver's defaults.
+            let r = unsafe { ffi::rte_eth_tx_queue_setup(id, qi, tx_ring, sock, std::ptr::null()) };
+            check(
+                &dev,
+                format!("set up tx queue {qi} ({tx_ring} descriptors)"),
+                r,
+            )?;
+        }
+        // SAFETY: id is valid; a zeroed rte_ether_addr is a valid out-value.
+        let mut addr: ffi::rte_ether_addr = unsafe { std::mem::zeroed() };
+        // SAFETY: id is valid; addr is a valid out-pointer.
+        check(&dev, "read the MAC address", unsafe {
+            ffi::rte_eth_macaddr_get(id, &mut addr)
+        })?;
+        port.mac = s.mac.unwrap_or(MacAddr(addr.addr_bytes));
+        // SAFETY: every queue is set up.
+        check(&dev, "start", unsafe { ffi::rte_eth_dev_start(id) })?;
+        port.started = true;
+        if s.promiscuous {
+            // Some vdevs (pcap, null) have no such mode; they receive everything anyway.
+            // SAFETY: id is a started port.
+            let _ = unsafe { ffi::rte_eth_promiscuous_enable(id) };
+        }
+        Ok(port)
+    }
+
+    /// The DPDK port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The device as configured.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Queue pairs.
+    pub fn queues(&self) -> u16 {
+        self.queues
+    }
+
+    /// Whether RSS spreads flows over the queues.
+    pub fn rss(&self) -> bool {
+        self.rss
+    }
+
+    /// The source MAC of frames this port sends.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The port's mempool (for tests and benchmarks that allocate their own frames).
+    pub fn mempool(&self) -> NonNull<ffi::rte_mempool> {
+        self.pool
+    }
+
+    /// Link state, without waiting.
+    pub fn link(&self) -> Link {
+        // SAFETY: zeroed is a valid rte_eth_link.
+        let mut l: ffi::rte_eth_link = unsafe { std::mem::zeroed() };
+        // SAFETY: id is a valid port; l is a valid out-pointer.
+        let r = unsafe { ffi::rte_eth_link_get_nowait(self.id, &mut l) };
+        if r < 0 {
+            return Link {
+                up: false,
+                speed_mbps: 0,
+            };
+        }
+        Link {
+            up: l.link_status() == ffi::RTE_ETH_LINK_UP as u16,
+            speed_mbps: l.link_speed,
+        }
+    }
+
+    /// Free mbufs and pool size.
+    pub fn pool_level(&self) -> PoolLevel {
+        let p = self.pool.as_ptr();
+        // SAFETY: the pool is live until close(); both calls only read counters.
+        unsafe { (ffi::rte_mempool_avail_count(p), ffi::spray_mempool_size(p)) }
+    }
+
+    /// Packets the device dropped for want of RX descriptors or mbufs (`imissed` + `rx_nombuf`).
+    pub fn rx_missed(&self) -> u64 {
+        // SAFETY: zeroed is a valid rte_eth_stats.
+        let mut st: ffi::rte_eth_stats = unsafe { std::mem::zeroed() };
+        // SAFETY: id is valid; st is a valid out-pointer.
+        if unsafe { ffi::rte_eth_stats_get(self.id, &mut st) } < 0 {
+            return 0;
+        }
+        st.imissed + st.rx_nombuf
+    }
+
+    /// Queue pair `queue` as a [`Port`] for one worker, or `None` past the last queue.
+    pub fn queue(&self, queue: u16) -> Option<DpdkPort> {
+        (queue < self.queues).then(|| DpdkPort {
+            port: self.id,
+            queue,
+            mac: self.mac,
+            _alive: Arc::clone(&self.handles),
+        })
+    }
+
+    /// Stops the port (idempotent). No worker may poll it afterwards.
+    ///
+    /// # Errors
+    /// When queue handles are alive, or the driver fails to stop.
+    pub fn stop(&mut self) -> Result<(), EthError> {
+        self.in_use()?;
+        if self.started {
+            self.started = false;
+            // SAFETY: started port, and no DpdkPort is alive to poll it (checked above).
+            check(&self.device, "stop", unsafe {
+                ffi::rte_eth_dev_stop(self.id)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn in_use(&self) -> Result<(), EthError> {
+        let handles = Arc::strong_count(&self.handles) - 1;
+        if handles > 0 {
+            return Err(EthError::InUse {
+                device: self.device.clone(),
+                handles,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops and closes the port (its queues give their mbufs back) and returns the pool
+    /// level just before the pool is freed: `(n, n)` when no mbuf leaked.
+    ///
+    /// # Errors
+    /// When queue handles are alive (the port is then left as it was), or a step fails.
+    pub fn close(mut self) -> Result<PoolLevel, EthError> {
+        self.stop()?;
+        self.closed = true;
+        // SAFETY: stopped, and nothing polls it.
+        check(&self.device, "close", unsafe {
+            ffi::rte_eth_dev_close(self.id)
+        })?;
+        let level = self.pool_level();
+        // SAFETY: the port that used the pool is closed and no Mbuf from it can be alive:
+        // mbufs live only inside workers, which dropped their DpdkPort (checked by stop()).
+        unsafe { ffi::rte_mempool_free(self.pool.as_ptr()) };
+        Ok(level)
+    }
+}
+
+impl Drop for EthPort {
+    fn drop(&mut self) {
+        if self.closed || self.in_use().is_err() {
+            // Handles alive: stopping now could pull the port from under a worker; leave
+            // it (EAL clean-up or process exit releases it).
+            return;
+        }
+        // SAFETY: no DpdkPort is alive; stop and close are valid on a started or stopped
+        // port. The pool is not freed: an Mbuf could only outlive its worker by a bug, and
+        // leaking the pool is the safe side.
+        unsafe {
+            if self.started {
+                ffi::rte_eth_dev_stop(self.id);
+            }
+            ffi::rte_eth_dev_close(self.id);
+        }
+    }
+}
+
+/// One queue pair of a started port: the [`Port`] a worker drives. Holds only ids, so it
+/// moves to its worker's thread; the [`Mbuf`]s it hands out never leave that thread.
+#[derive(Debug)]
+pub struct DpdkPort {
+    port: u16,
+    queue: u16,
+    mac: MacAddr,
+    _alive: Arc<()>,
+}
+
+impl DpdkPort {
+    /// The DPDK port id.
+    pub fn port_id(&self) -> u16 {
+        self.port
+    }
+
+    /// The queue pair index.
+    pub fn queue_id(&self) -> u16 {
+        self.queue
+    }
+}
+
+impl Port for DpdkPort {
+    type Buf = Mbuf;
+
+    #[inline]
+    fn rx_burst(&mut self, bufs: &mut Vec<Mbuf>, max: usize) -> usize {
+        let mut raw = [std::ptr::null_mut::<ffi::rte_mbuf>(); MAX_BURST];
+        let want = max.min(MAX_BURST);
+        // SAFETY: the port is started and this queue is polled by this thread only (one
+        // DpdkPort per queue); `raw` has room for `want` <= MAX_BURST pointers.
+        let n = unsafe {
+            ffi::spray_eth_rx_burst(self.port, self.queue, raw.as_mut_ptr(), want as u16)
+        };
+        let n = usize::from(n);
+        for p in &raw[..n] {
+            if let Some(p) = NonNull::new(*p) {
+                // SAFETY: rx_burst just returned it: refcount 1, owned by us alone.
+                bufs.push(unsafe { Mbuf::from_raw(p) });
+            }
+        }
+        n
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+        let mut raw = [std::ptr::null_mut::<ffi::rte_mbuf>(); MAX_BURST];
+        let mut sent = 0;
+        // Bursts larger than MAX_BURST go out in chunks; stop at the first refusal.
+        while sent < bufs.len() {
+            let chunk = (bufs.len() - sent).min(MAX_BURST);
+            for (slot, m) in raw.iter_mut().zip(&bufs[sent..sent + chunk]) {
+                *slot = m.as_ptr();
+            }
+            // SAFETY: started port, this thread's own queue; `raw[..chunk]` are live mbufs
+            // owned by `bufs`. Ownership of the first `n` passes to the driver below.
+            let n = usize::from(unsafe {
+                ffi::spray_eth_tx_burst(self.port, self.queue, raw.as_mut_ptr(), chunk as u16)
+            });
+            sent += n;
+            if n < chunk {
+                break;
+            }
+        }
+        // The driver owns the accepted ones now: forget their handles. The rest stay Mbufs
+        // and free themselves when dropped here (the worker counts them as TxFull).
+        for m in bufs.drain(..sent) {
+            let _ = m.into_raw();
+        }
+        bufs.clear();
+        sent
+    }
+
+    #[inline]
+    fn free(&mut self, buf: Mbuf) {
+        drop(buf);
+    }
+
+    fn mac(&self) -> MacAddr {
+        self.mac
+    }
+}

@@ -1,0 +1,127 @@
+//! [`Mbuf`]: the owning handle of one DPDK packet buffer.
+//!
+//! The type system tracks who owns each mbuf. An `Mbuf` is built only from a pointer that
+//! `rte_eth_rx_burst` or `rte_pktmbuf_alloc` just returned, so it is the sole owner; dropping
+//! it frees the buffer back to its mempool, and [`Mbuf::into_raw`] gives ownership up (to
+//! `rte_eth_tx_burst`). Whatever a TX burst did not accept stays an `Mbuf` and frees itself:
+//! DPDK's free-the-remainder rule, enforced by `Drop`.
+//!
+//! `NonNull` makes the handle `!Send`: an mbuf never leaves the lcore that received it (the
+//! mempool's per-lcore cache assumes so).
+//!
+//! Lending the data as `&mut [u8]` is sound because a fresh mbuf has refcount 1 and the NIC
+//! is done with it: nothing else reads or writes those bytes while the handle lives (shared,
+//! refcount > 1 mbufs are never built into an `Mbuf`; a debug assertion checks it).
+
+use std::ptr::NonNull;
+
+use super::ffi;
+use crate::port::PacketBuf;
+
+/// One packet buffer, owned by the worker that received it; dropping it frees it.
+#[derive(Debug)]
+pub struct Mbuf(NonNull<ffi::rte_mbuf>);
+
+impl Mbuf {
+    /// Takes ownership of `m`.
+    ///
+    /// # Safety
+    /// `m` must come straight from `rte_eth_rx_burst` or `rte_pktmbuf_alloc` (a
+    /// single-segment mbuf with refcount 1 that nothing else refers to), and must not be
+    /// used through any other pointer afterwards.
+    #[inline]
+    pub unsafe fn from_raw(m: NonNull<ffi::rte_mbuf>) -> Self {
+        // SAFETY: the caller hands over a live mbuf (see `# Safety`).
+        debug_assert_eq!(unsafe { ffi::spray_mbuf_refcnt_read(m.as_ptr()) }, 1);
+        Self(m)
+    }
+
+    /// Gives up ownership: the caller (in practice `rte_eth_tx_burst`) becomes responsible
+    /// for freeing the buffer.
+    #[inline]
+    pub fn into_raw(self) -> NonNull<ffi::rte_mbuf> {
+        let p = self.0;
+        std::mem::forget(self);
+        p
+    }
+
+    /// The raw pointer, still owned by `self` (for a burst call that may take it over).
+    #[inline]
+    pub fn as_ptr(&self) -> *mut ffi::rte_mbuf {
+        self.0.as_ptr()
+    }
+
+    /// Length of the packet data.
+    #[inline]
+    pub fn len(&self) -> usize {
+        // SAFETY: `self.0` is a live mbuf this handle owns.
+        usize::from(unsafe { ffi::spray_pktmbuf_data_len(self.0.as_ptr()) })
+    }
+
+    /// Whether the packet is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Allocates a buffer from `pool` and appends `frame` to it (tests and benchmarks).
+    /// Returns `None` when the pool is empty or `frame` does not fit.
+    ///
+    /// # Safety
+    /// `pool` must be a live mempool of packet buffers (from `rte_pktmbuf_pool_create`).
+    pub unsafe fn alloc_with(pool: NonNull<ffi::rte_mempool>, frame: &[u8]) -> Option<Self> {
+        // SAFETY: the pool is live (caller's contract).
+        let m = NonNull::new(unsafe { ffi::spray_pktmbuf_alloc(pool.as_ptr()) })?;
+        // SAFETY: `m` was just allocated: refcount 1, nobody else knows it.
+        let mbuf = unsafe { Self::from_raw(m) };
+        let len = u16::try_from(frame.len()).ok()?;
+        // SAFETY: `m` is live and owned; append returns NULL when `len` bytes do not fit.
+        let dst = unsafe { ffi::spray_pktmbuf_append(m.as_ptr(), len) };
+        if dst.is_null() {
+            return None; // `mbuf` frees the buffer
+        }
+        // SAFETY: append reserved `len` writable bytes at `dst`, which do not overlap `frame`
+        // (a Rust slice cannot point into an mbuf nobody else has seen).
+        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst.cast::<u8>(), frame.len()) };
+        Some(mbuf)
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: built only from a pointer rx_burst/alloc just returned, and `into_raw`
+        // forgets `self` before tx_burst takes it, so this handle is the sole owner.
+        unsafe { ffi::spray_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        let len = self.len();
+        // SAFETY: a single-segment mbuf's first `data_len` bytes from `mtod` are initialised
+        // packet data inside the buffer, and this handle is their only user (refcount 1).
+        unsafe {
+            std::slice::from_raw_parts(
+                ffi::spray_pktmbuf_mtod(self.0.as_ptr())
+                    .cast::<u8>()
+                    .cast_const(),
+                len,
+            )
+        }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        let len = self.len();
+        // SAFETY: as in `data`; `&mut self` makes the borrow exclusive, and the NIC no longer
+        // writes to a received buffer.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                ffi::spray_pktmbuf_mtod(self.0.as_ptr()).cast::<u8>(),
+                len,
+            )
+        }
+    }
+}

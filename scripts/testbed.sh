@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The network-namespace testbed: a client, Spray and three backends on one Ethernet segment.
+#
+#   scripts/testbed.sh up      create it (removes a stale one first)
+#   scripts/testbed.sh down    remove it (safe to run twice)
+#
+#   spr-client  c0  198.18.0.1/15   2001:db8::1/64         \
+#   spr-be1     b0  198.19.1.1/15   2001:db8::1:1/64        |-- bridge br0 in spr-lb
+#   spr-be2     b0  198.19.1.2/15   2001:db8::1:2/64        |
+#   spr-be3     b0  198.19.1.3/15   2001:db8::1:3/64        |
+#   spr-lb      lb0 (no address: Spray's DPDK port, net_af_packet0,iface=lb0)
+#
+# VIPs 198.18.0.10 and 2001:db8::10 answer to Spray's MAC 02:00:00:00:00:10 (static neighbour
+# entries in the client: Spray has no ARP/NDP yet). Backend b0 MACs are 02:00:00:00:01:0N.
+# Addresses come from 198.18.0.0/15 and 2001:db8::/32 only; the root namespace is never
+# touched (every link is created inside a namespace). TX checksum offload is off on every
+# veth, or the receivers would see partial checksums.
+set -euo pipefail
+
+NS_LB=spr-lb
+NS_CLIENT=spr-client
+BACKENDS=(spr-be1 spr-be2 spr-be3)
+SPRAY_MAC=02:00:00:00:00:10
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+down() {
+    for ns in "$NS_CLIENT" "${BACKENDS[@]}" "$NS_LB"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+# veth NAME in NS, peer PEER in spr-lb enslaved to br0.
+link() {
+    local ns=$1 dev=$2 peer=$3 mac=${4:-}
+    in_ns "$NS_LB" ip link add "$peer" type veth peer name "$dev" netns "$ns"
+    in_ns "$NS_LB" ip link set "$peer" master br0 up
+    in_ns "$NS_LB" ethtool -K "$peer" tx off >/dev/null
+    if [ -n "$mac" ]; then in_ns "$ns" ip link set "$dev" address "$mac"; fi
+    in_ns "$ns" ethtool -K "$dev" tx off >/dev/null
+    in_ns "$ns" ip link set "$dev" up
+    in_ns "$ns" ip link set lo up
+}
+
+up() {
+    down
+    for ns in "$NS_LB" "$NS_CLIENT" "${BACKENDS[@]}"; do
+        ip netns add "$ns"
+    done
+    in_ns "$NS_LB" ip link add br0 type bridge
+    in_ns "$NS_LB" ip link set br0 up
+    in_ns "$NS_LB" ip link set lo up
+    # Spray's port: lb0, with its bridge end lb0-br.
+    in_ns "$NS_LB" ip link add lb0 type veth peer name lb0-br
+    in_ns "$NS_LB" ip link set lb0-br master br0 up
+    for d in lb0 lb0-br; do in_ns "$NS_LB" ethtool -K "$d" tx off >/dev/null; done
+    in_ns "$NS_LB" ip link set lb0 up
+    # No kernel IPv6 on the DPDK port: it would send its own router solicitations.
+    in_ns "$NS_LB" sysctl -qw net.ipv6.conf.lb0.disable_ipv6=1
+
+    link "$NS_CLIENT" c0 c0-br
+    in_ns "$NS_CLIENT" ip addr add 198.18.0.1/15 dev c0
+    in_ns "$NS_CLIENT" ip addr add 2001:db8::1/64 dev c0 nodad
+    in_ns "$NS_CLIENT" ip neigh replace 198.18.0.10 lladdr "$SPRAY_MAC" dev c0 nud permanent
+    in_ns "$NS_CLIENT" ip neigh replace 2001:db8::10 lladdr "$SPRAY_MAC" dev c0 nud permanent
+    local i=1
+    for ns in "${BACKENDS[@]}"; do
+        link "$ns" b0 "b$i-br" "02:00:00:00:01:0$i"
+        in_ns "$ns" ip addr add "198.19.1.$i/15" dev b0
+        in_ns "$ns" ip addr add "2001:db8::1:$i/64" dev b0 nodad
+        i=$((i + 1))
+    done
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    *)
+        echo "usage: $0 up|down" >&2
+        exit 2
+        ;;
+esac
