@@ -2,10 +2,11 @@
 //! and SIGHUP, all three answered by the one controller ([`crate::state::Controller`]) that
 //! also runs the health checks and publishes every snapshot.
 //!
-//! Started once every worker and the controller are ready; dropped (socket file removed, listeners stopped)
-//! when `spray run` ends. A control socket at the default path that cannot be opened (say,
-//! another Spray holds it) is only a warning; at a configured path it is fatal, as is a
-//! metrics address that cannot be bound.
+//! Started once every worker and the controller are ready; dropped (socket file removed,
+//! listeners stopped) when `spray run` ends, after [`Ops::stop`] has stopped the controller.
+//! A control socket at the default path that cannot be opened (say, another Spray holds it)
+//! is only a warning; at a configured path it is fatal, as is a metrics address that cannot
+//! be bound.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,8 +7,8 @@
 //! * [`State`] is sans-I/O: it takes probe outcomes, passive reports, operator changes
 //!   ([`Change`]) and reloaded configs with the time they happened, says which checks are
 //!   due, and returns the snapshot to publish when something changed. It never reads a
-//!   clock itself. The table it keeps is in [`table`]: ids, validation, reload rules and
-//!   the checks that backends added at run time inherit.
+//!   clock itself. The table it keeps is in `state/table.rs`: ids, validation, reload
+//!   rules and the checks that backends added at run time inherit.
 //! * [`Controller`] is the control thread that drives it: it hands due checks to the
 //!   [`Checker`] pool, waits for outcomes, passive reports and commands, and sends each new
 //!   snapshot as an `Arc` to every worker's channel. Its handle implements
@@ -511,7 +511,7 @@ impl State {
 
     /// Applies an operator's `change` at `now`; returns the reply and the snapshot to
     /// publish (`None` for a no-op). Backends it adds are checked from now on (see
-    /// [`table`] for the check they inherit); backends it removes stop being checked unless
+    /// `docs/config.md` for the check they inherit); backends it removes stop being checked unless
     /// another entry shares their check.
     ///
     /// # Errors
@@ -559,7 +559,7 @@ impl State {
 
     /// Makes the table the reloaded `config` (read from `file`) at `now`, or records its
     /// refusal (`Err` with the message); returns the reply and the snapshot to publish.
-    /// Ids, health and marks of what remains are kept (see [`table`]).
+    /// Ids, health and marks of what remains are kept (see `docs/config.md`, Reload).
     ///
     /// # Errors
     /// `refused` with the message when the file did not load; `conflict` when ids run out;
