@@ -1,22 +1,23 @@
-//! What `spray run` serves beside the workers: the controller, the control socket, the
-//! metrics endpoint, and SIGHUP.
+//! What `spray run` serves beside the workers: the control socket, the metrics endpoint,
+//! and SIGHUP, all three answered by the one controller ([`crate::state::Controller`]) that
+//! also runs the health checks and publishes every snapshot.
 //!
-//! Started once every worker is ready; dropped (socket file removed, listeners stopped)
-//! when `spray run` ends. A control socket at the default path that cannot be opened (say,
-//! another Spray holds it) is only a warning; at a configured path it is fatal, as is a
-//! metrics address that cannot be bound.
+//! Started once every worker and the controller are ready; dropped (socket file removed,
+//! listeners stopped) when `spray run` ends, after [`Ops::stop`] has stopped the controller.
+//! A control socket at the default path that cannot be opened (say, another Spray holds it)
+//! is only a warning; at a configured path it is fatal, as is a metrics address that cannot
+//! be bound.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dataplane::service::Snapshot;
 
 use crate::api::server::{Server, ServerError};
-use crate::api::{ConfigController, Controller, Who};
-use crate::config::{Config, Machine};
+use crate::api::{Controller as _, Who};
+use crate::config::Config;
 use crate::metrics::{MetricsError, MetricsServer};
-use crate::run::Workers;
+use crate::state::Controller;
 
 /// Error from starting the operations side.
 #[derive(Debug, thiserror::Error)]
@@ -32,39 +33,26 @@ pub enum OpsError {
     Signal(#[source] std::io::Error),
 }
 
-/// The controller and its listeners.
+/// The controller's listeners.
 #[derive(Debug)]
 pub struct Ops {
-    ctrl: Arc<ConfigController>,
+    ctrl: Arc<Controller>,
     hup: Arc<AtomicBool>,
     control: Option<Server>,
     metrics: Option<MetricsServer>,
 }
 
 impl Ops {
-    /// Starts the controller of `workers` (serving `snapshot` of `config`, read from
-    /// `path`), then the control socket and the metrics endpoint as configured.
+    /// Serves `ctrl` on the control socket and the metrics endpoint as `config` says, and
+    /// reloads it on SIGHUP ([`Ops::tick`]).
     ///
     /// # Errors
     /// See the module doc.
-    pub fn start(
-        config: &Config,
-        path: &Path,
-        snapshot: Arc<Snapshot>,
-        workers: &Workers,
-    ) -> Result<Self, OpsError> {
-        let ctrl = Arc::new(ConfigController::new(
-            config.clone(),
-            path,
-            Machine::current(),
-            snapshot,
-            workers.counters().to_vec(),
-            workers.updates().to_vec(),
-        ));
+    pub fn start(config: &Config, ctrl: Arc<Controller>) -> Result<Self, OpsError> {
         let hup = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
             .map_err(OpsError::Signal)?;
-        let dyn_ctrl: Arc<dyn Controller> = ctrl.clone();
+        let dyn_ctrl: Arc<dyn crate::api::Controller> = ctrl.clone();
         let control = if config.control.enabled {
             let sock = config.control.socket_path();
             match Server::start(&sock, config.control.allowed_uids(), Arc::clone(&dyn_ctrl)) {
@@ -116,5 +104,11 @@ impl Ops {
     /// The snapshot in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.ctrl.snapshot()
+    }
+
+    /// Stops the controller (its checks and the control thread): nothing is published
+    /// after this. The listeners answer `internal` until they are dropped.
+    pub fn stop(&self) {
+        self.ctrl.stop();
     }
 }

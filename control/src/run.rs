@@ -274,10 +274,17 @@ pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Re
         },
         Arc::clone(&stop),
     )?;
-    let controller =
-        crate::state::Controller::start(state, workers.update_senders(), Some(passive_rx))
-            .map_err(RunError::Controller)?;
-    let ops = crate::ops::Ops::start(config, path, Arc::clone(&snapshot), &workers)?;
+    let controller = crate::state::Controller::start(
+        state,
+        crate::state::Links {
+            updates: workers.update_senders(),
+            counters: workers.counters().to_vec(),
+            passive: Some(passive_rx),
+            source: Some((path.to_owned(), crate::config::Machine::current())),
+        },
+    )
+    .map_err(RunError::Controller)?;
+    let ops = crate::ops::Ops::start(config, Arc::new(controller))?;
     for svc in snapshot.services() {
         tracing::info!(
             service = %svc.spec.name,
@@ -307,7 +314,7 @@ pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Re
             }
         }
     }
-    drop(controller);
+    ops.stop();
     let result = workers.stop_and_join();
     print!(
         "{}",

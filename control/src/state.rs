@@ -1,39 +1,55 @@
-//! The controller: owns the configuration, the health of every checked backend and the
-//! operator's overrides (drain, weight), and publishes a new [`Snapshot`] to every worker
-//! whenever any of them changes.
+//! The controller: the one owner of the service table (the config, the operator's changes
+//! through the control socket, and the health of every checked backend), and the one
+//! publisher of [`Snapshot`]s to the workers.
 //!
 //! Two layers, so the logic is testable without threads or sockets:
 //!
-//! * [`State`] is sans-I/O: it takes probe outcomes, passive reports and admin requests
-//!   with the time they happened, says which checks are due, and returns the snapshot to
-//!   publish when something changed. It never reads a clock itself.
+//! * [`State`] is sans-I/O: it takes probe outcomes, passive reports, operator changes
+//!   ([`Change`]) and reloaded configs with the time they happened, says which checks are
+//!   due, and returns the snapshot to publish when something changed. It never reads a
+//!   clock itself. The table it keeps is in `state/table.rs`: ids, validation, reload
+//!   rules and the checks that backends added at run time inherit.
 //! * [`Controller`] is the control thread that drives it: it hands due checks to the
 //!   [`Checker`] pool, waits for outcomes, passive reports and commands, and sends each new
-//!   snapshot as an `Arc` to every worker's channel.
+//!   snapshot as an `Arc` to every worker's channel. Its handle implements
+//!   [`api::Controller`] for the control socket, SIGHUP and metrics: commands travel to the
+//!   thread over a channel and the reply comes back only after the snapshot has been sent
+//!   to every worker.
 //!
-//! Nothing is deleted and recreated on a state change: every snapshot has every service
-//! and every backend of the config; a down or drained backend only gets effective weight 0,
-//! and a service whose backends are all out of rotation stays in the table (it drops and
-//! counts, or uses its fallback). Checks of the same address with the same check are run
-//! once and decide for every service that lists that backend, so two VIPs sharing a backend
-//! drop it in the same snapshot.
+//! Each snapshot is built from the whole table, so a health verdict never undoes an
+//! operator's weight or drain, and an operator's change never undoes a health verdict.
+//! Nothing is deleted and recreated on a state change: a down or drained backend only gets
+//! effective weight 0, and a service whose backends are all out of rotation stays in the
+//! table (it drops and counts, or uses its fallback). Checks of the same address with the
+//! same check are run once and decide for every service that lists that backend, so two
+//! VIPs sharing a backend drop it in the same snapshot. A check's rise/fall machine lives
+//! as long as some backend entry has that (address, check): changes and reloads that keep
+//! it keep its health.
 
-use std::collections::BTreeMap;
+mod table;
+
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
+use dataplane::counters::SharedCounters;
 use dataplane::proxy::PassiveReport;
-use dataplane::service::{AdminState, BackendId, Health, Snapshot, SnapshotError, VipId};
+use dataplane::service::{BackendId, Health, Snapshot, SnapshotError, VipId};
 
-use crate::config::Config;
+use self::table::Table;
+use crate::api::{
+    self, Admin, ApiError, Applied, BackendInfo, BackendStats, Change, ErrorCode, Reloaded,
+    ServiceInfo, ServiceList, ServiceStats, Stats, VersionInfo, Who, WorkerStats,
+};
+use crate::config::{Config, Machine};
 use crate::health::checker::{Checker, Job, Outcome};
-use crate::health::events::{EventKind, EventRing, HealthEvent, SharedEvents};
-use crate::health::machine::{Machine, State as HealthState};
-use crate::health::Target;
+use crate::health::events::{EventKind, EventRing, HealthEvent, LogKind, Logged, SharedEvents};
+use crate::health::machine::{Machine as RiseFall, State as HealthState};
+use crate::health::{Check, Target};
 
 /// Capacity of the passive-report channel: a burst of ICMP errors beyond it is only counted
 /// by the workers (one report per backend is all the controller needs).
@@ -51,39 +67,30 @@ pub const MAX_CHECK_THREADS: usize = 64;
 /// Error of the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// No service has that name.
-    #[error("services.{0}: no such service")]
-    UnknownService(String),
-    /// The service has no backend at that address.
-    #[error("services.{service}: no backend {addr}")]
-    UnknownBackend {
-        /// Service name.
-        service: String,
-        /// Backend address:port.
-        addr: SocketAddr,
-    },
     /// The dataplane refused the table (a Spray bug for a validated config).
     #[error("cannot build the service table")]
     Snapshot(#[source] SnapshotError),
     /// A thread could not be started.
     #[error("cannot start the {0} thread")]
     Spawn(&'static str, #[source] std::io::Error),
-    /// The control thread has ended.
-    #[error("the control thread has stopped")]
-    Stopped,
 }
 
 /// A checked (address, check) pair and the backend entries it decides for.
 #[derive(Debug)]
 struct TargetState {
+    /// Names it in jobs and outcomes ([`Job::index`]); never reused, so the outcome of a
+    /// probe of a target removed meanwhile is recognised and dropped.
+    key: usize,
     target: Arc<Target>,
-    machine: Machine,
+    machine: RiseFall,
     entries: Vec<(VipId, BackendId)>,
     next_due: Instant,
     /// When the probe in flight started.
     in_flight: Option<Instant>,
     /// Check again as soon as the probe in flight returns.
     recheck: bool,
+    /// How long the last probe took.
+    latency: Option<Duration>,
 }
 
 /// A small xorshift generator for check jitter (no need for a crate, or for quality).
@@ -106,14 +113,20 @@ impl Jitter {
     }
 }
 
-/// Health, admin state and configuration; builds snapshots. Sans I/O: see the module doc.
+fn internal(e: &StateError) -> ApiError {
+    let mut message = e.to_string();
+    if let Some(s) = std::error::Error::source(e) {
+        message.push_str(&format!(": {s}"));
+    }
+    ApiError::new(ErrorCode::Internal, message)
+}
+
+/// The table, health and admin state; builds snapshots. Sans I/O: see the module doc.
 #[derive(Debug)]
 pub struct State {
-    config: Config,
-    generation: u64,
-    admin: BTreeMap<BackendId, AdminState>,
-    weights: BTreeMap<BackendId, u32>,
+    table: Table,
     targets: Vec<TargetState>,
+    next_key: usize,
     events: SharedEvents,
     current: Arc<Snapshot>,
     jitter: Jitter,
@@ -126,53 +139,23 @@ impl State {
     /// # Errors
     /// When the dataplane refuses the table.
     pub fn new(config: Config, generation: u64, now: Instant) -> Result<Self, StateError> {
-        let mut jitter = Jitter::new();
-        let mut targets: Vec<TargetState> = Vec::new();
-        for svc in &config.services {
-            for b in &svc.backends {
-                let Some(check) = config.checks.get(&b.id) else {
-                    continue;
-                };
-                let target = Target {
-                    addr: b.addr,
-                    check: check.clone(),
-                };
-                match targets.iter_mut().find(|t| *t.target == target) {
-                    Some(t) => t.entries.push((svc.id, b.id)),
-                    None => {
-                        let first = check.interval.mul_f64(jitter.next());
-                        targets.push(TargetState {
-                            machine: Machine::new(check.rise, check.fall),
-                            target: Arc::new(target),
-                            entries: vec![(svc.id, b.id)],
-                            next_due: now + first,
-                            in_flight: None,
-                            recheck: false,
-                        });
-                    }
-                }
-            }
-        }
-        let mut admin = BTreeMap::new();
-        let mut weights = BTreeMap::new();
-        for svc in &config.services {
-            for b in &svc.backends {
-                admin.insert(b.id, b.admin);
-                weights.insert(b.id, b.weight);
-            }
-        }
         let mut s = Self {
-            config,
-            generation: generation.saturating_sub(1),
-            admin,
-            weights,
-            targets,
+            table: Table::new(config),
+            targets: Vec::new(),
+            next_key: 0,
             events: Arc::new(Mutex::new(EventRing::default())),
             current: Arc::new(Snapshot::default()),
-            jitter,
+            jitter: Jitter::new(),
         };
-        s.rebuild()?;
+        s.sync_targets(now);
+        s.current = s.build(&s.table, generation)?;
         Ok(s)
+    }
+
+    /// Reads the workers' `counters` (by worker index) for `list` and the baselines of
+    /// reused ids.
+    pub fn set_counters(&mut self, counters: Vec<SharedCounters>) {
+        self.table.ids.counters = counters;
     }
 
     /// The snapshot in force.
@@ -185,7 +168,7 @@ impl State {
         &self.events
     }
 
-    /// A copy of the recorded events, oldest first.
+    /// A copy of the recorded health transitions, oldest first.
     pub fn events(&self) -> Vec<HealthEvent> {
         crate::health::events::events(&self.events)
     }
@@ -219,31 +202,93 @@ impl State {
         }
     }
 
-    /// Builds and installs the next snapshot from config, health and admin state.
-    fn rebuild(&mut self) -> Result<Arc<Snapshot>, StateError> {
-        let mut specs = self.config.services.clone();
-        for svc in &mut specs {
-            for b in &mut svc.backends {
-                b.health = self.health(b.id);
-                b.admin = self.admin.get(&b.id).copied().unwrap_or(b.admin);
-                b.weight = self.weights.get(&b.id).copied().unwrap_or(b.weight);
-            }
+    /// The target that checks `addr` with `check`, if one runs.
+    fn target(&self, addr: SocketAddr, check: Option<&Check>) -> Option<&TargetState> {
+        let check = check?;
+        self.targets
+            .iter()
+            .find(|t| t.target.addr == addr && t.target.check == *check)
+    }
+
+    /// Health of `addr` checked with `check`: a backend entry that joins a running check
+    /// gets its verdict at once.
+    fn health_of(&self, addr: SocketAddr, check: Option<&Check>) -> Health {
+        match self.target(addr, check) {
+            Some(t) if t.machine.state() == HealthState::Down => Health::Down,
+            _ => Health::Up,
         }
-        let snap =
-            Arc::new(Snapshot::new(self.generation + 1, specs).map_err(StateError::Snapshot)?);
-        self.generation += 1;
+    }
+
+    /// The snapshot of `table` with today's health, as generation `generation`.
+    fn build(&self, table: &Table, generation: u64) -> Result<Arc<Snapshot>, StateError> {
+        let specs = table.specs(|b| self.health_of(b.addr, table.checks.get(&b.id)));
+        Snapshot::new(generation, specs)
+            .map(Arc::new)
+            .map_err(StateError::Snapshot)
+    }
+
+    /// Builds and installs the next snapshot from the table and health.
+    fn rebuild(&mut self) -> Result<Arc<Snapshot>, StateError> {
+        let snap = self.build(&self.table, self.current.generation + 1)?;
         self.current = Arc::clone(&snap);
         Ok(snap)
+    }
+
+    /// Makes the running checks those of the table: an (address, check) that stays keeps
+    /// its machine and schedule, a new one is first checked within its interval from
+    /// `now`, one no backend entry uses any more stops (a probe in flight is ignored).
+    fn sync_targets(&mut self, now: Instant) {
+        let mut want: Vec<(Target, Vec<(VipId, BackendId)>)> = Vec::new();
+        for svc in self.table.services.values() {
+            for b in &svc.backends {
+                let Some(check) = self.table.checks.get(&b.id) else {
+                    continue;
+                };
+                let target = Target {
+                    addr: b.addr,
+                    check: check.clone(),
+                };
+                match want.iter_mut().find(|(t, _)| *t == target) {
+                    Some((_, entries)) => entries.push((svc.id, b.id)),
+                    None => want.push((target, vec![(svc.id, b.id)])),
+                }
+            }
+        }
+        let mut old = std::mem::take(&mut self.targets);
+        for (target, entries) in want {
+            if let Some(i) = old.iter().position(|t| *t.target == target) {
+                let mut t = old.swap_remove(i);
+                t.entries = entries;
+                self.targets.push(t);
+                continue;
+            }
+            let first = target.check.interval.mul_f64(self.jitter.next());
+            self.targets.push(TargetState {
+                key: self.next_key,
+                machine: RiseFall::new(target.check.rise, target.check.fall),
+                target: Arc::new(target),
+                entries,
+                next_due: now + first,
+                in_flight: None,
+                recheck: false,
+                latency: None,
+            });
+            self.next_key += 1;
+        }
+        for t in old {
+            tracing::info!(backend = %t.target.addr, check = t.target.check.probe.name(),
+                "check stopped: no backend uses it any more");
+        }
     }
 
     /// Probes due at `now`, marked in flight.
     pub fn poll_due(&mut self, now: Instant) -> Vec<Job> {
         let mut jobs = Vec::new();
-        for (index, t) in self.targets.iter_mut().enumerate() {
+        for t in &mut self.targets {
             if t.in_flight.is_none() && t.next_due <= now {
                 t.in_flight = Some(now);
                 jobs.push(Job {
-                    index,
+                    index: t.key,
                     target: Arc::clone(&t.target),
                 });
             }
@@ -260,36 +305,94 @@ impl State {
             .min()
     }
 
+    /// The services of `entries`, as `name (vip)`.
     fn services_of(&self, entries: &[(VipId, BackendId)]) -> Vec<String> {
         let mut v: Vec<String> = entries
             .iter()
-            .filter_map(|(vip, _)| self.config.services.get(usize::from(vip.0)))
-            .map(|s| format!("{} ({})", s.name, s.vip.addr))
+            .filter_map(|(vip, _)| self.table.service_by_id(*vip))
+            .map(|(name, s)| format!("{name} ({})", s.vip))
             .collect();
         v.dedup();
         v
     }
 
-    fn record(&self, e: HealthEvent) {
-        match e.kind {
-            EventKind::Down => tracing::warn!(
-                backend = %e.backend, services = ?e.services, check = %e.check,
-                reason = %e.reason, failures = e.failures, generation = e.generation,
-                "backend down"
-            ),
-            EventKind::Suspect => tracing::warn!(
-                backend = %e.backend, services = ?e.services, reason = %e.reason,
-                "backend suspect: checking now"
-            ),
-            _ => tracing::info!(
-                backend = %e.backend, services = ?e.services, check = %e.check,
-                reason = %e.reason, successes = e.successes, generation = e.generation,
-                event = e.kind.name(), "backend state changed"
-            ),
-        }
+    fn log(
+        &self,
+        kind: LogKind,
+        service: Option<String>,
+        backend: Option<SocketAddr>,
+        message: String,
+    ) {
+        self.push(Logged {
+            seq: 0,
+            time: SystemTime::now(),
+            kind,
+            service,
+            backend,
+            message,
+            health: None,
+        });
+    }
+
+    fn push(&self, e: Logged) {
         if let Ok(mut r) = self.events.lock() {
             r.push(e);
         }
+    }
+
+    fn record(&self, e: HealthEvent, entries: &[(VipId, BackendId)]) {
+        let services = e.services.join(", ");
+        let message = match e.kind {
+            EventKind::Down => {
+                tracing::warn!(
+                    backend = %e.backend, services = ?e.services, check = %e.check,
+                    reason = %e.reason, failures = e.failures, generation = e.generation,
+                    "backend down"
+                );
+                format!(
+                    "backend {} down for {services}: {} check failed {} time(s): {} (generation {})",
+                    e.backend, e.check, e.failures, e.reason, e.generation
+                )
+            }
+            EventKind::Suspect => {
+                tracing::warn!(
+                    backend = %e.backend, services = ?e.services, reason = %e.reason,
+                    "backend suspect: checking now"
+                );
+                format!(
+                    "backend {} suspect for {services}: {}; checking now",
+                    e.backend, e.reason
+                )
+            }
+            EventKind::Up => {
+                tracing::info!(
+                    backend = %e.backend, services = ?e.services, check = %e.check,
+                    reason = %e.reason, successes = e.successes, generation = e.generation,
+                    "backend up"
+                );
+                format!(
+                    "backend {} up for {services}: {} check passed {} time(s) (generation {})",
+                    e.backend, e.check, e.successes, e.generation
+                )
+            }
+        };
+        // One service: name it, so `events` can be filtered by service.
+        let mut names = entries
+            .iter()
+            .filter_map(|(vip, _)| self.table.service_by_id(*vip).map(|(n, _)| n.clone()));
+        let service = match (names.next(), names.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        };
+        self.push(Logged {
+            seq: 0,
+            time: e.time,
+            kind: LogKind::Health,
+            service,
+            backend: Some(e.backend),
+            message,
+            health: Some(e),
+        });
     }
 
     /// Feeds a probe's outcome, handled at `now`; returns the snapshot to publish when the
@@ -303,10 +406,12 @@ impl State {
         now: Instant,
     ) -> Result<Option<Arc<Snapshot>>, StateError> {
         let jitter = 0.9 + 0.2 * self.jitter.next();
-        let Some(t) = self.targets.get_mut(o.index) else {
+        let Some(t) = self.targets.iter_mut().find(|t| t.key == o.index) else {
+            // A check that was stopped while its probe ran.
             return Ok(None);
         };
         t.in_flight = None;
+        t.latency = Some(o.finished.saturating_duration_since(o.started));
         let interval = t.target.check.interval;
         t.next_due = o.started + interval.mul_f64(jitter);
         if std::mem::take(&mut t.recheck) {
@@ -340,21 +445,24 @@ impl State {
         } else {
             check
         };
-        self.record(HealthEvent {
-            time: SystemTime::now(),
-            instant: tr.at,
-            generation: snap.generation,
-            kind: match tr.to {
-                HealthState::Up => EventKind::Up,
-                HealthState::Down => EventKind::Down,
+        self.record(
+            HealthEvent {
+                time: SystemTime::now(),
+                instant: tr.at,
+                generation: snap.generation,
+                kind: match tr.to {
+                    HealthState::Up => EventKind::Up,
+                    HealthState::Down => EventKind::Down,
+                },
+                backend: addr,
+                services: self.services_of(&entries),
+                check,
+                reason: tr.reason,
+                successes: tr.successes,
+                failures: tr.failures,
             },
-            backend: addr,
-            services: self.services_of(&entries),
-            check,
-            reason: tr.reason,
-            successes: tr.successes,
-            failures: tr.failures,
-        });
+            &entries,
+        );
         Ok(Some(snap))
     }
 
@@ -376,146 +484,255 @@ impl State {
             }
         }
         for entries in newly {
-            self.record(HealthEvent {
-                time: SystemTime::now(),
-                instant: now,
-                generation: 0,
-                kind: EventKind::Suspect,
-                backend: r.backend,
-                services: self.services_of(&entries),
-                check: "passive".into(),
-                reason: format!(
-                    "icmp type {} code {} ({})",
-                    r.icmp.0,
-                    r.icmp.1,
-                    std::io::Error::from_raw_os_error(r.errno)
-                        .to_string()
-                        .to_lowercase()
-                ),
-                successes: 0,
-                failures: 0,
-            });
+            self.record(
+                HealthEvent {
+                    time: SystemTime::now(),
+                    instant: now,
+                    generation: 0,
+                    kind: EventKind::Suspect,
+                    backend: r.backend,
+                    services: self.services_of(&entries),
+                    check: "passive".into(),
+                    reason: format!(
+                        "icmp type {} code {} ({})",
+                        r.icmp.0,
+                        r.icmp.1,
+                        std::io::Error::from_raw_os_error(r.errno)
+                            .to_string()
+                            .to_lowercase()
+                    ),
+                    successes: 0,
+                    failures: 0,
+                },
+                &entries,
+            );
         }
     }
 
-    fn entry(&self, service: &str, addr: SocketAddr) -> Result<BackendId, StateError> {
-        let svc = self
-            .config
-            .services
-            .iter()
-            .find(|s| s.name == service)
-            .ok_or_else(|| StateError::UnknownService(service.to_owned()))?;
-        svc.backends
-            .iter()
-            .find(|b| b.addr == addr)
-            .map(|b| b.id)
-            .ok_or_else(|| StateError::UnknownBackend {
-                service: service.to_owned(),
-                addr,
-            })
-    }
-
-    fn admin_event(&self, id: BackendId, addr: SocketAddr, kind: EventKind, reason: String) {
-        let entries: Vec<_> = self
-            .config
-            .services
-            .iter()
-            .filter(|s| s.backends.iter().any(|b| b.id == id))
-            .map(|s| (s.id, id))
-            .collect();
-        self.record(HealthEvent {
-            time: SystemTime::now(),
-            instant: Instant::now(),
-            generation: self.generation,
-            kind,
-            backend: addr,
-            services: self.services_of(&entries),
-            check: "admin".into(),
-            reason,
-            successes: 0,
-            failures: 0,
-        });
-    }
-
-    /// Drains (no new packets; still checked and counted) or re-enables backend `addr` of
-    /// `service`; returns the snapshot to publish when that changed anything.
+    /// Applies an operator's `change` at `now`; returns the reply and the snapshot to
+    /// publish (`None` for a no-op). Backends it adds are checked from now on (see
+    /// `docs/config.md` for the check they inherit); backends it removes stop being checked unless
+    /// another entry shares their check.
     ///
     /// # Errors
-    /// Unknown service or backend.
-    pub fn set_drain(
+    /// `not_found`, `conflict` or `bad_args` when the change does not fit the table;
+    /// `internal` when the dataplane refuses the result. Nothing changes then.
+    pub fn apply(
         &mut self,
-        service: &str,
-        addr: SocketAddr,
-        drained: bool,
-    ) -> Result<Option<Arc<Snapshot>>, StateError> {
-        let id = self.entry(service, addr)?;
-        let want = if drained {
-            AdminState::Drained
-        } else {
-            AdminState::Enabled
+        change: &Change,
+        who: &Who,
+        now: Instant,
+    ) -> Result<(Applied, Option<Arc<Snapshot>>), ApiError> {
+        let mut next = self.table.clone();
+        let done = next.change(change)?;
+        let Some(message) = done.message else {
+            return Ok((
+                Applied {
+                    generation: self.current.generation,
+                    message: "no change".to_owned(),
+                },
+                None,
+            ));
         };
-        if self.admin.insert(id, want) == Some(want) {
-            return Ok(None);
-        }
-        let snap = self.rebuild()?;
-        let (kind, why) = if drained {
-            (EventKind::Drained, "drained by the operator")
-        } else {
-            (EventKind::Enabled, "enabled by the operator")
-        };
-        self.admin_event(id, addr, kind, why.into());
-        Ok(Some(snap))
-    }
-
-    /// Sets the weight of backend `addr` of `service` (0: no new packets); returns the
-    /// snapshot to publish when that changed anything.
-    ///
-    /// # Errors
-    /// Unknown service or backend.
-    pub fn set_weight(
-        &mut self,
-        service: &str,
-        addr: SocketAddr,
-        weight: u16,
-    ) -> Result<Option<Arc<Snapshot>>, StateError> {
-        let id = self.entry(service, addr)?;
-        let old = self.weights.insert(id, u32::from(weight));
-        if old == Some(u32::from(weight)) {
-            return Ok(None);
-        }
-        let snap = self.rebuild()?;
-        self.admin_event(
-            id,
-            addr,
-            EventKind::Weight,
-            format!("weight {} -> {weight}", old.unwrap_or(0)),
+        let snap = self
+            .build(&next, self.current.generation + 1)
+            .map_err(|e| internal(&e))?;
+        self.table = next;
+        self.current = Arc::clone(&snap);
+        self.sync_targets(now);
+        let generation = snap.generation;
+        tracing::info!(%who, generation, "{message}");
+        self.log(
+            LogKind::Admin,
+            Some(done.service),
+            done.backend,
+            format!("{message} (by {who})"),
         );
-        Ok(Some(snap))
+        Ok((
+            Applied {
+                generation,
+                message,
+            },
+            Some(snap),
+        ))
     }
+
+    /// Makes the table the reloaded `config` (read from `file`) at `now`, or records its
+    /// refusal (`Err` with the message); returns the reply and the snapshot to publish.
+    /// Ids, health and marks of what remains are kept (see `docs/config.md`, Reload).
+    ///
+    /// # Errors
+    /// `refused` with the message when the file did not load; `conflict` when ids run out;
+    /// `internal` when the dataplane refuses the table. Nothing changes then.
+    pub fn reload(
+        &mut self,
+        config: Result<Config, String>,
+        file: &str,
+        who: &Who,
+        now: Instant,
+    ) -> Result<(Reloaded, Arc<Snapshot>), ApiError> {
+        let config = match config {
+            Ok(c) => c,
+            Err(message) => {
+                tracing::warn!(%who, "{message}");
+                self.log(LogKind::Reload, None, None, format!("{message} (by {who})"));
+                return Err(ApiError::new(ErrorCode::Refused, message));
+            }
+        };
+        let mut next = self.table.clone();
+        let (summary, restart) = next.reload(config)?;
+        let snap = self
+            .build(&next, self.current.generation + 1)
+            .map_err(|e| internal(&e))?;
+        self.table = next;
+        self.current = Arc::clone(&snap);
+        self.sync_targets(now);
+        let generation = snap.generation;
+        tracing::info!(%who, generation, file = %file, "reloaded: {summary}");
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "changed keys take effect only at restart");
+        }
+        self.log(
+            LogKind::Reload,
+            None,
+            None,
+            format!("reloaded {file}: {summary} (by {who})"),
+        );
+        Ok((
+            Reloaded {
+                generation,
+                file: file.to_owned(),
+                summary,
+                restart_needed: restart,
+            },
+            snap,
+        ))
+    }
+
+    /// Every service with its backends, weights, health, check latency, admin state and
+    /// counters (zero without counters, see [`State::set_counters`]).
+    pub fn list(&self) -> ServiceList {
+        let t = &self.table;
+        let services = t
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let (packets, bytes) = t.ids.vip(s.id);
+                ServiceInfo {
+                    name: name.clone(),
+                    vip: s.vip,
+                    protocol: "udp".to_owned(),
+                    scheduler: s.scheduler.name().to_owned(),
+                    mode: match s.mode {
+                        dataplane::service::Mode::Nat => "nat",
+                        dataplane::service::Mode::Dr => "dr",
+                    }
+                    .to_owned(),
+                    admin: s.admin,
+                    packets,
+                    bytes,
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let (packets, bytes) = t.ids.backend(b.id);
+                            let target = self.target(b.addr, t.checks.get(&b.id));
+                            let up = target.map_or(true, |t| t.machine.state() == HealthState::Up);
+                            let in_rotation =
+                                s.admin == Admin::Enabled && b.admin == Admin::Enabled && up;
+                            BackendInfo {
+                                addr: b.addr,
+                                weight: b.weight,
+                                effective_weight: if in_rotation { b.weight } else { 0 },
+                                health: if up {
+                                    api::HealthState::Up
+                                } else {
+                                    api::HealthState::Down
+                                },
+                                admin: b.admin,
+                                packets,
+                                bytes,
+                                check_latency_seconds: target
+                                    .and_then(|t| t.latency)
+                                    .map(|d| d.as_secs_f64()),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        ServiceList {
+            generation: self.current.generation,
+            services,
+        }
+    }
+}
+
+/// The entries of `ring` after `since`, as the control socket shows them.
+fn api_events(ring: &SharedEvents, since: u64) -> Vec<api::Event> {
+    crate::health::events::since(ring, since)
+        .into_iter()
+        .map(|e| api::Event {
+            seq: e.seq,
+            unix_ms: e
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            kind: e.kind.name().to_owned(),
+            service: e.service,
+            backend: e.backend,
+            message: e.message,
+        })
+        .collect()
+}
+
+/// What the control thread is connected to.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// The sending half of each worker's update channel.
+    pub updates: Vec<Sender<Arc<Snapshot>>>,
+    /// Each worker's counters, by worker index (for `list`, `stats` and metrics).
+    pub counters: Vec<SharedCounters>,
+    /// Where workers report ICMP errors from backends (passive detection).
+    pub passive: Option<Receiver<PassiveReport>>,
+    /// The config file that `reload` reads again, and the machine to validate it for;
+    /// without it `reload` is refused.
+    pub source: Option<(PathBuf, Machine)>,
 }
 
 enum Command {
-    Drain(String, SocketAddr, bool, Sender<Result<(), StateError>>),
-    Weight(String, SocketAddr, u16, Sender<Result<(), StateError>>),
-}
-
-/// The control thread: runs checks, applies their results and admin requests, publishes
-/// snapshots. Dropping it stops the thread (and the checkers) and waits for them.
-#[derive(Debug)]
-pub struct Controller {
-    commands: Option<Sender<Command>>,
-    events: SharedEvents,
-    current: Arc<Mutex<Arc<Snapshot>>>,
-    thread: Option<JoinHandle<()>>,
+    Apply(Change, Who, Sender<Result<Applied, ApiError>>),
+    Reload(
+        Result<Box<Config>, String>,
+        String,
+        Who,
+        Sender<Result<Reloaded, ApiError>>,
+    ),
+    List(Sender<ServiceList>),
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Drain(s, a, d, _) => write!(f, "Drain({s}, {a}, {d})"),
-            Self::Weight(s, a, w, _) => write!(f, "Weight({s}, {a}, {w})"),
+            Self::Apply(c, w, _) => write!(f, "Apply({c:?}, {w})"),
+            Self::Reload(c, file, w, _) => write!(f, "Reload({}, {file}, {w})", c.is_ok()),
+            Self::List(_) => f.write_str("List"),
         }
     }
+}
+
+/// The control thread: runs checks, applies their results and operators' commands,
+/// publishes snapshots. Its handle is the [`api::Controller`] of `spray run`. Dropping it
+/// (or [`Controller::stop`]) stops the thread (and the checkers) and waits for them.
+#[derive(Debug)]
+pub struct Controller {
+    commands: Mutex<Option<Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    events: SharedEvents,
+    current: Arc<Mutex<Arc<Snapshot>>>,
+    counters: Vec<SharedCounters>,
+    source: Option<(PathBuf, Machine)>,
+    started: Instant,
 }
 
 fn publish(to: &[Sender<Arc<Snapshot>>], current: &Mutex<Arc<Snapshot>>, snap: &Arc<Snapshot>) {
@@ -529,19 +746,25 @@ fn publish(to: &[Sender<Arc<Snapshot>>], current: &Mutex<Arc<Snapshot>>, snap: &
     }
 }
 
+fn stopped() -> ApiError {
+    ApiError::new(ErrorCode::Internal, "the control thread has stopped")
+}
+
 impl Controller {
-    /// Starts the control thread for `state`, which publishes to `workers` (one channel per
-    /// worker) and listens to `passive` reports when given. The state's current snapshot is
-    /// assumed to be what the workers started with.
+    /// Starts the control thread for `state`, connected to `links`. The state's current
+    /// snapshot is assumed to be what the workers started with.
     ///
     /// # Errors
     /// When a thread cannot be started.
-    pub fn start(
-        mut state: State,
-        workers: Vec<Sender<Arc<Snapshot>>>,
-        passive: Option<Receiver<PassiveReport>>,
-    ) -> Result<Self, StateError> {
-        let checker = Checker::start(state.check_threads())
+    pub fn start(mut state: State, links: Links) -> Result<Self, StateError> {
+        let Links {
+            updates: workers,
+            counters,
+            passive,
+            source,
+        } = links;
+        state.set_counters(counters.clone());
+        let mut checker = Checker::start(state.check_threads())
             .map_err(|e| StateError::Spawn("health checker", e))?;
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
         let events = Arc::clone(state.event_ring());
@@ -582,16 +805,34 @@ impl Controller {
                         }
                         recv(cmd_rx) -> c => {
                             let Ok(c) = c else { break };
-                            let (r, reply) = match c {
-                                Command::Drain(s, a, d, reply) => (state.set_drain(&s, a, d), reply),
-                                Command::Weight(s, a, w, reply) => (state.set_weight(&s, a, w), reply),
-                            };
-                            let r = r.map(|snap| {
-                                if let Some(s) = snap {
-                                    publish(&workers, &cur, &s);
+                            match c {
+                                Command::Apply(change, who, reply) => {
+                                    let r = state.apply(&change, &who, Instant::now());
+                                    let r = r.map(|(applied, snap)| {
+                                        if let Some(s) = snap {
+                                            publish(&workers, &cur, &s);
+                                        }
+                                        applied
+                                    });
+                                    let _ = reply.send(r);
                                 }
-                            });
-                            let _ = reply.send(r);
+                                Command::Reload(config, file, who, reply) => {
+                                    let config = config.map(|c| *c);
+                                    let r = state.reload(config, &file, &who, Instant::now());
+                                    let r = r.map(|(reloaded, s)| {
+                                        publish(&workers, &cur, &s);
+                                        reloaded
+                                    });
+                                    let _ = reply.send(r);
+                                }
+                                Command::List(reply) => {
+                                    let _ = reply.send(state.list());
+                                }
+                            }
+                            // Checks added at run time may need more checker threads.
+                            if let Err(e) = checker.grow(state.check_threads()) {
+                                tracing::warn!(error = %e, "cannot start another checker thread");
+                            }
                         }
                         default(wait) => {}
                     }
@@ -600,15 +841,18 @@ impl Controller {
             })
             .map_err(|e| StateError::Spawn("control", e))?;
         Ok(Self {
-            commands: Some(cmd_tx),
+            commands: Mutex::new(Some(cmd_tx)),
+            thread: Mutex::new(Some(thread)),
             events,
             current,
-            thread: Some(thread),
+            counters,
+            source,
+            started: Instant::now(),
         })
     }
 
-    /// The recorded state changes, oldest first (the last 1024).
-    pub fn events(&self) -> Vec<HealthEvent> {
+    /// The recorded health transitions, oldest first (of the last 1024 events).
+    pub fn health_events(&self) -> Vec<HealthEvent> {
         crate::health::events::events(&self.events)
     }
 
@@ -620,54 +864,117 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    fn ask(
-        &self,
-        make: impl FnOnce(Sender<Result<(), StateError>>) -> Command,
-    ) -> Result<(), StateError> {
+    /// Stops the control thread and the checkers and waits for them; later commands are
+    /// answered `internal`. Idempotent.
+    pub fn stop(&self) {
+        // Closing the command channel ends the loop.
+        if let Ok(mut c) = self.commands.lock() {
+            *c = None;
+        }
+        let t = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    /// Sends the command `make` builds and waits for its reply.
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, ApiError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.commands
-            .as_ref()
-            .ok_or(StateError::Stopped)?
-            .send(make(tx))
-            .map_err(|_| StateError::Stopped)?;
-        rx.recv().map_err(|_| StateError::Stopped)?
-    }
-
-    /// Drains or re-enables backend `addr` of `service`, and waits until the snapshot is
-    /// published.
-    ///
-    /// # Errors
-    /// Unknown service or backend, or the control thread has stopped.
-    pub fn set_drain(
-        &self,
-        service: &str,
-        addr: SocketAddr,
-        drained: bool,
-    ) -> Result<(), StateError> {
-        self.ask(|tx| Command::Drain(service.to_owned(), addr, drained, tx))
-    }
-
-    /// Sets the weight of backend `addr` of `service`, and waits until the snapshot is
-    /// published.
-    ///
-    /// # Errors
-    /// Unknown service or backend, or the control thread has stopped.
-    pub fn set_weight(
-        &self,
-        service: &str,
-        addr: SocketAddr,
-        weight: u16,
-    ) -> Result<(), StateError> {
-        self.ask(|tx| Command::Weight(service.to_owned(), addr, weight, tx))
+        let sent = self
+            .commands
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.send(make(tx)).is_ok()))
+            .unwrap_or(false);
+        if !sent {
+            return Err(stopped());
+        }
+        rx.recv().map_err(|_| stopped())
     }
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        // Closing the command channel ends the loop.
-        self.commands = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        self.stop();
+    }
+}
+
+impl api::Controller for Controller {
+    fn list(&self) -> ServiceList {
+        self.ask(Command::List).unwrap_or_else(|_| ServiceList {
+            generation: self.snapshot().generation,
+            services: Vec::new(),
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        let list = api::Controller::list(self);
+        let all: Vec<&SharedCounters> = self.counters.iter().collect();
+        Stats {
+            generation: list.generation,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            totals: WorkerStats::sum(None, &all),
+            workers: self
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| WorkerStats::sum(Some(i), &[c]))
+                .collect(),
+            services: list
+                .services
+                .into_iter()
+                .map(|s| ServiceStats {
+                    name: s.name,
+                    vip: s.vip,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    backends: s
+                        .backends
+                        .into_iter()
+                        .map(|b| BackendStats {
+                            addr: b.addr,
+                            packets: b.packets,
+                            bytes: b.bytes,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn events(&self, since: u64) -> Vec<api::Event> {
+        api_events(&self.events, since)
+    }
+
+    fn apply(&self, change: Change, who: &Who) -> Result<Applied, ApiError> {
+        self.ask(|reply| Command::Apply(change, who.clone(), reply))?
+    }
+
+    fn reload(&self, who: &Who) -> Result<Reloaded, ApiError> {
+        let Some((path, machine)) = &self.source else {
+            return Err(ApiError::new(
+                ErrorCode::Refused,
+                "reload refused: spray was not started from a config file",
+            ));
+        };
+        let file = path.display().to_string();
+        // Read and validated here, on the caller's thread: the control thread only swaps.
+        let config = Config::load(path, machine).map(Box::new).map_err(|e| {
+            let mut message = format!("reload refused, the running config stays: {e}");
+            if let Some(s) = std::error::Error::source(&e) {
+                message.push_str(&format!(": {s}"));
+            }
+            message
+        });
+        self.ask(|reply| Command::Reload(config, file, who.clone(), reply))?
+    }
+
+    fn version(&self) -> VersionInfo {
+        VersionInfo {
+            name: "spray".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: api::PROTOCOL_VERSION,
+            controller: "health".to_owned(),
         }
     }
 }
@@ -675,7 +982,7 @@ impl Drop for Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Machine;
+    use crate::api::{BackendRef, NewBackend, NewService};
     use crate::health::ProbeError;
 
     const SRC: &str = r#"
@@ -723,8 +1030,9 @@ fall = 3
     }
 
     /// Advances `now` in 10 ms steps, running every due check (target 0 with result `ok0`,
-    /// all others fail when `all` is set, else pass) until target 0 (every target, with
-    /// `all`) has been checked `n` times; returns the snapshots published.
+    /// all others fail when `all` is set, else pass) until target 0 has been checked `n`
+    /// times (and, with `all`, every other target too: first checks are jittered, so
+    /// another target may lag); returns the snapshots published.
     fn checks(
         s: &mut State,
         now: &mut Instant,
@@ -733,23 +1041,16 @@ fall = 3
         all: bool,
     ) -> Vec<Arc<Snapshot>> {
         let mut out = Vec::new();
-        // With `all`, every target must reach `n` checks: first checks are jittered, so
-        // target 0 may get its n-th check before the others do.
-        let mut done = vec![0usize; s.targets()];
-        let finished = |d: &[usize]| {
-            if all {
-                d.iter().all(|&c| c >= n)
-            } else {
-                d.first().is_some_and(|&c| c >= n)
-            }
+        let mut done = std::collections::HashMap::<usize, usize>::new();
+        let finished = |done: &std::collections::HashMap<usize, usize>, targets: usize| {
+            let n0 = done.get(&0).copied().unwrap_or(0);
+            n0 >= n && (!all || (done.len() == targets && done.values().all(|&d| d >= n)))
         };
-        while !finished(&done) {
+        while !finished(&done, s.targets()) {
             *now += Duration::from_millis(10);
             for j in s.poll_due(*now) {
                 let ok = if j.index == 0 { ok0 } else { !all };
-                if let Some(c) = done.get_mut(j.index) {
-                    *c += 1;
-                }
+                *done.entry(j.index).or_default() += 1;
                 if let Some(snap) = s.handle_outcome(&outcome(j.index, *now, ok), *now).unwrap() {
                     out.push(snap);
                 }
@@ -821,18 +1122,41 @@ fall = 3
         );
     }
 
+    fn who() -> Who {
+        Who::local("test")
+    }
+
+    /// Applies `c` at `now`; the snapshot it published.
+    fn apply(s: &mut State, c: Change, now: Instant) -> Option<Arc<Snapshot>> {
+        s.apply(&c, &who(), now).unwrap().1
+    }
+
+    fn backend(service: &str, addr: &str) -> BackendRef {
+        BackendRef {
+            service: service.to_owned(),
+            backend: addr.parse().unwrap(),
+        }
+    }
+
+    fn kinds(s: &State) -> Vec<(&'static str, String)> {
+        crate::health::events::since(s.event_ring(), 0)
+            .into_iter()
+            .map(|e| (e.kind.name(), e.message))
+            .collect()
+    }
+
     #[test]
     fn drain_is_independent_of_health() {
         let (mut s, mut now) = state();
-        let b1: SocketAddr = "127.0.0.1:6001".parse().unwrap();
-        let snap = s.set_drain("a", b1, true).unwrap().unwrap();
+        let drain = Change::Drain(backend("a", "127.0.0.1:6001"));
+        let snap = apply(&mut s, drain.clone(), now).unwrap();
         assert_eq!(
             weights(&snap),
             [vec![0, 1], vec![1, 1]],
             "drain is per service"
         );
         assert!(
-            s.set_drain("a", b1, true).unwrap().is_none(),
+            apply(&mut s, drain, now).is_none(),
             "no change, no snapshot"
         );
         // A drained backend is still checked: going down and up again does not undrain it.
@@ -840,29 +1164,318 @@ fall = 3
         assert_eq!(weights(s.snapshot()), [vec![0, 1], vec![0, 1]]);
         checks(&mut s, &mut now, 2, true, false);
         assert_eq!(weights(s.snapshot()), [vec![0, 1], vec![1, 1]]);
-        let snap = s.set_drain("a", b1, false).unwrap().unwrap();
+        let snap = apply(&mut s, Change::Undrain(backend("a", "127.0.0.1:6001")), now).unwrap();
         assert_eq!(weights(&snap), [vec![1, 1], vec![1, 1]]);
-        let snap = s.set_weight("b", b1, 0).unwrap().unwrap();
+        let w = Change::SetWeight {
+            target: backend("b", "127.0.0.1:6001"),
+            weight: 0,
+        };
+        let snap = apply(&mut s, w, now).unwrap();
         assert_eq!(weights(&snap), [vec![1, 1], vec![0, 1]]);
-        let kinds: Vec<_> = s.events().iter().map(|e| e.kind).collect();
+        // Admin changes and health transitions are one stream.
+        let k: Vec<_> = kinds(&s).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(k, ["admin", "health", "health", "admin", "admin"]);
+        let log = kinds(&s);
         assert_eq!(
-            kinds,
+            log[0].1,
+            "backend 127.0.0.1:6001 of service a: enabled -> drained (by test)"
+        );
+        assert!(
+            log[1].1.starts_with("backend 127.0.0.1:6001 down for a (127.0.0.10:5514), b (127.0.0.11:5514): udp check failed 3 time(s)"),
+            "{}",
+            log[1].1
+        );
+        let kinds: Vec<_> = s.events().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Down, EventKind::Up]);
+        let e = s
+            .apply(&Change::Drain(backend("c", "127.0.0.1:6001")), &who(), now)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = s
+            .apply(&Change::Drain(backend("a", "127.0.0.1:1")), &who(), now)
+            .unwrap_err();
+        assert_eq!(e.message, "service a has no backend 127.0.0.1:1");
+    }
+
+    #[test]
+    fn health_and_weight_changes_do_not_undo_each_other() {
+        let (mut s, mut now) = state();
+        let weight = |w| Change::SetWeight {
+            target: backend("a", "127.0.0.1:6001"),
+            weight: w,
+        };
+        apply(&mut s, weight(5), now).unwrap();
+        assert_eq!(weights(s.snapshot()), [vec![5, 1], vec![1, 1]]);
+        // A health verdict after the weight change keeps the weight.
+        let down = checks(&mut s, &mut now, 3, false, false);
+        assert_eq!(weights(&down[0]), [vec![0, 1], vec![0, 1]]);
+        let a = down[0].services().next().unwrap();
+        assert_eq!(a.spec.backends[0].weight, 5, "down, but still weight 5");
+        // A weight change while down keeps it down...
+        let snap = apply(&mut s, weight(7), now).unwrap();
+        assert_eq!(weights(&snap), [vec![0, 1], vec![0, 1]]);
+        assert_eq!(s.health(BackendId(0)), Health::Down);
+        let list = s.list();
+        let b = &list.services[0].backends[0];
+        assert_eq!(
+            (b.weight, b.effective_weight, b.health),
+            (7, 0, api::HealthState::Down)
+        );
+        assert!(b.check_latency_seconds.is_some());
+        // ...and coming back up brings the new weight, not the file's.
+        let up = checks(&mut s, &mut now, 2, true, false);
+        assert_eq!(weights(&up[0]), [vec![7, 1], vec![1, 1]]);
+        // Fallback and passive settings survive every change.
+        let a = s.snapshot().services().next().unwrap();
+        assert!(a.spec.fallback.is_some());
+    }
+
+    const RELOADED: &str = r#"
+[services.a]
+vip = "127.0.0.10:5514"
+fallback = "127.0.0.1:7000"
+passive = true
+backends = [{ addr = "127.0.0.1:6001" }, { addr = "127.0.0.1:6003", weight = 2 }]
+[services.a.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+rise = 2
+fall = 3
+
+[services.b]
+vip = "127.0.0.11:5514"
+backends = [{ addr = "127.0.0.1:6001" }, { addr = "127.0.0.1:6002" }]
+[services.b.check]
+type = "udp"
+interval_ms = 200
+timeout_ms = 50
+rise = 2
+fall = 3
+"#;
+
+    #[test]
+    fn reload_keeps_ids_health_and_marks_of_what_stays() {
+        let (mut s, mut now) = state();
+        // 6001 down (one check, both services), 6002 drained in b.
+        checks(&mut s, &mut now, 3, false, false);
+        apply(&mut s, Change::Drain(backend("b", "127.0.0.1:6002")), now).unwrap();
+        let ids = |snap: &Snapshot| -> Vec<(u16, Vec<(String, u16)>)> {
+            snap.services()
+                .map(|v| {
+                    (
+                        v.spec.id.0,
+                        v.spec
+                            .backends
+                            .iter()
+                            .map(|b| (b.addr.to_string(), b.id.0))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        let before = ids(s.snapshot());
+        let c = Config::parse("t.toml", RELOADED, &Machine { cores: vec![0] }).unwrap();
+        let (r, snap) = s.reload(Ok(c), "t.toml", &who(), now).unwrap();
+        assert_eq!(
+            r.summary,
+            "services: 0 added, 0 removed, 1 changed; backends: 1 added, 1 removed, 0 re-weighted"
+        );
+        assert_eq!(snap.generation, r.generation);
+        // Ids: a keeps 0 (6001 id 0), 6003 is new (after the fallback's id 4); b keeps 1
+        // and its backends 2 and 3.
+        assert_eq!(
+            before,
             [
-                EventKind::Drained,
-                EventKind::Down,
-                EventKind::Up,
-                EventKind::Enabled,
-                EventKind::Weight
+                (
+                    0,
+                    vec![("127.0.0.1:6001".into(), 0), ("127.0.0.1:6002".into(), 1)]
+                ),
+                (
+                    1,
+                    vec![("127.0.0.1:6001".into(), 2), ("127.0.0.1:6002".into(), 3)]
+                )
             ]
         );
-        assert!(matches!(
-            s.set_drain("c", b1, true),
-            Err(StateError::UnknownService(_))
-        ));
+        assert_eq!(
+            ids(&snap),
+            [
+                (
+                    0,
+                    vec![("127.0.0.1:6001".into(), 0), ("127.0.0.1:6003".into(), 5)]
+                ),
+                (
+                    1,
+                    vec![("127.0.0.1:6001".into(), 2), ("127.0.0.1:6002".into(), 3)]
+                )
+            ]
+        );
+        // a's check of 6001 did not change: still down. b's did (interval): a new check,
+        // which starts up. 6002 stays drained in b; 6003 is new and up.
+        assert_eq!(weights(&snap), [vec![0, 2], vec![1, 0]]);
+        assert_eq!(s.health(BackendId(0)), Health::Down);
+        assert_eq!(s.health(BackendId(2)), Health::Up);
+        // Checks: 6001 (a), 6003 (a), 6001 (b, new interval), 6002 (b).
+        assert_eq!(s.targets(), 4);
+        let a = snap.services().next().unwrap();
+        assert!(a.spec.passive && a.spec.fallback.is_some());
+        assert_eq!(a.spec.fallback.as_ref().unwrap().id, BackendId(4), "kept");
+        // A refused reload changes nothing and is logged.
+        let gen = s.snapshot().generation;
         let e = s
-            .set_drain("a", "127.0.0.1:1".parse().unwrap(), true)
+            .reload(Err("reload refused: bad".into()), "t.toml", &who(), now)
             .unwrap_err();
-        assert_eq!(e.to_string(), "services.a: no backend 127.0.0.1:1");
+        assert_eq!(e.code, ErrorCode::Refused);
+        assert_eq!(s.snapshot().generation, gen);
+        let log = kinds(&s);
+        assert_eq!(
+            log.last().unwrap(),
+            &("reload", "reload refused: bad (by test)".into())
+        );
+    }
+
+    #[test]
+    fn a_backend_added_at_run_time_inherits_the_service_check() {
+        let (mut s, now) = state();
+        let add = |service: &str, addr: &str| Change::AddBackend {
+            service: service.to_owned(),
+            backend: NewBackend {
+                addr: addr.parse().unwrap(),
+                weight: 1,
+            },
+        };
+        let (r, _) = s.apply(&add("a", "127.0.0.1:6009"), &who(), now).unwrap();
+        assert_eq!(
+            r.message,
+            "added backend 127.0.0.1:6009 weight 1 to service a, checked by udp"
+        );
+        assert_eq!(s.targets(), 3);
+        // Its first check comes within one interval, on its own port.
+        let later = now + Duration::from_millis(100);
+        let jobs = s.poll_due(later);
+        let j = jobs
+            .iter()
+            .find(|j| j.target.addr.port() == 6009)
+            .expect("the new backend is checked");
+        assert!(matches!(
+            j.target.check.probe,
+            crate::health::Probe::Udp { port: None, .. }
+        ));
+        // Fails `fall` times: down, and only it.
+        let mut snap = None;
+        for i in 0..3 {
+            let at = later + Duration::from_millis(100 * i);
+            snap = s
+                .handle_outcome(&outcome(j.index, at, false), at)
+                .unwrap()
+                .or(snap);
+        }
+        assert_eq!(weights(&snap.unwrap()), [vec![1, 1, 0], vec![1, 1]]);
+        // Removing it stops its check; an added vip has no check to inherit.
+        apply(
+            &mut s,
+            Change::DelBackend(backend("a", "127.0.0.1:6009")),
+            now,
+        )
+        .unwrap();
+        assert_eq!(s.targets(), 2);
+        let vip = Change::AddVip(NewService {
+            name: "c".into(),
+            vip: "127.0.0.12:5514".parse().unwrap(),
+            scheduler: dataplane::sched::SchedulerKind::Rr,
+            mode: dataplane::service::Mode::Nat,
+            backends: vec![],
+        });
+        apply(&mut s, vip, now).unwrap();
+        let (r, _) = s.apply(&add("c", "127.0.0.1:6009"), &who(), now).unwrap();
+        assert!(!r.message.contains("checked"), "{}", r.message);
+        assert_eq!(s.targets(), 2);
+        // The fallback is not a backend to add.
+        let e = s
+            .apply(&add("a", "127.0.0.1:7000"), &who(), now)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict);
+    }
+
+    /// A UDP port with nothing bound to it (the kernel answers ICMP port unreachable).
+    fn closed_port() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_backend_added_through_the_controller_is_checked_and_goes_down() {
+        use crate::api::Controller as _;
+        let live = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let src = format!(
+            "[services.s]\nvip = \"127.0.0.1:9\"\nbackends = [{{ addr = \"{}\" }}]\n\
+             [services.s.check]\ntype = \"udp\"\ninterval_ms = 30\ntimeout_ms = 20\nfall = 2\n",
+            live.local_addr().unwrap()
+        );
+        let c = Config::parse("t.toml", &src, &Machine { cores: vec![0] }).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ctrl = Controller::start(
+            State::new(c, 1, Instant::now()).unwrap(),
+            Links {
+                updates: vec![tx],
+                ..Links::default()
+            },
+        )
+        .unwrap();
+        let dead = closed_port();
+        let r = ctrl
+            .apply(
+                Change::AddBackend {
+                    service: "s".into(),
+                    backend: NewBackend {
+                        addr: dead,
+                        weight: 1,
+                    },
+                },
+                &who(),
+            )
+            .unwrap();
+        // Published before the reply.
+        assert_eq!(rx.try_recv().unwrap().generation, r.generation);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let l = ctrl.list();
+            let b = &l.services[0].backends;
+            if b[1].health == api::HealthState::Down {
+                assert_eq!(b[1].effective_weight, 0);
+                assert_eq!(b[0].health, api::HealthState::Up, "the live one stays up");
+                assert!(b[1].check_latency_seconds.is_some());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{l:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let snap = rx.try_iter().last().expect("the verdict was published");
+        assert_eq!(weights(&snap), [vec![1, 0]]);
+        let ev = ctrl.events(0);
+        assert_eq!(ev[0].kind, "admin");
+        let down = ev
+            .iter()
+            .find(|e| e.kind == "health")
+            .expect("a health event");
+        assert_eq!(down.backend, Some(dead));
+        assert_eq!(down.service.as_deref(), Some("s"));
+        assert!(ev.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        assert_eq!(ctrl.events(ev[0].seq).len(), ev.len() - 1);
+        ctrl.stop();
+        assert_eq!(
+            ctrl.apply(
+                Change::DelVip {
+                    service: "s".into()
+                },
+                &who()
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Internal
+        );
     }
 
     #[test]

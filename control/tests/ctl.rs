@@ -52,10 +52,15 @@ backends = [{{ addr = "127.0.0.1:1" }}, {{ addr = "127.0.0.1:2", weight = {weigh
 }
 
 fn start(dir: &Path) -> Spray {
+    start_with(dir, &|socket| config_text(socket, free_udp_port(), "2", ""))
+}
+
+/// Starts `spray run` with the config `text` makes for the control socket's path.
+fn start_with(dir: &Path, text: &dyn Fn(&Path) -> String) -> Spray {
     let socket = dir.join("spray.sock");
     let config = dir.join("spray.toml");
     let stdout = dir.join("stdout.txt");
-    std::fs::write(&config, config_text(&socket, free_udp_port(), "2", "")).unwrap();
+    std::fs::write(&config, text(&socket)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_spray"))
         .args(["run", "--stats-interval", "0", "--config"])
         .arg(&config)
@@ -286,4 +291,107 @@ fn ctl_list_change_reload_and_metrics() {
     );
     let out = ctl(&s, &["weight", "syslog"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The metrics address `spray run` printed at start.
+fn metrics_addr(s: &Spray) -> String {
+    let stdout = std::fs::read_to_string(&s.stdout).unwrap();
+    stdout
+        .split("metrics http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn ctl_list_shows_a_dead_backend_down() {
+    // A live backend (bound, silent: a udp check without require_reply passes) and a dead
+    // one (a port nothing listens on: the kernel answers ICMP port unreachable).
+    let live = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = free_udp_port();
+    let s = start_with(dir.path(), &|socket| {
+        format!(
+            r#"
+[control]
+socket = "{}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[services.syslog]
+vip = "127.0.0.1:{vip}"
+backends = [{{ addr = "{}" }}, {{ addr = "127.0.0.1:{dead}" }}]
+
+[services.syslog.check]
+type = "udp"
+interval_ms = 50
+timeout_ms = 40
+fall = 2
+"#,
+            socket.display(),
+            live.local_addr().unwrap()
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let l = loop {
+        let l = json(&s, &["list"]);
+        if l["services"][0]["backends"][1]["health"] == "down" {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "never down: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let b = &l["services"][0]["backends"];
+    assert_eq!(b[0]["health"], "up", "{l}");
+    assert_eq!(b[1]["effective_weight"], 0, "{l}");
+    assert!(b[1]["check_latency_seconds"].as_f64().is_some(), "{l}");
+    assert_eq!(l["generation"], 2, "one snapshot for the verdict: {l}");
+    // The table says so too.
+    let out = ctl(&s, &["list"]);
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{dead}")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" down "), "{table}");
+    // Events: the verdict, as a health event.
+    let ev = json(&s, &["events"]);
+    let e = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "health")
+        .unwrap_or_else(|| panic!("{ev}"))
+        .clone();
+    assert_eq!(e["backend"], format!("127.0.0.1:{dead}"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("down for syslog"),
+        "{e}"
+    );
+    // A weight change keeps it down; metrics agree.
+    let out = ctl(&s, &["weight", "syslog", &format!("127.0.0.1:{dead}"), "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let l = json(&s, &["list"]);
+    let b = &l["services"][0]["backends"][1];
+    assert_eq!(
+        (&b["health"], &b["weight"], &b["effective_weight"]),
+        (&"down".into(), &3.into(), &0.into()),
+        "{l}"
+    );
+    let body = scrape(&metrics_addr(&s));
+    let up = body
+        .lines()
+        .find(|l| l.starts_with("spray_backend_up{") && l.contains(&format!("127.0.0.1:{dead}")))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(up.ends_with(" 0.0"), "{up}");
+    assert!(
+        body.contains("spray_backend_check_latency_seconds{"),
+        "{body}"
+    );
+    assert_eq!(json(&s, &["version"])["controller"], "health");
 }

@@ -29,7 +29,7 @@ use spray::config::{Config, Machine};
 use spray::health::events::{EventKind, HealthEvent};
 use spray::proxy::ProxySettings;
 use spray::run::{proxy_settings, Workers};
-use spray::state::{passive_channel, Controller, State};
+use spray::state::{passive_channel, Controller, Links, State};
 
 /// Grace after the decision before "nothing to backend 1" is asserted.
 const MARGIN: Duration = Duration::from_millis(5);
@@ -130,7 +130,12 @@ fn free_port(ip: &str) -> u16 {
 fn wait_event(c: &Controller, kind: EventKind, after: usize, limit: Duration) -> HealthEvent {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(e) = c.events().into_iter().skip(after).find(|e| e.kind == kind) {
+        if let Some(e) = c
+            .health_events()
+            .into_iter()
+            .skip(after)
+            .find(|e| e.kind == kind)
+        {
             return e;
         }
         assert!(
@@ -197,7 +202,16 @@ fn scenario(passive: bool, vips: [&str; 2]) {
         Arc::clone(&stop),
     )
     .unwrap();
-    let controller = Controller::start(state, workers.update_senders(), Some(prx)).unwrap();
+    let controller = Controller::start(
+        state,
+        Links {
+            updates: workers.update_senders(),
+            counters: workers.counters().to_vec(),
+            passive: Some(prx),
+            source: None,
+        },
+    )
+    .unwrap();
 
     // The monitor: every change of Spray's "sent to backend 1" counters, with its time.
     let counters = workers.counters().to_vec();
@@ -241,7 +255,7 @@ fn scenario(passive: bool, vips: [&str; 2]) {
     thread::sleep(Duration::from_millis(1000));
     let revive = Instant::now();
     let reborn = Sink::bind(backends[0]);
-    let n_events = controller.events().len();
+    let n_events = controller.health_events().len();
     let up = wait_event(&controller, EventKind::Up, n_events, Duration::from_secs(5));
     thread::sleep(Duration::from_millis(1000));
     client_stop.store(true, Ordering::Relaxed);

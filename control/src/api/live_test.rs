@@ -12,10 +12,10 @@ use serde_json::json;
 
 use super::client::Client;
 use super::server::Server;
-use super::ConfigController;
 use crate::config::{Config, Machine};
 use crate::proxy::ProxySettings;
 use crate::run::Workers;
+use crate::state::{Controller, Links, State};
 
 /// A backend: counts the sequence numbers it receives.
 struct Sink {
@@ -78,7 +78,8 @@ fn live_changes_lose_and_misdirect_nothing() {
     std::fs::write(&path, config_text(vip, &[(a, 1), (b, 1), (c, 1)])).unwrap();
     let machine = Machine { cores: vec![0] };
     let config = Config::load(&path, &machine).unwrap();
-    let snap = Arc::new(config.snapshot(1).unwrap());
+    let state = State::new(config, 1, Instant::now()).unwrap();
+    let snap = Arc::clone(state.snapshot());
     let stop = Arc::new(AtomicBool::new(false));
     let workers = Workers::start(
         Arc::clone(&snap),
@@ -88,14 +89,19 @@ fn live_changes_lose_and_misdirect_nothing() {
         Arc::clone(&stop),
     )
     .unwrap();
-    let ctrl = Arc::new(ConfigController::new(
-        config,
-        &path,
-        machine,
-        snap,
-        workers.counters().to_vec(),
-        workers.updates().to_vec(),
-    ));
+    // The controller of `spray run`: the one publisher of snapshots.
+    let ctrl = Arc::new(
+        Controller::start(
+            state,
+            Links {
+                updates: workers.update_senders(),
+                counters: workers.counters().to_vec(),
+                passive: None,
+                source: Some((path.clone(), machine)),
+            },
+        )
+        .unwrap(),
+    );
     let sock = dir.path().join("ctl.sock");
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };

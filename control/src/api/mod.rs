@@ -6,13 +6,9 @@
 //! [`Controller`] is the one seam between the control socket and the state it controls.
 //! Every type it takes or returns is plain data that serialises with serde, so the socket
 //! ([`server`], [`proto`]) and the metrics endpoint ([`crate::metrics`]) never see how the
-//! state is kept. Two implementations are planned:
-//!
-//! * [`ConfigController`] (today): the validated config plus admin state; every backend is
-//!   `up`; its event ring holds admin and reload events.
-//! * the health controller (the health-check work): the same table plus checker verdicts;
-//!   it fills [`BackendInfo::health`], [`BackendInfo::check_latency_seconds`] and pushes
-//!   `health` events. See `docs/control.md` for what it must keep.
+//! state is kept. `spray run` has exactly one implementation: [`crate::state::Controller`],
+//! the control thread that also runs the health checks, so the table that operators change
+//! and the one that health verdicts change are the same, and it alone publishes snapshots.
 //!
 //! Implementations must publish every accepted change as a new `Arc<Snapshot>` (the next
 //! generation) to every worker **before** returning from [`Controller::apply`] or
@@ -25,7 +21,6 @@
 //! [`BackendId`]: dataplane::service::BackendId
 
 pub mod client;
-pub mod config_controller;
 pub mod proto;
 pub mod server;
 
@@ -36,9 +31,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+use dataplane::counters::{DropReason, SharedCounters};
 use serde::{Deserialize, Serialize};
-
-pub use self::config_controller::ConfigController;
 
 /// Who asked for something: logged with every applied change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +234,32 @@ pub struct WorkerStats {
     pub drops: BTreeMap<String, u64>,
 }
 
+impl WorkerStats {
+    /// The counters of `counters` added up, as worker `worker` (`None` for the totals).
+    pub fn sum(worker: Option<usize>, counters: &[&SharedCounters]) -> Self {
+        let mut w = Self {
+            worker,
+            ..Self::default()
+        };
+        for r in DropReason::ALL {
+            w.drops.insert(r.name().to_owned(), 0);
+        }
+        for c in counters {
+            w.rx_packets += c.rx_packets.get();
+            w.rx_bytes += c.rx_bytes.get();
+            w.tx_packets += c.tx_packets.get();
+            w.tx_bytes += c.tx_bytes.get();
+            w.nat_replies += c.nat_replies.get();
+            w.snapshots_applied += c.snapshots_applied.get();
+            w.bind_errors += c.bind_errors.get();
+            for r in DropReason::ALL {
+                *w.drops.entry(r.name().to_owned()).or_default() += c.dropped(r);
+            }
+        }
+        w
+    }
+}
+
 /// Packets and bytes of one backend of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStats {
@@ -411,7 +431,7 @@ pub struct VersionInfo {
     pub version: String,
     /// Version of this protocol; bumped on incompatible changes.
     pub protocol: u32,
-    /// Which controller answers (`config`, `health`).
+    /// Which controller answers (`health`: the control thread that also runs the checks).
     pub controller: String,
 }
 
@@ -430,7 +450,8 @@ pub trait Controller: Send + Sync {
     /// Counters per worker, service and backend, drops by reason.
     fn stats(&self) -> Stats;
 
-    /// Events with `seq > since`, oldest first (the ring keeps the latest few hundred).
+    /// Events with `seq > since`, oldest first (the ring keeps the latest 1024): admin
+    /// changes, reloads and health transitions in one sequence.
     fn events(&self, since: u64) -> Vec<Event>;
 
     /// Applies `change` and publishes the new snapshot to every worker before returning.

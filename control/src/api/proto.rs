@@ -366,8 +366,8 @@ pub(crate) mod tests {
     use dataplane::service::Snapshot;
 
     use super::*;
-    use crate::api::ConfigController;
     use crate::config::{Config, Machine};
+    use crate::state::{Controller as StateController, Links, State};
 
     pub(crate) const CONFIG: &str = r#"
 [services.syslog]
@@ -380,19 +380,27 @@ vip = "198.18.0.11:53"
 backends = [{ addr = "198.18.1.1:53" }]
 "#;
 
-    /// A controller over `src` (written to a temp file for reload) with no workers but one
-    /// update channel, whose receiver is returned.
+    /// The controller of `spray run` over `src` (written to a temp file for reload) with no
+    /// workers but one update channel, whose receiver is returned.
     pub(crate) fn controller(
         src: &str,
-    ) -> (ConfigController, Receiver<Arc<Snapshot>>, tempfile::TempDir) {
+    ) -> (StateController, Receiver<Arc<Snapshot>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spray.toml");
         std::fs::write(&path, src).unwrap();
         let machine = Machine { cores: vec![0] };
         let config = Config::load(&path, &machine).unwrap();
-        let snap = Arc::new(config.snapshot(1).unwrap());
+        let state = State::new(config, 1, std::time::Instant::now()).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let c = ConfigController::new(config, &path, machine, snap, Vec::new(), vec![tx]);
+        let c = StateController::start(
+            state,
+            Links {
+                updates: vec![tx],
+                source: Some((path, machine)),
+                ..Links::default()
+            },
+        )
+        .unwrap();
         (c, rx, dir)
     }
 
@@ -636,7 +644,7 @@ backends = [{ addr = "198.18.1.1:53" }]
             .contains("service dns: enabled -> disabled"));
         let v = ask(&c, r#"{"id":8,"cmd":"version"}"#);
         assert_eq!(v["ok"]["protocol"], 1);
-        assert_eq!(v["ok"]["controller"], "config");
+        assert_eq!(v["ok"]["controller"], "health");
     }
 
     #[test]

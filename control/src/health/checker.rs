@@ -16,7 +16,7 @@ use super::{probe, ProbeError, Target};
 /// A probe to run.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The caller's index of the target.
+    /// The caller's key of the target.
     pub index: usize,
     /// What to check.
     pub target: Arc<Target>,
@@ -39,6 +39,9 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Checker {
     jobs: Option<Sender<Job>>,
+    /// Kept to start more threads ([`Checker::grow`]).
+    job_rx: Receiver<Job>,
+    out_tx: Sender<Outcome>,
     outcomes: Receiver<Outcome>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -51,10 +54,26 @@ impl Checker {
     pub fn start(threads: usize) -> std::io::Result<Self> {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (out_tx, outcomes) = crossbeam_channel::unbounded();
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let (rx, tx) = (job_rx.clone(), out_tx.clone());
-            handles.push(
+        let mut this = Self {
+            jobs: Some(jobs),
+            job_rx,
+            out_tx,
+            outcomes,
+            threads: Vec::new(),
+        };
+        this.grow(threads.max(1))?;
+        Ok(this)
+    }
+
+    /// Starts threads until there are `threads` (checks added at run time may need more).
+    ///
+    /// # Errors
+    /// When the OS refuses a thread; the threads already running keep working.
+    pub fn grow(&mut self, threads: usize) -> std::io::Result<()> {
+        while self.threads.len() < threads {
+            let (rx, tx) = (self.job_rx.clone(), self.out_tx.clone());
+            let i = self.threads.len();
+            self.threads.push(
                 std::thread::Builder::new()
                     .name(format!("spray-check-{i}"))
                     .spawn(move || {
@@ -74,11 +93,12 @@ impl Checker {
                     })?,
             );
         }
-        Ok(Self {
-            jobs: Some(jobs),
-            outcomes,
-            threads: handles,
-        })
+        Ok(())
+    }
+
+    /// How many threads run.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
     }
 
     /// Queues a probe.
@@ -97,6 +117,7 @@ impl Checker {
 
 impl Drop for Checker {
     fn drop(&mut self) {
+        // `jobs` is the only sender: dropping it ends every thread's loop.
         self.jobs = None;
         // Outcomes still queued are dropped with the receiver after the threads end; a
         // thread blocked in a probe ends within its timeout.

@@ -1,10 +1,11 @@
-//! State changes of backends, kept in a bounded ring for the control socket.
+//! What happened to the table, kept in a bounded ring for the control socket.
 //!
-//! Every change the controller makes (a check takes a backend down or up, a passive report
-//! makes it suspect, an operator drains it or changes its weight) becomes one
-//! [`HealthEvent`], logged with `tracing` and pushed into an [`EventRing`] that keeps the
-//! last [`EVENT_RING`] of them; older ones are dropped. Readers get a copy
-//! ([`EventRing::events`]), so the lock is held only for a `Vec` clone.
+//! Every change the controller makes becomes one [`Logged`] entry with the next sequence
+//! number: a check or a passive report changed a backend's health ([`LogKind::Health`],
+//! with the [`HealthEvent`] detail), the operator changed the table ([`LogKind::Admin`]), or
+//! the config file was reloaded or refused ([`LogKind::Reload`]). One ring, one sequence, so
+//! `events` with `since` is one ordered stream. It keeps the last [`EVENT_RING`] entries;
+//! older ones are dropped. Readers get a copy, so the lock is held only for a `Vec` clone.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,10 +14,10 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-/// Events kept.
+/// Entries kept.
 pub const EVENT_RING: usize = 1024;
 
-/// What happened to a backend.
+/// What a check decided about a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -26,12 +27,6 @@ pub enum EventKind {
     Up,
     /// A worker saw an ICMP error from it: an immediate check follows.
     Suspect,
-    /// The operator drained it (no new packets).
-    Drained,
-    /// The operator put it back in rotation.
-    Enabled,
-    /// The operator changed its weight.
-    Weight,
 }
 
 impl EventKind {
@@ -41,14 +36,11 @@ impl EventKind {
             Self::Down => "down",
             Self::Up => "up",
             Self::Suspect => "suspect",
-            Self::Drained => "drained",
-            Self::Enabled => "enabled",
-            Self::Weight => "weight",
         }
     }
 }
 
-/// One state change.
+/// One health transition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthEvent {
     /// Wall-clock time of the decision.
@@ -64,7 +56,7 @@ pub struct HealthEvent {
     pub backend: SocketAddr,
     /// The services affected, as `name (vip)`.
     pub services: Vec<String>,
-    /// Check type (`udp`, `tcp`, `http`, `icmp`, `exec`), `passive` or `admin`.
+    /// Check type (`udp`, `tcp`, `http`, `icmp`, `exec`) or `passive`.
     pub check: String,
     /// The deciding error, or why it happened.
     pub reason: String,
@@ -74,11 +66,53 @@ pub struct HealthEvent {
     pub failures: u32,
 }
 
-/// The last [`EVENT_RING`] events, oldest first.
+/// Which kind of change a [`Logged`] entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// A check or a passive report (see [`Logged::health`]).
+    Health,
+    /// An operator's change through the control socket.
+    Admin,
+    /// A reload of the config file, applied or refused.
+    Reload,
+}
+
+impl LogKind {
+    /// The name the control socket uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Admin => "admin",
+            Self::Reload => "reload",
+        }
+    }
+}
+
+/// One entry of the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// Sequence number, set by [`EventRing::push`]: one more than the entry before.
+    pub seq: u64,
+    /// Wall-clock time.
+    pub time: SystemTime,
+    /// What kind of change.
+    pub kind: LogKind,
+    /// The service concerned, when there is one.
+    pub service: Option<String>,
+    /// The backend concerned, when there is one.
+    pub backend: Option<SocketAddr>,
+    /// What happened, and who did it.
+    pub message: String,
+    /// The detail of a health transition.
+    pub health: Option<HealthEvent>,
+}
+
+/// The last [`EVENT_RING`] entries, oldest first.
 #[derive(Debug)]
 pub struct EventRing {
-    events: VecDeque<HealthEvent>,
+    events: VecDeque<Logged>,
     cap: usize,
+    last_seq: u64,
 }
 
 impl Default for EventRing {
@@ -88,35 +122,57 @@ impl Default for EventRing {
 }
 
 impl EventRing {
-    /// A ring keeping the last `cap` (at least 1) events.
+    /// A ring keeping the last `cap` (at least 1) entries.
     pub fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         Self {
             events: VecDeque::with_capacity(cap),
             cap,
+            last_seq: 0,
         }
     }
 
-    /// Adds `e`, dropping the oldest event when full.
-    pub fn push(&mut self, e: HealthEvent) {
+    /// Adds `e` with the next sequence number, dropping the oldest entry when full;
+    /// returns the number.
+    pub fn push(&mut self, mut e: Logged) -> u64 {
         if self.events.len() == self.cap {
             self.events.pop_front();
         }
+        self.last_seq += 1;
+        e.seq = self.last_seq;
         self.events.push_back(e);
+        self.last_seq
     }
 
-    /// A copy of the events, oldest first.
-    pub fn events(&self) -> Vec<HealthEvent> {
-        self.events.iter().cloned().collect()
+    /// A copy of the entries with a sequence number above `seq`, oldest first.
+    pub fn since(&self, seq: u64) -> Vec<Logged> {
+        self.events
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect()
+    }
+
+    /// A copy of the health transitions, oldest first.
+    pub fn health(&self) -> Vec<HealthEvent> {
+        self.events
+            .iter()
+            .filter_map(|e| e.health.clone())
+            .collect()
     }
 }
 
 /// The ring as shared between the controller (writer) and readers.
 pub type SharedEvents = Arc<Mutex<EventRing>>;
 
-/// A copy of the events in `ring`, oldest first (empty if a writer panicked).
+/// A copy of the health transitions in `ring`, oldest first (empty if a writer panicked).
 pub fn events(ring: &SharedEvents) -> Vec<HealthEvent> {
-    ring.lock().map(|r| r.events()).unwrap_or_default()
+    ring.lock().map(|r| r.health()).unwrap_or_default()
+}
+
+/// A copy of the entries of `ring` after `seq`, oldest first (empty if a writer panicked).
+pub fn since(ring: &SharedEvents, seq: u64) -> Vec<Logged> {
+    ring.lock().map(|r| r.since(seq)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -138,14 +194,34 @@ mod tests {
         }
     }
 
+    fn logged(n: u32) -> Logged {
+        Logged {
+            seq: 0,
+            time: SystemTime::now(),
+            kind: if n % 2 == 0 {
+                LogKind::Health
+            } else {
+                LogKind::Admin
+            },
+            service: None,
+            backend: None,
+            message: format!("event {n}"),
+            health: (n % 2 == 0).then(|| ev(n)),
+        }
+    }
+
     #[test]
-    fn ring_keeps_the_newest() {
+    fn ring_keeps_the_newest_in_one_sequence() {
         let mut r = EventRing::new(3);
         for i in 0..5 {
-            r.push(ev(i));
+            assert_eq!(r.push(logged(i)), u64::from(i) + 1);
         }
-        let g: Vec<_> = r.events().iter().map(|e| e.generation).collect();
-        assert_eq!(g, [2, 3, 4]);
+        let seqs: Vec<_> = r.since(0).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        let seqs: Vec<_> = r.since(4).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [5]);
+        let g: Vec<_> = r.health().iter().map(|e| e.generation).collect();
+        assert_eq!(g, [2, 4], "health entries only");
     }
 
     #[test]
