@@ -5,3 +5,4 @@
 
 pub mod micro;
 pub mod socket;
+pub mod traffic;
