@@ -4,5 +4,6 @@
 //! io-forward baseline measured by the same binary in the same run.
 
 pub mod micro;
+pub mod plot;
 pub mod socket;
 pub mod traffic;

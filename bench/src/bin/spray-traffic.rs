@@ -85,8 +85,8 @@ struct SendArgs {
     /// Seconds to send
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Payload bytes (at least 24, the header)
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(24..=65507))]
+    /// Payload bytes (at least 64: a syslog priority and tag, then the 44-byte header)
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(64..=65507))]
     size: u16,
     /// Datagrams per sendmmsg
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]

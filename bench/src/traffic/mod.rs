@@ -26,13 +26,26 @@ use hdrhistogram::Histogram;
 use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 
-/// `"SPRY"`: marks datagrams of this generator.
-pub const MAGIC: u32 = 0x5350_5259;
+/// Marks the start of a generated header.
+pub const MAGIC: &[u8; 4] = b"SPRY";
 
-/// Bytes of [`Header`] at the start of every payload.
-pub const HEADER_LEN: usize = 24;
+/// Bytes of [`Header`]: the magic and 40 hexadecimal digits.
+pub const HEADER_LEN: usize = 44;
 
-/// The head of every generated payload (big endian on the wire).
+/// What the generator puts before the header: an RFC 3164 priority (local0.info) and a tag,
+/// so syslog-aware balancers (HAProxy's log-forward) take the datagram for a log message.
+pub const PREFIX: &[u8] = b"<134>spray-traffic: ";
+
+/// Smallest payload: [`PREFIX`] and the header.
+pub const MIN_PAYLOAD: usize = PREFIX.len() + HEADER_LEN;
+
+/// How far into a payload a sink looks for the magic (a syslog relay may rewrite the
+/// priority and add a timestamp and host name before the message).
+pub const SEARCH_LEN: usize = 256;
+
+/// The head of every generated message: `SPRY`, then stream, sequence number and send time
+/// as 8, 16 and 16 lower-case hexadecimal digits. Text, not binary, so that a syslog relay
+/// forwards it unchanged (no NUL bytes, nothing unprintable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Sender's stream id (one per `send` process), so sinks can tell senders apart.
@@ -43,6 +56,26 @@ pub struct Header {
     pub sent_ns: u64,
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(out: &mut [u8], v: u64) {
+    let n = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+    }
+}
+
+fn get_hex(s: &[u8]) -> Option<u64> {
+    s.iter().try_fold(0u64, |acc, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some((acc << 4) | u64::from(d))
+    })
+}
+
 impl Header {
     /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`; false when `buf` is
     /// shorter.
@@ -50,26 +83,23 @@ impl Header {
         let Some(h) = buf.get_mut(..HEADER_LEN) else {
             return false;
         };
-        h[0..4].copy_from_slice(&MAGIC.to_be_bytes());
-        h[4..8].copy_from_slice(&self.stream.to_be_bytes());
-        h[8..16].copy_from_slice(&self.seq.to_be_bytes());
-        h[16..24].copy_from_slice(&self.sent_ns.to_be_bytes());
+        h[0..4].copy_from_slice(MAGIC);
+        put_hex(&mut h[4..12], u64::from(self.stream));
+        put_hex(&mut h[12..28], self.seq);
+        put_hex(&mut h[28..44], self.sent_ns);
         true
     }
 
-    /// Reads a header; `None` when `buf` is short or the magic is wrong.
+    /// Finds and reads a header in the first [`SEARCH_LEN`] bytes of a payload; `None` when
+    /// there is none or its digits are not hexadecimal.
     pub fn parse(buf: &[u8]) -> Option<Self> {
-        let h = buf.get(..HEADER_LEN)?;
-        let word = |r: std::ops::Range<usize>| -> u64 {
-            h[r].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-        };
-        if word(0..4) != u64::from(MAGIC) {
-            return None;
-        }
+        let head = &buf[..buf.len().min(SEARCH_LEN)];
+        let at = head.windows(4).position(|w| w == MAGIC)?;
+        let h = buf.get(at..at + HEADER_LEN)?;
         Some(Self {
-            stream: word(4..8) as u32,
-            seq: word(8..16),
-            sent_ns: word(16..24),
+            stream: get_hex(&h[4..12])? as u32,
+            seq: get_hex(&h[12..28])?,
+            sent_ns: get_hex(&h[28..44])?,
         })
     }
 }
@@ -191,12 +221,22 @@ mod tests {
             seq: 0x0102_0304_0506_0708,
             sent_ns: 42,
         };
-        let mut buf = [0xa5u8; 30];
-        assert!(h.emit(&mut buf));
-        assert_eq!(&buf[..4], b"SPRY");
+        let mut buf = [b'x'; 80];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        assert!(h.emit(&mut buf[PREFIX.len()..]));
+        assert_eq!(
+            &buf[PREFIX.len()..PREFIX.len() + HEADER_LEN],
+            b"SPRY000000070102030405060708000000000000002a"
+        );
         assert_eq!(Header::parse(&buf), Some(h));
-        assert_eq!(Header::parse(&buf[..23]), None);
-        buf[0] = b'X';
+        // A relay may rewrite what comes before the header.
+        let mut relayed = b"<134>Nov 22 10:00:00 host ".to_vec();
+        relayed.extend_from_slice(&buf[PREFIX.len()..]);
+        assert_eq!(Header::parse(&relayed), Some(h));
+        assert_eq!(Header::parse(&buf[..PREFIX.len() + HEADER_LEN - 1]), None);
+        buf[PREFIX.len() + 10] = b'g';
+        assert_eq!(Header::parse(&buf), None);
+        buf[PREFIX.len()] = b'X';
         assert_eq!(Header::parse(&buf), None);
         assert!(!h.emit(&mut [0u8; 10]));
     }

@@ -1,7 +1,7 @@
 //! The generator: numbered, timestamped datagrams in `sendmmsg` batches.
 //!
-//! Every slot of one [`Batch`] is staged once with the payload; before each `sendmmsg` the
-//! header of every slot is rewritten in place with the next sequence number and the current
+//! Every slot of one [`Batch`] is staged once with the payload ([`PREFIX`], then letters);
+//! before each `sendmmsg` the header of every slot is rewritten in place with the next sequence number and the current
 //! `CLOCK_MONOTONIC` time, so the loop neither allocates nor copies payloads.
 //!
 //! Pacing (fixed-rate mode) is per batch: batch `k` is due at `start + k * batch / rate`.
@@ -21,7 +21,7 @@ use dataplane::port::socket::{Batch, Outgoing};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 
-use super::{monotonic_ns, Header, Timeline, HEADER_LEN};
+use super::{monotonic_ns, Header, Timeline, MIN_PAYLOAD, PREFIX};
 
 /// Settings of one sender run.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct SendSettings {
     pub rate: u64,
     /// How long to send.
     pub duration: Duration,
-    /// Payload bytes per datagram (at least [`HEADER_LEN`]).
+    /// Payload bytes per datagram (at least [`MIN_PAYLOAD`]).
     pub size: usize,
     /// Datagrams per `sendmmsg`.
     pub batch: usize,
@@ -129,9 +129,10 @@ fn pace(due: Instant) {
 pub fn send(s: &SendSettings, stop: &AtomicBool) -> io::Result<SendReport> {
     let sock = sender_socket(s)?;
     let n = s.batch.clamp(1, dataplane::port::socket::MAX_BATCH);
-    let size = s.size.max(HEADER_LEN);
+    let size = s.size.max(MIN_PAYLOAD);
     let mut batch = Batch::new(n, size);
-    let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    payload[..PREFIX.len()].copy_from_slice(PREFIX);
     for i in 0..n {
         batch.stage(i, &payload);
     }
@@ -153,7 +154,7 @@ pub fn send(s: &SendSettings, stop: &AtomicBool) -> io::Result<SendReport> {
         }
         let now_ns = monotonic_ns();
         for i in 0..n {
-            if let Some(p) = batch.payload_mut(i) {
+            if let Some(p) = batch.payload_mut(i).and_then(|p| p.get_mut(PREFIX.len()..)) {
                 Header {
                     stream: s.stream,
                     seq: seq + i as u64,

@@ -21,9 +21,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 
-use super::{
-    histogram_buckets, monotonic_ns, new_histogram, Header, Latency, Timeline, HEADER_LEN,
-};
+use super::{histogram_buckets, monotonic_ns, new_histogram, Header, Latency, Timeline};
 
 /// Sequence numbers beyond this are counted but not checked for duplicates (the bitmap
 /// would pass 32 MiB).
@@ -243,7 +241,7 @@ pub fn bind(s: &SinkSettings) -> io::Result<UdpSocket> {
 /// An error of `epoll` or `recvmmsg` other than "would block" or "interrupted".
 pub fn run(sock: &UdpSocket, s: &SinkSettings, stop: &AtomicBool) -> io::Result<SinkReport> {
     let bind = sock.local_addr()?.to_string();
-    let mut batch = Batch::new(s.batch, 2048.max(HEADER_LEN));
+    let mut batch = Batch::new(s.batch, 2048);
     let mut ep = Epoll::new(1)?;
     ep.add(sock.as_fd(), 0)?;
     let mut tally = Tally::new(s.timeline_ms);
@@ -331,7 +329,7 @@ mod tests {
     use super::*;
 
     fn dgram(stream: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
-        let mut b = vec![0u8; 64];
+        let mut b = vec![b' '; 64];
         Header {
             stream,
             seq,

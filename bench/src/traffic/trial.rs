@@ -150,7 +150,7 @@ mod tests {
             let mut t = Tally::new(0);
             // Backend 2 misses seq 8; everyone else gets its third.
             for seq in (b..10).step_by(3).filter(|&s| s != 8) {
-                let mut d = [0u8; 32];
+                let mut d = [b' '; 44];
                 Header {
                     stream: 9,
                     seq,
