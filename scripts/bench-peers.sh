@@ -200,8 +200,10 @@ backends = [
   { addr = "198.18.3.2:$PORT" },
 ]
 EOF
-    in_ns "$LB" "$SPRAY" run --config "$WORK/spray.toml" --stats-interval 0 \
-        > "$WORK/spray.log" 2>&1 &
+    # `ip netns exec` execs the program, so $! is the balancer itself (never background a
+    # shell function here: $! would be a subshell and the balancer would outlive a kill).
+    ip netns exec "$LB" "$SPRAY" run --config "$WORK/spray.toml" --stats-interval 0 \
+        < /dev/null > "$WORK/spray.log" 2>&1 &
     PEER_PID=$!
     PIDS+=("$PEER_PID")
     wait_bound
@@ -232,7 +234,8 @@ stream {
     }
 }
 EOF
-    in_ns "$LB" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+    ip netns exec "$LB" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" \
+        -c "$WORK/nginx/nginx.conf" < /dev/null > "$WORK/nginx/stdout.log" 2>&1 &
     PEER_PID=$!
     PIDS+=("$PEER_PID")
     wait_bound
@@ -251,7 +254,7 @@ log-forward bench
     log 198.18.2.2:$PORT sample 2:3 local0
     log 198.18.3.2:$PORT sample 3:3 local0
 EOF
-    in_ns "$LB" haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
+    ip netns exec "$LB" haproxy -db -f "$WORK/haproxy.cfg" < /dev/null > "$WORK/haproxy.log" 2>&1 &
     PEER_PID=$!
     PIDS+=("$PEER_PID")
     wait_bound
@@ -306,7 +309,9 @@ measure_peer() { # $1 = peer, $2 = rep
         --work "$WORK" --size "$SIZE" "${cpu[@]}" \
         --seconds "$SECONDS_PER_TRIAL" --steps "$STEPS" --loss-threshold "$THRESHOLD" \
         --latency-rate "$LAT_RATE" --latency-seconds "$LAT_SECONDS" \
-        --out "$OUT/runs/$peer-$rep.json" || echo "bench-peers: $peer measurement failed" >&2
+        --out "$OUT/runs/$peer-$rep.json" &&
+        RUN_FILES+=("$OUT/runs/$peer-$rep.json") ||
+        echo "bench-peers: $peer measurement failed" >&2
     stop_peer "$peer"
 }
 
@@ -335,6 +340,7 @@ for p in "${PEER_LIST[@]}"; do
     esac
 done
 
+RUN_FILES=()
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
     for p in "${RUN_PEERS[@]}"; do measure_peer "$p" "$rep"; done
@@ -350,14 +356,14 @@ if [ "$FAILOVER" = 1 ]; then
         --kill-after "$FO_KILL" --kill-index 1 --bucket-ms 100 --out "$OUT/failover.json" ||
         echo "bench-peers: failover run failed" >&2
     stop_peer spray
-    # Spray's own per-backend counters: it kept sending to the dead backend (no health
-    # checks in this build) or it did not.
-    grep -iE 'backend|198\.18\.' "$WORK/spray.log" | sed 's/^/  spray: /' >&2 || true
+    # Spray's own per-backend counters: whether it kept sending to the dead backend.
+    cp "$WORK/spray.log" "$OUT/failover-spray.log"
+    sed 's/^/  spray: /' "$WORK/spray.log" >&2
 fi
 
 log "summary ($(( $(date +%s) - START )) s of measuring)"
 SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
-"$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "$OUT"/runs/*.json |
+"$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
     tee "$OUT/summary.md"
 if [ "$PLOTS" = 1 ] && [ -x "$PLOTTER" ]; then
     "$PLOTTER" --results "$OUT/results.json" --failover "$OUT/failover.json" --out "$OUT" || true

@@ -86,7 +86,7 @@ pub fn throughput(r: &Results, path: &Path) -> PlotResult {
     chart.draw_series(r.peers.iter().enumerate().map(|(i, p)| {
         Text::new(
             format!("{:.0}k", p.loss_free_per_sec / 1e3),
-            (i as f64 - 0.12, p.loss_free_per_sec / 1e3 + top * 0.03),
+            (i as f64 - 0.1, p.loss_free_per_sec / 1e3 + top * 0.04),
             ("sans-serif", 16),
         )
     }))?;
@@ -208,7 +208,7 @@ pub fn failover(f: &FailoverRun, path: &Path) -> PlotResult {
         .x_desc("seconds")
         .y_desc(format!("datagrams per {} ms", f.bucket_ms))
         .draw()?;
-    // The last interval is usually partial: leave it out.
+    // The first and last intervals are usually partial: leave them out.
     let upto = n.saturating_sub(1).max(1);
     for (i, series) in f.received.iter().enumerate() {
         let c = color(i);
@@ -216,6 +216,7 @@ pub fn failover(f: &FailoverRun, path: &Path) -> PlotResult {
             .iter()
             .take(upto)
             .enumerate()
+            .skip(1)
             .map(|(k, &v)| (k as f64 * dt, v as f64))
             .collect();
         let name = f.backends.get(i).cloned().unwrap_or_default();
@@ -229,6 +230,7 @@ pub fn failover(f: &FailoverRun, path: &Path) -> PlotResult {
         .iter()
         .take(upto)
         .enumerate()
+        .skip(1)
         .map(|(k, &v)| (k as f64 * dt, v as f64))
         .collect();
     chart

@@ -44,6 +44,8 @@ pub struct PeerSummary {
     pub softirq_percent: f64,
     /// Median balancer CPU at saturation, percent of one core.
     pub saturation_cpu_percent: Option<f64>,
+    /// Median machine-wide softirq at saturation, percent of one core.
+    pub saturation_softirq_percent: f64,
     /// Median most/fewest datagrams per backend at the latency rate.
     pub evenness: Option<f64>,
 }
@@ -145,6 +147,9 @@ pub fn summarize(runs: Vec<PeerRun>, settings: &str) -> Results {
                     rs.iter()
                         .map(|r| r.saturation.cpu.as_ref().and_then(|c| c.process_percent)),
                 ),
+                saturation_softirq_percent: m(&|r| {
+                    r.saturation.cpu.as_ref().map_or(0.0, |c| c.softirq_percent)
+                }),
                 evenness: median_opt(rs.iter().map(|r| r.latency.evenness)),
             }
         })
@@ -167,9 +172,12 @@ pub fn table(r: &Results) -> String {
     let rate = r.peers.first().map_or(0, |p| p.latency_rate);
     let _ = writeln!(
         s,
-        "| balancer | loss-free/s (median) | runs | max fwd/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % @{rate}/s | µs CPU/dgram | softirq % | CPU % @max | max/min |"
+        "| balancer | loss-free/s (median) | runs | max fwd/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % @{rate}/s | µs CPU/dgram | softirq % | CPU % @max | softirq % @max | max/min |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for p in &r.peers {
         let runs: Vec<String> = p
             .loss_free_runs
@@ -178,7 +186,7 @@ pub fn table(r: &Results) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {:.0}{} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {:.0}{} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {:.0} | {} |",
             p.name,
             p.loss_free_per_sec,
             if p.sender_limited { " (sender-limited)" } else { "" },
@@ -192,6 +200,7 @@ pub fn table(r: &Results) -> String {
             opt(p.cpu_us_per_datagram, 2),
             p.softirq_percent,
             opt(p.saturation_cpu_percent, 0),
+            p.saturation_softirq_percent,
             opt(p.evenness, 3),
         );
     }
