@@ -361,6 +361,10 @@ if [ "$FAILOVER" = 1 ]; then
     sed 's/^/  spray: /' "$WORK/spray.log" >&2
 fi
 
+if [ ${#RUN_FILES[@]} = 0 ]; then
+    echo "bench-peers: no balancer was measured" >&2
+    exit 0
+fi
 log "summary ($(( $(date +%s) - START )) s of measuring)"
 SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
 "$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
