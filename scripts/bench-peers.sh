@@ -361,15 +361,17 @@ if [ "$FAILOVER" = 1 ]; then
     sed 's/^/  spray: /' "$WORK/spray.log" >&2
 fi
 
-if [ ${#RUN_FILES[@]} = 0 ]; then
+PLOT_ARGS=()
+if [ ${#RUN_FILES[@]} -gt 0 ]; then
+    log "summary ($(( $(date +%s) - START )) s of measuring)"
+    SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
+    "$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
+        tee "$OUT/summary.md"
+    PLOT_ARGS+=(--results "$OUT/results.json")
+else
     echo "bench-peers: no balancer was measured" >&2
-    exit 0
 fi
-log "summary ($(( $(date +%s) - START )) s of measuring)"
-SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
-"$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
-    tee "$OUT/summary.md"
 if [ "$PLOTS" = 1 ] && [ -x "$PLOTTER" ]; then
-    "$PLOTTER" --results "$OUT/results.json" --failover "$OUT/failover.json" --out "$OUT" || true
+    "$PLOTTER" "${PLOT_ARGS[@]}" --failover "$OUT/failover.json" --out "$OUT" || true
 fi
-echo "results: $OUT/results.json, $OUT/summary.md$( [ "$PLOTS" = 1 ] && echo ", $OUT/*.svg")"
+echo "results in $OUT"
