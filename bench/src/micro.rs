@@ -5,9 +5,17 @@
 //! plus that copy. The io-forward baseline runs the same port with a worker that only moves
 //! the burst from RX to TX, so the difference is Spray's parse, lookup, schedule, rewrite
 //! and counting.
+//!
+//! With `workers > 1` each worker thread gets its own port, worker and counters, pinned to
+//! its own core (`core_affinity`, cores 0, 1, ...) and replaying its own set of client flows
+//! (as RSS would hand each core different flows); the NAT flow table is shared, as in
+//! `spray run`. The threads start together behind a barrier and the result is the sum of
+//! their rates. On a machine with fewer cores than workers, threads share cores and the
+//! figure says so by not scaling.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
@@ -55,8 +63,10 @@ pub struct MicroSettings {
     pub reps: usize,
     /// Scheduler of the VIP.
     pub scheduler: SchedulerKind,
-    /// Distinct client flows in the replayed traffic.
+    /// Distinct client flows in the replayed traffic (per worker).
     pub flows: usize,
+    /// Worker threads, each pinned to its own core.
+    pub workers: usize,
 }
 
 impl Default for MicroSettings {
@@ -68,6 +78,7 @@ impl Default for MicroSettings {
             reps: 5,
             scheduler: SchedulerKind::Rr,
             flows: 64,
+            workers: 1,
         }
     }
 }
@@ -77,9 +88,11 @@ impl Default for MicroSettings {
 pub struct MicroResult {
     /// Which case.
     pub case: Case,
-    /// Median million packets per second.
+    /// Worker threads (cores).
+    pub workers: usize,
+    /// Median million packets per second, all workers together.
     pub mpps: f64,
-    /// Median nanoseconds per packet.
+    /// Median nanoseconds per packet of one worker (`workers / mpps` µs).
     pub ns_per_packet: f64,
     /// Every repetition's Mpps.
     pub runs: Vec<f64>,
@@ -112,10 +125,13 @@ fn snapshot(mode: Mode, scheduler: SchedulerKind) -> Snapshot {
     Snapshot::new(1, vec![spec]).expect("one valid service")
 }
 
-fn templates(s: &MicroSettings) -> Vec<Vec<u8>> {
+fn templates(s: &MicroSettings, worker: usize) -> Vec<Vec<u8>> {
     (0..s.flows.max(1))
         .map(|i| {
-            let src = SocketAddr::new([198, 18, 0, 1 + (i % 200) as u8].into(), 40000 + i as u16);
+            let src = SocketAddr::new(
+                [198, 18, 2 + (worker % 250) as u8, 1 + (i % 200) as u8].into(),
+                40000 + i as u16,
+            );
             let spec = FrameSpec::new(src, "198.18.0.10:514".parse().expect("literal"));
             let payload = vec![b'x'; s.frame_len.saturating_sub(42)];
             udp_frame(&spec, &payload)
@@ -130,16 +146,44 @@ pub fn run_case(case: Case, s: &MicroSettings) -> MicroResult {
     sorted.sort_by(f64::total_cmp);
     let mpps = sorted[sorted.len() / 2];
     runs.shrink_to_fit();
+    let workers = s.workers.max(1);
     MicroResult {
         case,
+        workers,
         mpps,
-        ns_per_packet: 1e3 / mpps,
+        ns_per_packet: 1e3 * workers as f64 / mpps,
         runs,
     }
 }
 
+/// One repetition: every worker at once, their rates summed.
 fn once(case: Case, s: &MicroSettings) -> f64 {
-    let port = MemoryPort::replay(PORT_MAC, templates(s), s.burst * 4);
+    let n = s.workers.max(1);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let barrier = Arc::new(Barrier::new(n));
+    let flows = Arc::new(NatFlows::new(1 << 16));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let (barrier, flows, s) = (barrier.clone(), flows.clone(), s.clone());
+            thread::spawn(move || {
+                if let Some(c) = core {
+                    // Best effort: an unpinned thread still measures, only less steadily.
+                    core_affinity::set_for_current(c);
+                }
+                barrier.wait();
+                one_worker(case, &s, i, flows)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("a benchmark worker panicked"))
+        .sum()
+}
+
+fn one_worker(case: Case, s: &MicroSettings, index: usize, nat_flows: Arc<NatFlows>) -> f64 {
+    let port = MemoryPort::replay(PORT_MAC, templates(s, index), s.burst * 4);
     match case {
         Case::IoForward => {
             let mut port = port;
@@ -172,7 +216,7 @@ fn once(case: Case, s: &MicroSettings) -> f64 {
                 Arc::new(snapshot(mode, s.scheduler)),
                 rx,
                 counters.clone(),
-                Arc::new(NatFlows::new(1 << 16)),
+                nat_flows,
             );
             let start = Instant::now();
             while start.elapsed() < s.duration {
@@ -210,7 +254,22 @@ mod tests {
 
     #[test]
     fn templates_have_the_requested_length() {
-        let t = templates(&MicroSettings::default());
+        let t = templates(&MicroSettings::default(), 0);
         assert!(t.iter().all(|f| f.len() == 64));
+        assert_ne!(t[0], templates(&MicroSettings::default(), 1)[0]);
+    }
+
+    #[test]
+    fn two_workers_forward_and_report_per_worker_cost() {
+        let s = MicroSettings {
+            duration: Duration::from_millis(20),
+            reps: 1,
+            workers: 2,
+            ..Default::default()
+        };
+        let r = run_case(Case::Nat, &s);
+        assert_eq!(r.workers, 2);
+        assert!(r.mpps > 0.0);
+        assert!((r.ns_per_packet - 2e3 / r.mpps).abs() < 1e-9);
     }
 }

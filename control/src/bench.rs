@@ -20,8 +20,9 @@ pub fn bench(args: &BenchArgs) -> io::Result<()> {
             millis,
             reps,
             scheduler,
+            workers,
         } => {
-            let s = MicroSettings {
+            let mut s = MicroSettings {
                 burst: usize::from(*burst),
                 frame_len: usize::from(*size),
                 duration: Duration::from_millis(*millis),
@@ -31,28 +32,32 @@ pub fn bench(args: &BenchArgs) -> io::Result<()> {
             };
             if !args.json {
                 println!(
-                    "dataplane over the memory port: {}-byte frames, burst {}, 1 core, {} x {} ms, scheduler {}",
+                    "dataplane over the memory port: {}-byte frames, burst {}, {} x {} ms, scheduler {}, workers pinned to cores 0..",
                     s.frame_len, s.burst, s.reps, millis, scheduler
                 );
                 println!(
-                    "{:<11} {:>9} {:>10} {:>10}",
-                    "case", "Mpps", "ns/packet", "vs io-fwd"
+                    "{:>7} {:<11} {:>9} {:>12} {:>10}",
+                    "workers", "case", "Mpps", "ns/pkt/core", "vs io-fwd"
                 );
             }
-            let mut base = None;
-            for case in [Case::IoForward, Case::Dr, Case::Nat] {
-                let r = run_case(case, &s);
-                let base_mpps = *base.get_or_insert(r.mpps);
-                if args.json {
-                    println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
-                } else {
-                    println!(
-                        "{:<11} {:>9.2} {:>10.1} {:>9.0}%",
-                        case.name(),
-                        r.mpps,
-                        r.ns_per_packet,
-                        100.0 * r.mpps / base_mpps
-                    );
+            for &w in workers {
+                s.workers = usize::from(w);
+                let mut base = None;
+                for case in [Case::IoForward, Case::Dr, Case::Nat] {
+                    let r = run_case(case, &s);
+                    let base_mpps = *base.get_or_insert(r.mpps);
+                    if args.json {
+                        println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
+                    } else {
+                        println!(
+                            "{:>7} {:<11} {:>9.2} {:>12.1} {:>9.0}%",
+                            w,
+                            case.name(),
+                            r.mpps,
+                            r.ns_per_packet,
+                            100.0 * r.mpps / base_mpps
+                        );
+                    }
                 }
             }
             if cfg!(debug_assertions) && !args.json {

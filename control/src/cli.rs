@@ -102,7 +102,7 @@ pub enum Command {
     /// Measure Spray: the dataplane per packet, or socket mode on loopback
     #[command(
         long_about = "Measure Spray on this machine, in this process.\n\n                      `spray bench dataplane` runs the worker loop over an in-memory port that                       replays 64-byte UDP frames, beside an io-forward loop (the same port, no                       per-packet work) measured by the same binary in the same run, and prints                       Mpps and ns/packet for io-forward, DR and NAT (median of --reps).\n\n                      `spray bench socket` runs socket mode on 127.0.0.1: one client sends                       numbered datagrams through a Spray worker to three sinks, at --rate                       datagrams/s (or as fast as it can with --rate 0; several rates with                       --rate 50000,100000,...), and prints what reached the sinks and what was                       lost.\n\n                      Build with --release for meaningful figures; docs/benchmarks.md has                       the figures measured so far and how they were taken.",
-        after_long_help = "Examples:\n                             spray bench dataplane\n                             spray bench dataplane --burst 64 --reps 9 --json\n                             spray bench socket --rate 0 --seconds 3\n                             spray bench socket --rate 50000,100000,200000 --size 200"
+        after_long_help = "Examples:\n                             spray bench dataplane\n                             spray bench dataplane --burst 64 --reps 9 --json\n                             spray bench dataplane --workers 1,2\n                             spray bench socket --rate 0 --seconds 3\n                             spray bench socket --rate 50000,100000,200000 --size 200"
     )]
     Bench(BenchArgs),
     /// Talk to a running spray over its control socket: list, stats, change, reload
@@ -156,6 +156,10 @@ pub enum BenchWhat {
         /// Scheduler of the benchmark VIP: rr, wrr or maglev
         #[arg(long, default_value = "rr", value_parser = parse_scheduler)]
         scheduler: SchedulerKind,
+        /// Worker threads, each pinned to its own core; a comma list runs each (1,2)
+        #[arg(long, value_delimiter = ',', default_value = "1",
+              value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: Vec<u16>,
     },
     /// Socket mode on 127.0.0.1: client -> Spray worker -> three sinks
     Socket {
