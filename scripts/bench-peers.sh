@@ -148,6 +148,10 @@ make_testbed() {
     ip -n "$C" route add 198.18.0.0/15 via 198.18.0.2
     for i in 1 2 3; do ip -n "${B[$((i - 1))]}" route add default via "198.18.$i.1"; done
     in_ns "$LB" sysctl -qw net.ipv4.ip_forward=1
+    # A source address for health checks that carries no data traffic: the kernel rate-limits
+    # ICMP errors per peer (~1/s under load), and a UDP check that expects no reply learns of
+    # a dead backend only from its port-unreachable answer (docs/config.md, `source`).
+    ip -n "$LB" addr add 198.18.254.1/32 dev lo
     if command -v ping >/dev/null; then in_ns "$C" ping -c1 -W1 -q "$VIP" >/dev/null; fi
 }
 
@@ -179,7 +183,13 @@ stop_pid() { # stop one process we started and forget it
 }
 
 # Each start_* sets PEER_PID (empty for nft) and leaves the balancer serving the VIP.
+# start_spray [checked]: "checked" adds a UDP health check (interval 100 ms, fall 3; a closed
+# sink port answers ICMP port unreachable, which fails the check), as for the failover run.
 start_spray() {
+    local check=""
+    if [ "${1:-}" = checked ]; then
+        check=$'[services.bench.check]\ntype = "udp"\ninterval_ms = 100\ntimeout_ms = 50\nrise = 2\nfall = 3\nsource = "198.18.254.1"'
+    fi
     cat > "$WORK/spray.toml" <<EOF
 [runtime]
 dataplane = "socket"
@@ -199,6 +209,7 @@ backends = [
   { addr = "198.18.2.2:$PORT" },
   { addr = "198.18.3.2:$PORT" },
 ]
+$check
 EOF
     # `ip netns exec` execs the program, so $! is the balancer itself (never background a
     # shell function here: $! would be a subshell and the balancer would outlive a kill).
@@ -347,13 +358,13 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 if [ "$FAILOVER" = 1 ]; then
-    log "failover: Spray socket mode, backend 2's sink stopped after $FO_KILL s"
-    start_spray
+    log "failover: Spray socket mode with a UDP health check, backend 2's sink stopped after $FO_KILL s"
+    start_spray checked
     sleep 0.3
     # shellcheck disable=SC2046
     "$TRAFFIC" failover --name spray --client-ns "$C" --target "$VIP:$PORT" $(sinks_args) \
         --work "$WORK" --size "$SIZE" --rate "$LAT_RATE" --seconds "$FO_SECONDS" \
-        --kill-after "$FO_KILL" --kill-index 1 --bucket-ms 100 --out "$OUT/failover.json" ||
+        --kill-after "$FO_KILL" --kill-index 1 --settle 2.5 --bucket-ms 100 --out "$OUT/failover.json" ||
         echo "bench-peers: failover run failed" >&2
     stop_peer spray
     # Spray's own per-backend counters: whether it kept sending to the dead backend.

@@ -49,7 +49,7 @@ use crate::config::{Config, Machine};
 use crate::health::checker::{Checker, Job, Outcome};
 use crate::health::events::{EventKind, EventRing, HealthEvent, LogKind, Logged, SharedEvents};
 use crate::health::machine::{Machine as RiseFall, State as HealthState};
-use crate::health::{Check, Target};
+use crate::health::{Check, Evidence, Target};
 
 /// Capacity of the passive-report channel: a burst of ICMP errors beyond it is only counted
 /// by the workers (one report per backend is all the controller needs).
@@ -424,10 +424,20 @@ impl State {
             return Ok(None);
         }
         let reason = match &o.result {
-            Ok(()) => "check passed".to_owned(),
+            Ok(Evidence::Answer) => "check passed".to_owned(),
+            Ok(Evidence::Silence) => "check passed (no reply, no icmp error)".to_owned(),
             Err(e) => e.0.clone(),
         };
-        let Some(tr) = t.machine.handle_result(now, o.result.is_ok(), &reason) else {
+        let verdict = match &o.result {
+            Ok(Evidence::Answer) => Some(true),
+            Ok(Evidence::Silence) => t.machine.silence_counts(now).then_some(true),
+            Err(_) => Some(false),
+        };
+        // Silence right after an ICMP error is no news (the kernel rate-limits the errors).
+        let Some(ok) = verdict else {
+            return Ok(None);
+        };
+        let Some(tr) = t.machine.handle_result(now, ok, &reason) else {
             if let Err(e) = &o.result {
                 tracing::debug!(backend = %t.target.addr, check = t.target.check.probe.name(),
                     error = %e, failures = t.machine.counts().1, "check failed");
@@ -1020,7 +1030,7 @@ fall = 3
             started: at,
             finished: at,
             result: if ok {
-                Ok(())
+                Ok(Evidence::Answer)
             } else {
                 Err(ProbeError(
                     "icmp port unreachable (connection refused)".into(),

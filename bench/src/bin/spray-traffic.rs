@@ -213,6 +213,10 @@ struct FailoverArgs {
     /// Which backend's sink to stop (0-based, in --sink order)
     #[arg(long, default_value_t = 1)]
     kill_index: usize,
+    /// Seconds between starting the sinks and starting the sender (lets a balancer's health
+    /// checks see the sinks up before traffic starts)
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     /// Timeline interval in milliseconds
     #[arg(long, default_value_t = 100)]
     bucket_ms: u64,
@@ -364,6 +368,7 @@ fn run(cli: Cli) -> io::Result<()> {
                     seconds: a.seconds.clamp(0.5, 600.0),
                     kill_after: a.kill_after.clamp(0.0, a.seconds),
                     kill_index: a.kill_index,
+                    settle: a.settle.clamp(0.0, 60.0),
                     bucket_ms: a.bucket_ms.max(1),
                     batch: a.batch.clamp(1, 1024),
                 },

@@ -393,6 +393,8 @@ pub struct FailoverSettings {
     pub kill_after: f64,
     /// Index of the backend whose sink is stopped.
     pub kill_index: usize,
+    /// Seconds between starting the sinks and starting the sender.
+    pub settle: f64,
     /// Timeline interval in milliseconds.
     pub bucket_ms: u64,
     /// Datagrams per `sendmmsg`.
@@ -460,6 +462,7 @@ pub fn failover(tb: &Testbed, name: &str, s: &FailoverSettings) -> io::Result<Fa
         .map(Some)
         .collect::<Vec<_>>();
     let kill_index = s.kill_index.min(sinks.len().saturating_sub(1));
+    thread::sleep(Duration::from_secs_f64(s.settle));
     let (send, killed_report, kill_ns) = thread::scope(|scope| {
         let sender = scope.spawn(|| tb.run_sender(s.rate, s.batch, s.seconds, s.bucket_ms));
         thread::sleep(Duration::from_secs_f64(s.kill_after));

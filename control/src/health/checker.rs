@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{probe, ProbeError, Target};
+use super::{probe, Evidence, ProbeError, Target};
 
 /// A probe to run.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct Outcome {
     /// When it finished.
     pub finished: Instant,
     /// What it found.
-    pub result: Result<(), ProbeError>,
+    pub result: Result<Evidence, ProbeError>,
 }
 
 /// A pool of checker threads; dropping it lets them finish their current probe and end.

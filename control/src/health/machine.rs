@@ -61,7 +61,16 @@ pub struct Machine {
     failures: u32,
     suspect_since: Option<Instant>,
     last_change: Option<Instant>,
+    last_failure: Option<Instant>,
 }
+
+/// How long after a failed check silence stops being "no news" (see [`Machine::silence_counts`]).
+///
+/// Linux sends at most one ICMP error per second to a peer after a burst of six
+/// (`net.ipv4.icmp_ratelimit`, 1000 ms): a dead UDP backend probed every 100 ms answers the
+/// first probes with port unreachable and then mostly with nothing. 1.5 s covers one
+/// rate-limit period with margin.
+pub const SILENCE_QUIET: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl Machine {
     /// A backend that starts up; `rise` and `fall` are at least 1.
@@ -74,6 +83,18 @@ impl Machine {
             failures: 0,
             suspect_since: None,
             last_change: None,
+            last_failure: None,
+        }
+    }
+
+    /// Whether a silent probe (a UDP check heard neither reply nor error) counts as a
+    /// success at `now`: only when no check failed within [`SILENCE_QUIET`]. Otherwise it is
+    /// no news and must be ignored: it neither resets the failure count nor helps a down
+    /// backend rise.
+    pub fn silence_counts(&self, now: Instant) -> bool {
+        match self.last_failure {
+            Some(t) => now.saturating_duration_since(t) >= SILENCE_QUIET,
+            None => true,
         }
     }
 
@@ -108,6 +129,7 @@ impl Machine {
                 return Some(self.change(now, State::Up, reason, suspected));
             }
         } else {
+            self.last_failure = Some(now);
             self.successes = 0;
             self.failures = self.failures.saturating_add(1);
             if self.state == State::Up && (self.failures >= self.fall || suspected) {
@@ -153,6 +175,49 @@ mod tests {
     fn at(ms: u64) -> Instant {
         thread_local!(static T0: Instant = Instant::now());
         T0.with(|t| *t + Duration::from_millis(ms))
+    }
+
+    /// A dead UDP backend behind Linux's ICMP rate limit: probed every 100 ms, it answers
+    /// one probe in ten with port unreachable and the rest with silence. Silence right after
+    /// an error must not reset the failure count (or the backend would never go down) nor
+    /// raise it again (or it would flap back up); real silence, 1.5 s after the last error,
+    /// brings it back.
+    #[test]
+    fn silence_after_an_icmp_error_is_no_news() {
+        let mut m = Machine::new(2, 3);
+        let mut went_down = None;
+        for k in 0..40u64 {
+            let now = at(k * 100);
+            let failed = k % 10 == 0;
+            let t = if failed {
+                m.handle_result(now, false, "icmp port unreachable")
+            } else if m.silence_counts(now) {
+                m.handle_result(now, true, "silence")
+            } else {
+                None
+            };
+            if let Some(t) = t {
+                assert_eq!(t.to, State::Down, "silence raised it at {k}");
+                went_down.get_or_insert(k);
+            }
+        }
+        // The third error (at 2 s) decides, and nothing brings it back while errors go on.
+        assert_eq!(went_down, Some(20));
+        assert_eq!(m.state(), State::Down);
+        // Errors stop (the backend is back): silence counts again after the quiet period.
+        let last_error = at(30 * 100);
+        assert!(!m.silence_counts(last_error + Duration::from_millis(1400)));
+        assert!(m.silence_counts(last_error + SILENCE_QUIET));
+        let t1 = last_error + SILENCE_QUIET;
+        assert!(m.handle_result(t1, true, "silence").is_none());
+        let up = m.handle_result(t1 + Duration::from_millis(100), true, "silence");
+        assert_eq!(up.map(|t| t.to), Some(State::Up));
+    }
+
+    #[test]
+    fn silence_counts_when_nothing_ever_failed() {
+        let m = Machine::new(2, 3);
+        assert!(m.silence_counts(at(0)));
     }
 
     #[test]

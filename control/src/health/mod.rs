@@ -139,11 +139,23 @@ impl ProbeError {
     }
 }
 
+/// What a passing probe saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// A positive answer: a reply, a connection, a status, an exit code 0.
+    Answer,
+    /// Nothing: a UDP check that does not require a reply heard neither a reply nor an ICMP
+    /// error. Right after an ICMP error this says little, because Linux sends at most one
+    /// ICMP error per second to a peer after a burst of six (`net.ipv4.icmp_ratelimit`):
+    /// the state machine counts silence as success only once errors have stopped.
+    Silence,
+}
+
 /// Runs the check of `target` once, blocking for at most about its timeout.
 ///
 /// # Errors
 /// What failed, when the backend is not healthy by this check.
-pub fn probe(target: &Target) -> Result<(), ProbeError> {
+pub fn probe(target: &Target) -> Result<Evidence, ProbeError> {
     let c = &target.check;
     let port = |p: &Option<u16>| SocketAddr::new(target.addr.ip(), p.unwrap_or(target.addr.port()));
     match &c.probe {
@@ -160,7 +172,9 @@ pub fn probe(target: &Target) -> Result<(), ProbeError> {
             *require_reply,
             c.timeout,
         ),
-        Probe::Tcp { port: p } => tcp::probe(port(p), c.source, c.timeout),
+        Probe::Tcp { port: p } => {
+            tcp::probe(port(p), c.source, c.timeout).map(|()| Evidence::Answer)
+        }
         Probe::Http {
             port: p,
             path,
@@ -173,9 +187,14 @@ pub fn probe(target: &Target) -> Result<(), ProbeError> {
             host.as_deref(),
             *expect_status,
             c.timeout,
-        ),
-        Probe::Icmp => icmp::probe(target.addr.ip(), c.source, c.timeout),
-        Probe::Exec { command } => exec::probe(command, target.addr, c.timeout),
+        )
+        .map(|()| Evidence::Answer),
+        Probe::Icmp => {
+            icmp::probe(target.addr.ip(), c.source, c.timeout).map(|()| Evidence::Answer)
+        }
+        Probe::Exec { command } => {
+            exec::probe(command, target.addr, c.timeout).map(|()| Evidence::Answer)
+        }
     }
 }
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{bind_source, ProbeError};
+use super::{bind_source, Evidence, ProbeError};
 
 /// Sends `payload` to `to` and waits up to `timeout`: a reply (containing `expect` when
-/// given) is success; an ICMP error is failure; silence is success unless `require_reply`.
+/// given) is [`Evidence::Answer`]; an ICMP error is failure; silence is
+/// [`Evidence::Silence`], or a failure with `require_reply`.
 ///
 /// # Errors
 /// The ICMP error, a missing or wrong reply, or a socket that cannot be set up.
@@ -24,7 +25,7 @@ pub fn probe(
     expect: Option<&[u8]>,
     require_reply: bool,
     timeout: Duration,
-) -> Result<(), ProbeError> {
+) -> Result<Evidence, ProbeError> {
     let sock = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| ProbeError::io("cannot open a udp socket", &e))?;
     bind_source(&sock, source)?;
@@ -49,7 +50,7 @@ pub fn probe(
                     "no reply within {} ms",
                     timeout.as_millis()
                 ))),
-                _ => Ok(()),
+                _ => Ok(Evidence::Silence),
             };
         }
         sock.set_read_timeout(Some(left))
@@ -57,7 +58,7 @@ pub fn probe(
         match sock.recv(&mut buf) {
             Ok(n) => match expect {
                 Some(e) if !contains(&buf[..n], e) => mismatch = true,
-                _ => return Ok(()),
+                _ => return Ok(Evidence::Answer),
             },
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
@@ -112,7 +113,10 @@ mod tests {
     #[test]
     fn echo_reply_is_success() {
         let (a, h) = echo(b"pong ok");
-        probe(a, None, b"ping", Some(b"ok"), true, T).unwrap();
+        assert_eq!(
+            probe(a, None, b"ping", Some(b"ok"), true, T).unwrap(),
+            Evidence::Answer
+        );
         h.join().unwrap();
     }
 
@@ -142,7 +146,10 @@ mod tests {
     fn silence_is_success_unless_a_reply_is_required() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let a = s.local_addr().unwrap();
-        probe(a, None, b"x", None, false, Duration::from_millis(50)).unwrap();
+        assert_eq!(
+            probe(a, None, b"x", None, false, Duration::from_millis(50)).unwrap(),
+            Evidence::Silence
+        );
         let e = probe(a, None, b"x", None, true, Duration::from_millis(50)).unwrap_err();
         assert_eq!(e.0, "no reply within 50 ms");
     }
