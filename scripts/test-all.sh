@@ -2,7 +2,8 @@
 # Runs every test Spray has: formatting, lints, unit and integration tests, then the tests
 # that need more of the machine when it has it:
 #   - the DPDK port (cargo feature `dpdk`) when pkg-config finds libdpdk >= 22.11;
-#   - tests that need root and network namespaces (scripts/netns-tests.sh) when run as root;
+#   - tests that need root and network namespaces (scripts/netns-tests.sh, and the benchmark
+#     harness's smoke run, scripts/bench-smoke.sh) when run as root;
 #   - the cargo-fuzz targets for SPRAY_FUZZ_SECS seconds each, when that is set (CI: 30).
 # Set SPRAY_REQUIRE_ALL=1 (CI does) to fail instead of skipping those.
 set -euo pipefail
@@ -41,6 +42,12 @@ if [ "$(id -u)" = 0 ]; then
     if [ -x scripts/netns-tests.sh ]; then
         step "network namespace tests"
         scripts/netns-tests.sh
+    fi
+    if [ -x scripts/bench-smoke.sh ]; then
+        # The side-by-side runner in --quick mode: asserts that every balancer forwards
+        # evenly and that every output is written; no speed target (those live in docs).
+        step "benchmark harness smoke run"
+        scripts/bench-smoke.sh
     fi
 else
     skip "not root: network namespace tests not run"
