@@ -60,7 +60,7 @@ cleanup() {
     for p in "${pids[@]}" $spray_pid; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     scripts/testbed.sh down
-    rm -rf "$work"
+    rm -rf "$work" /var/run/dpdk/spray-netns-*-$$   # EAL's run directories of this run
 }
 trap cleanup EXIT
 
@@ -249,9 +249,17 @@ PY
 
 test_failover() {
     echo "== failover: backend 1 dies ($DEATH) under a steady stream to two VIPs"
-    local check
+    local check i
     if [ "$DEATH" = kill ]; then
         check='type = "udp"'
+        # A UDP check without reply fails only on ICMP port unreachable, which the kernel
+        # rate-limits per peer (icmp_ratelimit, 1 s after a short burst) and in all
+        # (icmp_msgs_per_sec, 1000/s, which the client's datagrams to the dead port use up):
+        # with checks every 100 ms a dead port would look alive between two errors.
+        for i in 1 2 3; do
+            ip netns exec "spr-be$i" sysctl -qw net.ipv4.icmp_ratelimit=0 \
+                net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000
+        done
     else
         check='type = "icmp"'
     fi
@@ -286,6 +294,8 @@ TOML
         pids+=($!)
     done
     local sink1=${pids[0]}
+    # Bound before the first check, or a check could find a port still closed.
+    wait_ready "$work/fo-be1" "$work/fo-be2" "$work/fo-be3"
     start_spray "$work/fo.toml" "$work/fo.log"
     local port_mac
     port_mac="$(grep -o 'mac [0-9a-f:]*' "$work/fo.log" | head -1 | cut -d' ' -f2)"
@@ -318,7 +328,7 @@ TOML
         ip netns exec spr-be1 python3 "$fo" sink 5514 "$work/fo-be1b" &
         pids+=($!)
         wait_ready "$work/fo-be1b"
-        revive=$(date +%s%N)
+        revive=$(cat "$work/fo-be1b.ready")
     else
         ip -n spr-be1 link set b0 up
         revive=$(date +%s%N)

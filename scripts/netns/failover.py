@@ -7,8 +7,8 @@ usage:
       each payload is "SEQ SEND_TIME_NS TARGET_INDEX ". Writes "SEQ TIME_NS TARGET" lines
       to OUT at the end.
   failover.py sink PORT OUT
-      Counts datagrams on UDP PORT (IPv4) until SIGTERM; writes "SEQ RECV_TIME_NS" lines
-      to OUT ("OUT.ready" appears once bound).
+      Records datagrams on UDP PORT (IPv4) until SIGTERM; writes "SEQ RECV_TIME_NS" lines
+      to OUT ("OUT.ready" appears once bound, with the time it was bound).
   failover.py tap IFACE MAC PORT OUT
       Records, on IFACE (Spray's side of the wire), every UDP datagram to PORT that MAC
       sends: "SEQ TIME_NS DST_IP" lines to OUT at SIGTERM. This is what Spray sent to each
@@ -67,7 +67,8 @@ def sink(port, out):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     s.bind(("0.0.0.0", port))
     s.settimeout(0.1)
-    open(out + ".ready", "w").close()
+    with open(out + ".ready", "w") as f:
+        f.write(f"{time.time_ns()}\n")  # bound since
     got = []
     while running:
         try:
@@ -76,14 +77,18 @@ def sink(port, out):
             continue
         except InterruptedError:
             continue
-        got.append((int(d.split(b" ", 1)[0]), time.time_ns()))
+        head = d.split(b" ", 1)[0]
+        if head.isdigit():  # else a health check's probe
+            got.append((int(head), time.time_ns()))
     with open(out, "w") as f:
         f.writelines(f"{a} {b}\n" for a, b in got)
 
 
 def tap(iface, mac, port, out):
     mac = bytes.fromhex(mac.replace(":", ""))
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    # ETH_P_ALL: on a bridge port, protocol-specific packet sockets see nothing (the bridge
+    # takes the frame first); taps for all protocols see it.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     try:
         s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
     except OSError:
@@ -100,7 +105,7 @@ def tap(iface, mac, port, out):
         except InterruptedError:
             continue
         now = time.time_ns()
-        if f[6:12] != mac or f[23] != 17:
+        if f[6:12] != mac or f[12:14] != b"\x08\x00" or f[23] != 17:
             continue
         l4 = 14 + (f[14] & 0x0F) * 4
         if struct.unpack("!H", f[l4 + 2:l4 + 4])[0] != port:
@@ -155,7 +160,12 @@ def report(facts_path):
             print(f"error: {what}")
 
     to_dead = [(s, sent[s][0], t) for s, (t, ip) in tapped.items() if ip == dead and s in sent]
-    after = [x for x in to_dead if decision < x[1] < up_at]
+    # Sent by the client after the decision, and by Spray before the up decision. The tap
+    # sees a frame after Spray sent it (late when the tap is starved of CPU), so only a
+    # datagram sent in the last 100 ms before the up decision is excused by a tap time
+    # after it.
+    after = [x for x in to_dead
+             if x[1] > decision and (x[2] < up_at or x[1] < up_at - 100 * ms)]
     after1 = [x for x in after if x[1] > decision + ms]
     before = [x for x in to_dead if x[1] <= decision + ms]
     last = max((x[2] for x in before), default=0)
@@ -169,9 +179,15 @@ def report(facts_path):
     late = [s for s, (t, _) in sent.items() if share_from < t < share_to]
     late_dead = [s for s in late if s in tapped and tapped[s][1] == dead]
     late_rx = [s for s in late_dead if s in received and received[s][1] == "be1"]
+    delays = sorted(tapped[s][0] - sent[s][0] for s in tapped if s in sent)
+    if delays:
+        pct = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] / ms
+        print(f"client -> tap delay (Spray's forwarding plus the tap's own lag): median {pct(0.5):.2f} ms, p99 "
+              f"{pct(0.99):.2f} ms, max {delays[-1] / ms:.2f} ms over {len(delays)}; "
+              f"over 5 ms: {sum(d > 5 * ms for d in delays)}")
     print(f"death -> decision: {(decision - death) / ms:.1f} ms "
           f"(events: {down['message']})")
-    print(f"decision -> last datagram Spray sent to the dead backend (tap time): "
+    print(f"decision -> last datagram to the dead backend seen on the wire (tap time): "
           f"{(last - decision) / ms:.1f} ms")
     print(f"datagrams Spray sent to the dead backend that the client sent after the decision: "
           f"{len(after)} (after decision + 1 ms: {len(after1)})")
@@ -183,6 +199,9 @@ def report(facts_path):
     share = len(late_dead) / max(len(late), 1)
     print(f"backend 1's share after it is up again: {100 * share:.1f} % of {len(late)} "
           f"(received {len(late_rx)} of {len(late_dead)})")
+    for seq, t_sent, t_tap in sorted(after)[:10]:
+        print(f"  seq {seq}: sent decision{(t_sent - decision) / ms:+.2f} ms, "
+              f"left Spray decision{(t_tap - decision) / ms:+.2f} ms")
     check(len(after1) == 0, f"{len(after1)} datagram(s) to the dead backend after the decision")
     check(len(steady) > 0 and not missing and not wrong,
           "backends 2 and 3 did not receive everything sent after the decision")

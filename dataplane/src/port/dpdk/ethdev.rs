@@ -8,8 +8,9 @@
 //!
 //! A `DpdkPort` holds ids and its port's mempool (to originate the odd ARP/NDP frame, see
 //! [`Port::alloc_frame`]), so it can move to its worker thread; the port it refers to must
-//! stay started, and its mempool alive, while it lives. [`EthPort::close`] enforces that at run time:
-//! it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts them).
+//! stay started, and its mempool alive, while it lives. [`EthPort::close`] enforces that at
+//! run time: it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts
+//! them).
 //!
 //! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until
 //! the NIC is done, and each worker has a burst in hand plus the mempool's per-lcore cache:
