@@ -8,10 +8,16 @@
 #   spr-be1     b0  198.19.1.1/15   2001:db8::1:1/64        |-- bridge br0 in spr-lb
 #   spr-be2     b0  198.19.1.2/15   2001:db8::1:2/64        |
 #   spr-be3     b0  198.19.1.3/15   2001:db8::1:3/64        |
-#   spr-lb      lb0 (no address: Spray's DPDK port, net_af_packet0,iface=lb0)
+#   spr-lb      lb0 (no kernel address: Spray's DPDK port, net_af_packet0,iface=lb0;
+#               Spray's own addresses on it are 198.18.0.2 and 2001:db8::2, in its config)
+#               br0 198.18.0.3/15 2001:db8::3/64: the Spray host's kernel, which runs the
+#               health checks (a management path to the backends, as on an appliance)
 #
-# VIPs 198.18.0.10 and 2001:db8::10 answer to Spray's MAC 02:00:00:00:00:10 (static neighbour
-# entries in the client: Spray has no ARP/NDP yet). Backend b0 MACs are 02:00:00:00:01:0N.
+# Spray answers ARP and neighbour solicitations for its VIPs and resolves the backends'
+# MACs itself, so nothing is static. SPRAY_STATIC_NEIGH=1 adds the old static entries for
+# VIPs 198.18.0.10 and 2001:db8::10 (MAC 02:00:00:00:00:10) in the client. Backend b0 MACs
+# are 02:00:00:00:01:0N. Multicast snooping is off on br0, so neighbour solicitations reach
+# every host.
 # Addresses come from 198.18.0.0/15 and 2001:db8::/32 only; the root namespace is never
 # touched (every link is created inside a namespace). TX checksum offload is off on every
 # veth, or the receivers would see partial checksums.
@@ -47,8 +53,13 @@ up() {
     for ns in "$NS_LB" "$NS_CLIENT" "${BACKENDS[@]}"; do
         ip netns add "$ns"
     done
-    in_ns "$NS_LB" ip link add br0 type bridge
+    # The Spray host's kernel must not route: namespaces inherit IPv4 forwarding from the
+    # root namespace, and with an address on br0 it would pass NAT replies on un-NATed.
+    in_ns "$NS_LB" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+    in_ns "$NS_LB" ip link add br0 type bridge mcast_snooping 0
     in_ns "$NS_LB" ip link set br0 up
+    in_ns "$NS_LB" ip addr add 198.18.0.3/15 dev br0
+    in_ns "$NS_LB" ip addr add 2001:db8::3/64 dev br0 nodad
     in_ns "$NS_LB" ip link set lo up
     # Spray's port: lb0, with its bridge end lb0-br.
     in_ns "$NS_LB" ip link add lb0 type veth peer name lb0-br
@@ -61,8 +72,10 @@ up() {
     link "$NS_CLIENT" c0 c0-br
     in_ns "$NS_CLIENT" ip addr add 198.18.0.1/15 dev c0
     in_ns "$NS_CLIENT" ip addr add 2001:db8::1/64 dev c0 nodad
-    in_ns "$NS_CLIENT" ip neigh replace 198.18.0.10 lladdr "$SPRAY_MAC" dev c0 nud permanent
-    in_ns "$NS_CLIENT" ip neigh replace 2001:db8::10 lladdr "$SPRAY_MAC" dev c0 nud permanent
+    if [ "${SPRAY_STATIC_NEIGH:-0}" = 1 ]; then
+        in_ns "$NS_CLIENT" ip neigh replace 198.18.0.10 lladdr "$SPRAY_MAC" dev c0 nud permanent
+        in_ns "$NS_CLIENT" ip neigh replace 2001:db8::10 lladdr "$SPRAY_MAC" dev c0 nud permanent
+    fi
     local i=1
     for ns in "${BACKENDS[@]}"; do
         link "$ns" b0 "b$i-br" "02:00:00:00:01:0$i"

@@ -17,9 +17,18 @@
 //! [[dpdk.ports]]
 //! device = "net_pcap0"         # a vdev name or a PCI address from `allow`
 //! rx_queues = 1
-//! gateway_mac = "02:00:00:00:00:01"
+//! addresses = ["198.18.0.2", "2001:db8::2"]   # the port's own: ARP/NDP source, answered
+//! gateways = ["198.18.0.1", "2001:db8::1"]    # next hop of NAT replies, resolved
 //! ```
+//!
+//! Backend and gateway MACs are resolved by ARP/NDP from the port's addresses
+//! ([`dataplane::neigh`], run by the controller); a backend's `mac` and a port's
+//! `gateway_mac` are static overrides. What cannot work is refused here: an IPv6 backend
+//! without a `mac` when no port has an IPv6 address to solicit from, a NAT service whose
+//! replies have no next hop (no `gateway_mac`, no gateway of the VIP's family), and
+//! `passive`, which only the socket dataplane reports.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -97,10 +106,40 @@ pub struct DpdkPortConfig {
     pub tx_ring: u16,
     /// Source MAC of sent frames instead of the device's.
     pub mac: Option<MacAddr>,
-    /// Next hop of NAT replies toward clients (until ARP/NDP resolution exists).
+    /// Next hop of NAT replies toward clients, static: overrides the resolved gateways.
     pub gateway_mac: Option<MacAddr>,
+    /// The port's own IPv4 address: answered for, the sender of its ARP requests.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The port's own IPv6 address: answered for, the source of its solicitations.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Next hop toward IPv4 clients (NAT replies), resolved by ARP.
+    pub gateway_ipv4: Option<Ipv4Addr>,
+    /// Next hop toward IPv6 clients, resolved by NDP.
+    pub gateway_ipv6: Option<Ipv6Addr>,
+    /// 802.1Q TCI of the frames Spray originates on this port (ARP/NDP); `None`: untagged.
+    pub vlan: Option<u16>,
     /// Packets per RX burst.
     pub burst: u16,
+}
+
+impl DpdkPortConfig {
+    /// A port on `device` with the defaults of every other key.
+    pub fn new(device: impl Into<String>) -> Self {
+        Self {
+            device: device.into(),
+            rx_queues: 1,
+            rx_ring: 1024,
+            tx_ring: 1024,
+            mac: None,
+            gateway_mac: None,
+            ipv4: None,
+            ipv6: None,
+            gateway_ipv4: None,
+            gateway_ipv6: None,
+            vlan: None,
+            burst: 32,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +169,25 @@ struct RawDpdkPort {
     tx_ring: Option<Spanned<i64>>,
     mac: Option<Spanned<String>>,
     gateway_mac: Option<Spanned<String>>,
+    addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    gateways: Option<Spanned<Vec<Spanned<String>>>>,
+    vlan: Option<Spanned<i64>>,
     burst: Option<Spanned<i64>>,
+}
+
+/// Where an address of `addresses` / `gateways` may not point.
+fn unusable(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if matches!(ip, IpAddr::V4(a) if a.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
 }
 
 impl Validator<'_> {
@@ -147,6 +204,52 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// At most one IPv4 and one IPv6 address from the list at `key`.
+    fn ip_pair(
+        &mut self,
+        key: &str,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let (mut v4, mut v6) = (None, None);
+        for (i, a) in raw.iter().flat_map(|r| r.get_ref().iter()).enumerate() {
+            let k = format!("{key}[{i}]");
+            let ip = match a.get_ref().parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    self.report(
+                        Some(a.span()),
+                        &k,
+                        format!(
+                            "{:?} is not an IP address (like 198.18.0.2 or 2001:db8::2, \
+                             without a prefix length)",
+                            a.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if let Some(why) = unusable(ip) {
+                self.report(Some(a.span()), &k, format!("{ip} is {why}"));
+                continue;
+            }
+            let taken = match ip {
+                IpAddr::V4(a) => v4.replace(a).is_some(),
+                IpAddr::V6(a) => v6.replace(a).is_some(),
+            };
+            if taken {
+                self.report(
+                    Some(a.span()),
+                    &k,
+                    format!(
+                        "{ip}: only one {} address per port is supported",
+                        super::family(ip)
+                    ),
+                );
+            }
+        }
+        (v4, v6)
     }
 
     pub(super) fn dpdk(
@@ -233,11 +336,17 @@ impl Validator<'_> {
         if let Some(ports) = &raw.ports {
             for (i, p) in ports.get_ref().iter().enumerate() {
                 let key = format!("dpdk.ports[{i}]");
-                let span = p.span();
                 let p = p.get_ref();
                 if p.device.get_ref().trim().is_empty() {
                     self.report(Some(p.device.span()), &format!("{key}.device"), "is empty");
                 }
+                let vlan = p
+                    .vlan
+                    .as_ref()
+                    .map(|_| self.int(&format!("{key}.vlan"), &p.vlan, 1..=4094, 1) as u16);
+                let (ipv4, ipv6) = self.ip_pair(&format!("{key}.addresses"), &p.addresses);
+                let (gateway_ipv4, gateway_ipv6) =
+                    self.ip_pair(&format!("{key}.gateways"), &p.gateways);
                 let port = DpdkPortConfig {
                     device: p.device.get_ref().clone(),
                     rx_queues: self.int(
@@ -253,17 +362,20 @@ impl Validator<'_> {
                     mac: self.mac(&format!("{key}.mac"), &p.mac),
                     gateway_mac: self.mac(&format!("{key}.gateway_mac"), &p.gateway_mac),
                     burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
+                    vlan,
+                    ipv4,
+                    ipv6,
+                    gateway_ipv4,
+                    gateway_ipv6,
                 };
-                if dataplane == DataplaneKind::Dpdk
-                    && port.gateway_mac.is_none()
-                    && p.gateway_mac.is_none()
-                    && services.iter().any(|s| s.mode == Mode::Nat)
-                {
+                if let (Some(g), None) = (port.gateway_ipv6, port.ipv6) {
                     self.report(
-                        Some(span),
-                        &format!("{key}.gateway_mac"),
-                        "is needed by the nat services (the next hop of replies to clients) \
-                         until spray resolves neighbours itself",
+                        p.gateways.as_ref().map(Spanned::span),
+                        &format!("{key}.gateways"),
+                        format!(
+                            "{g} cannot be resolved: the port has no IPv6 address to send \
+                             neighbour solicitations from (add one to {key}.addresses)"
+                        ),
                     );
                 }
                 if s.ports.iter().any(|o| o.device == port.device) {
@@ -318,20 +430,64 @@ impl Validator<'_> {
                      (listed in dpdk.allow) or a vdev name (listed in dpdk.vdevs)",
                 );
             }
-            for svc in services {
-                for (j, b) in svc.backends.iter().enumerate() {
-                    if b.mac.is_none() {
-                        self.report(
-                            None,
-                            &format!("services.{}.backends[{j}].mac", svc.name),
-                            "is needed by the dpdk dataplane (the frame's destination) until \
-                             spray resolves neighbours itself",
-                        );
-                    }
-                }
-            }
+            self.dpdk_neighbours(&s, services);
         }
         s
+    }
+
+    /// What neighbour resolution cannot supply: see the module doc.
+    fn dpdk_neighbours(&mut self, s: &DpdkSettings, services: &[ServiceSpec]) {
+        let has_v6 = s.ports.iter().any(|p| p.ipv6.is_some());
+        let gateway_mac = s.ports.iter().any(|p| p.gateway_mac.is_some());
+        for svc in services {
+            let unresolvable = svc
+                .backends
+                .iter()
+                .chain(svc.fallback.as_ref())
+                .filter(|b| b.mac.is_none() && b.addr.is_ipv6() && !has_v6);
+            for b in unresolvable {
+                self.report(
+                    None,
+                    &format!("services.{}", svc.name),
+                    format!(
+                        "backend {} has no mac and no dpdk port has an IPv6 address to \
+                         resolve it from: add one to dpdk.ports[N].addresses, or give the \
+                         backend a mac",
+                        b.addr
+                    ),
+                );
+            }
+            if svc.passive {
+                self.report(
+                    None,
+                    &format!("services.{}.passive", svc.name),
+                    "is not supported by the dpdk dataplane (its workers do not report ICMP \
+                     errors from backends yet): remove it; the active check still runs",
+                );
+            }
+            let v4 = svc.vip.addr.is_ipv4();
+            let gateway = s.ports.iter().any(|p| {
+                if v4 {
+                    p.gateway_ipv4.is_some()
+                } else {
+                    p.gateway_ipv6.is_some()
+                }
+            });
+            if svc.mode == Mode::Nat && !gateway && !gateway_mac {
+                self.report(
+                    None,
+                    &format!("services.{}", svc.name),
+                    format!(
+                        "nat replies to {} clients need a next hop: add the router's {} \
+                         address to dpdk.ports[N].gateways (resolved by {}), or set \
+                         dpdk.ports[N].gateway_mac",
+                        if v4 { "IPv4" } else { "IPv6" },
+                        if v4 { "IPv4" } else { "IPv6" },
+                        if v4 { "ARP" } else { "NDP" },
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -425,25 +581,95 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
             .contains("dpdk.cores[1]: core 7 does not exist"));
     }
 
+    #[test]
+    fn port_addresses_gateways_and_vlan_are_parsed() {
+        let src = dpdk_src().replace(
+            "rx_ring = 2048",
+            "rx_ring = 2048\naddresses = [\"198.18.0.2\", \"2001:db8::2\"]\n\
+             gateways = [\"2001:db8::1\", \"198.18.0.1\"]\nvlan = 100",
+        );
+        let p = &parse(&src).unwrap().dpdk.ports[0];
+        assert_eq!(p.ipv4, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(p.ipv6, Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(p.gateway_ipv4, Some("198.18.0.1".parse().unwrap()));
+        assert_eq!(p.gateway_ipv6, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(p.vlan, Some(100));
+        let bad = |from: &str, to: &str| parse(&src.replace(from, to)).unwrap_err().to_string();
+        let e = bad("\"198.18.0.2\"", "\"198.18.0.2/24\"");
+        assert!(
+            e.contains("dpdk.ports[0].addresses[0]: \"198.18.0.2/24\" is not an IP address"),
+            "{e}"
+        );
+        let e = bad("\"198.18.0.2\"", "\"198.18.0.3\", \"198.18.0.2\"");
+        assert!(
+            e.contains("addresses[1]: 198.18.0.2: only one IPv4 address per port"),
+            "{e}"
+        );
+        let e = bad("\"2001:db8::2\"", "\"ff02::1\"");
+        assert!(
+            e.contains("addresses[1]: ff02::1 is a multicast address"),
+            "{e}"
+        );
+        let e = bad(", \"2001:db8::2\"", "");
+        assert!(
+            e.contains(
+                "dpdk.ports[0].gateways: 2001:db8::1 cannot be resolved: the port has no IPv6"
+            ),
+            "{e}"
+        );
+        let e = bad("vlan = 100", "vlan = 4095");
+        assert!(
+            e.contains("dpdk.ports[0].vlan: 4095 is out of range 1..=4094"),
+            "{e}"
+        );
+    }
+
     #[cfg(spray_dpdk)]
     #[test]
-    fn dpdk_mode_needs_ports_macs_and_a_core_per_queue() {
+    fn dpdk_mode_needs_ports_next_hops_and_a_core_per_queue() {
         let e = parse(&dpdk_src().replace("cores = [1, 2]", "cores = [1]")).unwrap_err();
         assert!(
             e.to_string()
                 .contains("dpdk.cores: has 1 entries but the ports have 2 queue pair(s)"),
             "{e}"
         );
-        let e = parse(&dpdk_src().replace(", mac = \"02:00:00:00:01:01\"", "")).unwrap_err();
+        // Backend MACs are resolved: no mac is fine for IPv4...
+        let no_mac = dpdk_src().replace(", mac = \"02:00:00:00:01:01\"", "");
+        parse(&no_mac).unwrap();
+        // ...and for IPv6 only with an IPv6 address to solicit from.
+        let v6 = no_mac
+            .replace("198.18.0.10:514", "[2001:db8::10]:514")
+            .replace("198.19.1.1:514", "[2001:db8::1:1]:514");
+        let e = parse(&v6).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("services.s.backends[0].mac: is needed by the dpdk dataplane"),
+            e.to_string().contains(
+                "services.s: backend [2001:db8::1:1]:514 has no mac and no dpdk port has an \
+                 IPv6 address"
+            ),
             "{e}"
         );
-        let e = parse(&dpdk_src().replace("gateway_mac = \"02:00:00:00:00:01\"", "")).unwrap_err();
+        parse(&v6.replace(
+            "rx_ring = 2048",
+            "rx_ring = 2048\naddresses = [\"2001:db8::2\"]",
+        ))
+        .unwrap();
+        // NAT replies need a next hop: a static gateway_mac or a gateway of the family.
+        let no_gw = dpdk_src().replace("gateway_mac = \"02:00:00:00:00:01\"", "");
+        let e = parse(&no_gw).unwrap_err();
         assert!(
             e.to_string()
-                .contains("dpdk.ports[0].gateway_mac: is needed by the nat services"),
+                .contains("services.s: nat replies to IPv4 clients need a next hop"),
+            "{e}"
+        );
+        parse(&no_gw.replace(
+            "rx_ring = 2048",
+            "rx_ring = 2048\ngateways = [\"198.18.0.1\"]",
+        ))
+        .unwrap();
+        let e = parse(&dpdk_src().replace("backends =", "passive = true\nbackends =")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("services.s.passive: is not supported by the dpdk dataplane"),
             "{e}"
         );
         let src = dpdk_src();
@@ -456,5 +682,22 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
             e.to_string().contains("dpdk.ports: no port is defined"),
             "{e}"
         );
+    }
+
+    /// The sample in docs/dpdk.md is live: it parses, with its addresses and gateways.
+    #[cfg(spray_dpdk)]
+    #[test]
+    fn docs_dpdk_sample_parses() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dpdk.md"),
+        )
+        .unwrap();
+        let start = doc.find("```toml\n").expect("a toml sample") + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let c = parse(&doc[start..end]).unwrap_or_else(|e| panic!("docs/dpdk.md: {e}"));
+        let p = &c.dpdk.ports[0];
+        assert_eq!(p.ipv4, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(p.gateway_ipv6, Some("2001:db8::1".parse().unwrap()));
+        assert!(c.services[0].backends[0].mac.is_none());
     }
 }

@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));
             #[cfg(spray_dpdk)]
             if config.runtime.dataplane == config::DataplaneKind::Dpdk {
-                startup::run(&config, every)?;
+                startup::run(&config, &args.config, every)?;
                 return Ok(());
             }
             run::run(&config, &args.config, every)?;

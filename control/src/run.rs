@@ -7,7 +7,9 @@
 //!
 //! The control thread keeps the sending half of each worker's update channel (reloads and
 //! health changes will publish new snapshots through it), and reads the per-worker counters
-//! without locks for the periodic stats line and the summary on exit.
+//! without locks for the periodic stats line and the summary on exit. [`serve`] is that
+//! control plane, shared with the DPDK dataplane (`crate::startup`): one controller, the
+//! control socket, metrics, SIGHUP and the stats line, whatever moves the packets.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,40 +252,28 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     }
 }
 
-/// `spray run`: starts the workers for `config` (read from `path`), the control socket and
-/// metrics, prints a stats line every
-/// `stats_interval` (none when `None`) until SIGINT/SIGTERM or a worker fails, then the
+/// The control plane of `spray run`, whatever the dataplane: starts the controller over
+/// `state` connected to the running workers through `links` (health checks, neighbours,
+/// the only publisher of snapshots), the control socket, metrics and SIGHUP ([`crate::ops`]);
+/// prints the start-up line (`workers` says what serves) and a stats line every
+/// `stats_interval` until `stop` is set or `finished` says a worker ended. Stops the
+/// controller (nothing is published after this) and returns the snapshot in force, for the
 /// summary.
 ///
 /// # Errors
-/// When the workers cannot start, or one of them fails.
-pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Result<(), RunError> {
-    let state = crate::state::State::new(config.clone(), 1, Instant::now())
-        .map_err(RunError::Controller)?;
+/// When the controller, the control socket or metrics cannot start.
+pub fn serve(
+    config: &Config,
+    state: crate::state::State,
+    links: crate::state::Links,
+    workers: &str,
+    stop: &AtomicBool,
+    finished: &dyn Fn() -> bool,
+    stats_interval: Option<Duration>,
+) -> Result<Arc<Snapshot>, RunError> {
+    let counters = links.counters.clone();
     let snapshot = Arc::clone(state.snapshot());
-    let stop = Arc::new(AtomicBool::new(false));
-    stop_on_signals(&stop)?;
-    let (passive_tx, passive_rx) = crate::state::passive_channel();
-    let mut workers = Workers::start(
-        Arc::clone(&snapshot),
-        config.runtime.workers,
-        config.runtime.cores.as_deref(),
-        &|| ProxySettings {
-            passive_reports: Some(passive_tx.clone()),
-            ..proxy_settings(config)
-        },
-        Arc::clone(&stop),
-    )?;
-    let controller = crate::state::Controller::start(
-        state,
-        crate::state::Links {
-            updates: workers.update_senders(),
-            counters: workers.counters().to_vec(),
-            passive: Some(passive_rx),
-            source: Some((path.to_owned(), crate::config::Machine::current())),
-        },
-    )
-    .map_err(RunError::Controller)?;
+    let controller = crate::state::Controller::start(state, links).map_err(RunError::Controller)?;
     let ops = crate::ops::Ops::start(config, Arc::new(controller))?;
     for svc in snapshot.services() {
         tracing::info!(
@@ -295,19 +285,18 @@ pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Re
         );
     }
     println!(
-        "spray: serving {} service(s) on {} worker(s){}; Ctrl-C to stop",
+        "spray: serving {} service(s) on {workers}{}; Ctrl-C to stop",
         snapshot.services().count(),
-        config.runtime.workers,
         ops.describe()
     );
     let mut prev = report::Totals::default();
     let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) && !workers.any_finished() {
-        std::thread::sleep(Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) && !finished() {
+        std::thread::sleep(Duration::from_millis(50));
         ops.tick();
         if let Some(every) = stats_interval {
             if last.elapsed() >= every {
-                let now = report::Totals::collect(workers.counters());
+                let now = report::Totals::collect(&counters);
                 println!("{}", report::progress_line(&prev, &now, last.elapsed()));
                 prev = now;
                 last = Instant::now();
@@ -315,10 +304,51 @@ pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Re
         }
     }
     ops.stop();
+    Ok(ops.snapshot())
+}
+
+/// `spray run` in socket mode: starts the workers for `config` (read from `path`), then
+/// the control plane ([`serve`]) until SIGINT/SIGTERM or a worker fails, then the summary.
+///
+/// # Errors
+/// When the workers cannot start, or one of them fails.
+pub fn run(config: &Config, path: &Path, stats_interval: Option<Duration>) -> Result<(), RunError> {
+    let state = crate::state::State::new(config.clone(), 1, Instant::now())
+        .map_err(RunError::Controller)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(&stop)?;
+    let (passive_tx, passive_rx) = crate::state::passive_channel();
+    let mut workers = Workers::start(
+        Arc::clone(state.snapshot()),
+        config.runtime.workers,
+        config.runtime.cores.as_deref(),
+        &|| ProxySettings {
+            passive_reports: Some(passive_tx.clone()),
+            ..proxy_settings(config)
+        },
+        Arc::clone(&stop),
+    )?;
+    let links = crate::state::Links {
+        updates: workers.update_senders(),
+        counters: workers.counters().to_vec(),
+        passive: Some(passive_rx),
+        source: Some((path.to_owned(), crate::config::Machine::current())),
+        neigh: Vec::new(),
+    };
+    let served = serve(
+        config,
+        state,
+        links,
+        &format!("{} worker(s)", config.runtime.workers),
+        &stop,
+        &|| workers.any_finished(),
+        stats_interval,
+    );
     let result = workers.stop_and_join();
+    let snapshot = served?;
     print!(
         "{}",
-        report::summary(&ops.snapshot(), workers.counters(), workers.elapsed())
+        report::summary(&snapshot, workers.counters(), workers.elapsed())
     );
     result
 }

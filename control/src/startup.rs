@@ -9,8 +9,15 @@
 //!    it has an lcore id and the mempool's per-lcore cache), builds its
 //!    [`Worker<DpdkPort>`] and reports ready. Workers start polling only when all are ready.
 //!
-//! The control thread keeps each worker's snapshot channel and counters, as socket mode
-//! does ([`crate::run`]). On SIGINT/SIGTERM: stop flag, join the workers (their mbufs free
+//! Then the control plane, the same as in socket mode ([`crate::run::serve`]): one
+//! [`crate::state::Controller`] fed each worker's snapshot channel and counters runs the
+//! health checks and neighbour resolution and is the only publisher of snapshots; the
+//! control socket, metrics and SIGHUP reload talk to it. Each port's workers queue the
+//! ARP/NDP frames they do not answer themselves on one bounded channel to the controller,
+//! and the port's first worker sends what the controller wants sent (requests,
+//! announcements) from its own channel ([`dataplane::neigh`]).
+//!
+//! On SIGINT/SIGTERM: stop flag, stop the controller, join the workers (their mbufs free
 //! themselves as each `Worker` drops), stop and close each port, check that its mempool is
 //! full again (a leak is an error), `rte_eal_cleanup`.
 //!
@@ -22,17 +29,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use std::path::Path;
+
+use crossbeam_channel::{Receiver, Sender};
 use dataplane::counters::{SharedCounters, WorkerCounters};
 use dataplane::flow::NatFlows;
+use dataplane::neigh::{NeighConfig, NeighFrame, WorkerNeigh};
 use dataplane::port::dpdk::eal::{register_thread, EalError};
 use dataplane::port::dpdk::ethdev::EthError;
 use dataplane::port::dpdk::{Eal, EthPort, PortSettings};
-use dataplane::service::{MacAddr, Snapshot, SnapshotError};
+use dataplane::service::{MacAddr, Snapshot};
 use dataplane::worker::{Worker, WorkerSettings};
 
+use crate::config::dpdk::DpdkPortConfig;
 use crate::config::{Config, DpdkSettings, Machine};
 use crate::report;
+use crate::state::{Links, NeighLink, PortNeighbours, State, NEIGH_TO_CONTROL, NEIGH_TO_WORKER};
 
 /// Slots of the table that remembers which VIP a NAT flow came through (shared by workers).
 const NAT_FLOW_SLOTS: usize = 1 << 16;
@@ -40,9 +52,6 @@ const NAT_FLOW_SLOTS: usize = 1 << 16;
 /// Error from starting, running or stopping the DPDK dataplane.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The service table was refused by the dataplane.
-    #[error("cannot build the service table")]
-    Snapshot(#[source] SnapshotError),
     /// EAL set-up failed.
     #[error(transparent)]
     Eal(#[from] EalError),
@@ -81,9 +90,9 @@ pub enum StartupError {
         /// Worker index.
         worker: usize,
     },
-    /// Signal handlers could not be installed.
+    /// The control plane (controller, control socket, metrics, signals) failed.
     #[error(transparent)]
-    Signals(#[from] crate::run::RunError),
+    Control(#[from] crate::run::RunError),
     /// Mbufs did not come back to a port's mempool (a Spray bug).
     #[error("dpdk port {device:?}: {missing} mbuf(s) of {size} did not come back to the mempool")]
     Leak {
@@ -180,6 +189,7 @@ fn start_workers(
     config: &Config,
     machine: &Machine,
     ports: &[EthPort],
+    mut neigh: Vec<WorkerEnds>,
     snapshot: &Arc<Snapshot>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers, StartupError> {
@@ -195,7 +205,7 @@ fn start_workers(
     let nat_flows = Arc::new(NatFlows::new(NAT_FLOW_SLOTS));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(total.max(1));
     let mut id = 0usize;
-    for (port, pc) in ports.iter().zip(&d.ports) {
+    for ((port, pc), ends) in ports.iter().zip(&d.ports).zip(&mut neigh) {
         for q in 0..port.queues() {
             let core = match &d.cores {
                 Some(c) => c.get(id).copied(),
@@ -218,6 +228,14 @@ fn start_workers(
                 ready_tx.clone(),
             );
             let device = port.device().to_owned();
+            // Every worker of the port queues to the controller; the first one also sends
+            // what the controller wants sent.
+            let wn = WorkerNeigh {
+                local_v4: pc.ipv4,
+                local_v6: pc.ipv6,
+                to_control: Some(ends.to_control.clone()),
+                from_control: ends.from_control.take(),
+            };
             let spawned = std::thread::Builder::new()
                 .name(format!("spray-dpdk-{id}"))
                 .spawn(move || {
@@ -237,6 +255,7 @@ fn start_workers(
                         }
                     };
                     let mut worker = Worker::new(dp, settings, snap, rx, wc, flows);
+                    worker.set_neigh(wn);
                     tracing::info!(
                         worker = id,
                         ?core,
@@ -285,19 +304,50 @@ fn start_workers(
     Ok(w)
 }
 
-/// `spray run` with `runtime.dataplane = "dpdk"`: see the module docs.
+/// The workers' ends of one port's neighbour queues.
+struct WorkerEnds {
+    to_control: Sender<NeighFrame>,
+    /// Taken by the port's first worker.
+    from_control: Option<Receiver<NeighFrame>>,
+}
+
+/// The neighbour settings of port `pc`, whose MAC is `mac`.
+pub fn neigh_config(pc: &DpdkPortConfig, mac: MacAddr) -> NeighConfig {
+    let mut c = NeighConfig::new(mac);
+    c.vlan = pc.vlan;
+    c.local_v4 = pc.ipv4;
+    c.local_v6 = pc.ipv6;
+    // A static gateway_mac overrides resolution: nothing to resolve then.
+    if pc.gateway_mac.is_none() {
+        c.gateway_v4 = pc.gateway_ipv4;
+        c.gateway_v6 = pc.gateway_ipv6;
+    }
+    c
+}
+
+/// `spray run` with `runtime.dataplane = "dpdk"` for `config` (read from `path`): see the
+/// module docs.
 ///
 /// # Errors
-/// When EAL, a port or a worker cannot start, a worker panics, or mbufs leaked.
-pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), StartupError> {
+/// When EAL, a port, a worker or the control plane cannot start, a worker panics, or mbufs
+/// leaked.
+pub fn run(
+    config: &Config,
+    path: &Path,
+    stats_interval: Option<Duration>,
+) -> Result<(), StartupError> {
     let machine = Machine::current();
-    let snapshot = Arc::new(config.snapshot(1).map_err(StartupError::Snapshot)?);
+    let mut state = State::new(config.clone(), 1, Instant::now())
+        .map_err(|e| StartupError::Control(crate::run::RunError::Controller(e)))?;
     let stop = Arc::new(AtomicBool::new(false));
     crate::run::stop_on_signals(&stop)?;
     let args = eal_args(&config.dpdk, &machine);
     tracing::info!(args = %args.join(" "), "initialising the DPDK EAL");
     let eal = Eal::init(&args)?;
     let mut ports = Vec::with_capacity(config.dpdk.ports.len());
+    let mut neigh = Vec::with_capacity(config.dpdk.ports.len());
+    let mut ends = Vec::with_capacity(config.dpdk.ports.len());
+    let mut links = Vec::with_capacity(config.dpdk.ports.len());
     for pc in &config.dpdk.ports {
         let s = PortSettings {
             queues: pc.rx_queues,
@@ -310,44 +360,77 @@ pub fn run(config: &Config, stats_interval: Option<Duration>) -> Result<(), Star
         let port = EthPort::open(&eal, &pc.device, &s)?;
         let link = port.link();
         let (_, pool) = port.pool_level();
+        let addrs: Vec<String> = [
+            pc.ipv4.map(|a| a.to_string()),
+            pc.ipv6.map(|a| a.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         println!(
             "spray: dpdk port {} (port {}): mac {}, {} queue pair(s), rss {}, link {} {} Mbit/s, \
-             mempool {pool} mbufs",
+             mempool {pool} mbufs, address(es) {}",
             port.device(),
             port.id(),
             port.mac(),
             port.queues(),
             if port.rss() { "on" } else { "off" },
             if link.up { "up" } else { "down" },
-            link.speed_mbps
+            link.speed_mbps,
+            if addrs.is_empty() {
+                "none".to_owned()
+            } else {
+                addrs.join(", ")
+            }
         );
+        neigh.push(PortNeighbours::new(
+            port.device(),
+            neigh_config(pc, port.mac()),
+            pc.gateway_mac,
+        ));
+        let (to_control, from_workers) = crossbeam_channel::bounded(NEIGH_TO_CONTROL);
+        let (to_worker, from_control) = crossbeam_channel::bounded(NEIGH_TO_WORKER);
+        ends.push(WorkerEnds {
+            to_control,
+            from_control: Some(from_control),
+        });
+        links.push(NeighLink {
+            from_workers,
+            to_worker,
+        });
         ports.push(port);
     }
-    let mut workers = start_workers(config, &machine, &ports, &snapshot, &stop)?;
-    println!(
-        "spray: serving {} service(s) on {} dpdk worker(s); Ctrl-C to stop",
-        snapshot.services().count(),
-        workers.handles.len()
+    state
+        .set_neighbours(neigh, Instant::now())
+        .map_err(|e| StartupError::Control(crate::run::RunError::Controller(e)))?;
+    let snapshot = Arc::clone(state.snapshot());
+    let mut workers = start_workers(config, &machine, &ports, ends, &snapshot, &stop)?;
+    let served = crate::run::serve(
+        config,
+        state,
+        Links {
+            updates: workers.updates.clone(),
+            counters: workers.counters.clone(),
+            passive: None,
+            source: Some((path.to_owned(), machine.clone())),
+            neigh: links,
+        },
+        &format!("{} dpdk worker(s)", workers.handles.len()),
+        &stop,
+        &|| workers.any_finished(),
+        stats_interval,
     );
-    let mut prev = report::Totals::default();
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) && !workers.any_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(every) = stats_interval {
-            if last.elapsed() >= every {
-                let now = report::Totals::collect(&workers.counters);
-                println!("{}", report::progress_line(&prev, &now, last.elapsed()));
-                prev = now;
-                last = Instant::now();
-            }
-        }
-    }
     let joined = workers.stop_and_join();
-    print!(
-        "{}",
-        report::summary(&snapshot, &workers.counters, workers.started.elapsed())
-    );
-    let mut result = joined;
+    let mut result = match served {
+        Ok(snapshot) => {
+            print!(
+                "{}",
+                report::summary(&snapshot, &workers.counters, workers.started.elapsed())
+            );
+            joined
+        }
+        Err(e) => Err(e.into()),
+    };
     for port in ports {
         let device = port.device().to_owned();
         let missed = port.rx_missed();

@@ -25,8 +25,15 @@
 //! VIPs sharing a backend drop it in the same snapshot. A check's rise/fall machine lives
 //! as long as some backend entry has that (address, check): changes and reloads that keep
 //! it keep its health.
+//!
+//! On a dataplane that owns the wire the controller also resolves neighbours (ARP/NDP,
+//! `state/neigh.rs`): the MACs it learns go into every snapshot it builds, whatever made it
+//! build one.
 
+mod neigh;
 mod table;
+
+pub use self::neigh::{NeighLink, PortNeighbours, NEIGH_TO_CONTROL, NEIGH_TO_WORKER};
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -130,6 +137,10 @@ pub struct State {
     events: SharedEvents,
     current: Arc<Snapshot>,
     jitter: Jitter,
+    /// Neighbour resolution per wire-owning port (none in socket mode).
+    neigh: Vec<PortNeighbours>,
+    /// [`State::neigh_generation`] when the snapshot in force was built.
+    neigh_seen: u64,
 }
 
 impl State {
@@ -146,6 +157,8 @@ impl State {
             events: Arc::new(Mutex::new(EventRing::default())),
             current: Arc::new(Snapshot::default()),
             jitter: Jitter::new(),
+            neigh: Vec::new(),
+            neigh_seen: 0,
         };
         s.sync_targets(now);
         s.current = s.build(&s.table, generation)?;
@@ -219,18 +232,26 @@ impl State {
         }
     }
 
-    /// The snapshot of `table` with today's health, as generation `generation`.
+    /// The snapshot of `table` with today's health and neighbours, as generation
+    /// `generation`.
     fn build(&self, table: &Table, generation: u64) -> Result<Arc<Snapshot>, StateError> {
-        let specs = table.specs(|b| self.health_of(b.addr, table.checks.get(&b.id)));
+        let mut specs = table.specs(|b| self.health_of(b.addr, table.checks.get(&b.id)));
+        let (g4, g6) = self.fill_neighbours(&mut specs);
         Snapshot::new(generation, specs)
-            .map(Arc::new)
+            .map(|s| Arc::new(s.with_gateway_macs(g4, g6)))
             .map_err(StateError::Snapshot)
+    }
+
+    /// Installs `snap` as the snapshot in force.
+    fn install(&mut self, snap: &Arc<Snapshot>) {
+        self.current = Arc::clone(snap);
+        self.neigh_seen = self.neigh_generation();
     }
 
     /// Builds and installs the next snapshot from the table and health.
     fn rebuild(&mut self) -> Result<Arc<Snapshot>, StateError> {
         let snap = self.build(&self.table, self.current.generation + 1)?;
-        self.current = Arc::clone(&snap);
+        self.install(&snap);
         Ok(snap)
     }
 
@@ -548,8 +569,9 @@ impl State {
             .build(&next, self.current.generation + 1)
             .map_err(|e| internal(&e))?;
         self.table = next;
-        self.current = Arc::clone(&snap);
+        self.install(&snap);
         self.sync_targets(now);
+        self.sync_neighbours(now);
         let generation = snap.generation;
         tracing::info!(%who, generation, "{message}");
         self.log(
@@ -595,8 +617,9 @@ impl State {
             .build(&next, self.current.generation + 1)
             .map_err(|e| internal(&e))?;
         self.table = next;
-        self.current = Arc::clone(&snap);
+        self.install(&snap);
         self.sync_targets(now);
+        self.sync_neighbours(now);
         let generation = snap.generation;
         tracing::info!(%who, generation, file = %file, "reloaded: {summary}");
         if !restart.is_empty() {
@@ -708,6 +731,9 @@ pub struct Links {
     /// The config file that `reload` reads again, and the machine to validate it for;
     /// without it `reload` is refused.
     pub source: Option<(PathBuf, Machine)>,
+    /// Each wire-owning port's neighbour queues, in the order of
+    /// [`State::set_neighbours`]'s ports (empty in socket mode).
+    pub neigh: Vec<NeighLink>,
 }
 
 enum Command {
@@ -760,6 +786,53 @@ fn stopped() -> ApiError {
     ApiError::new(ErrorCode::Internal, "the control thread has stopped")
 }
 
+/// Hands each port's pending neighbour frames to its worker; a frame that does not fit
+/// in the worker's queue is lost (the protocol retries).
+fn send_neigh_frames(state: &mut State, links: &[NeighLink]) {
+    let mut buf = [0u8; dataplane::neigh::MAX_FRAME];
+    for (port, l) in links.iter().enumerate() {
+        while let Some(n) = state.poll_neigh_transmit(port, &mut buf) {
+            let f = dataplane::neigh::NeighFrame::new(&buf[..n]);
+            if l.to_worker.try_send(f).is_err() {
+                tracing::debug!(port, "neighbour frame lost: the worker's queue is full");
+            }
+        }
+    }
+}
+
+/// Carries out an operator's command on the control thread.
+fn handle_command(
+    state: &mut State,
+    c: Command,
+    workers: &[Sender<Arc<Snapshot>>],
+    cur: &Mutex<Arc<Snapshot>>,
+) {
+    match c {
+        Command::Apply(change, who, reply) => {
+            let r = state.apply(&change, &who, Instant::now());
+            let r = r.map(|(applied, snap)| {
+                if let Some(s) = snap {
+                    publish(workers, cur, &s);
+                }
+                applied
+            });
+            let _ = reply.send(r);
+        }
+        Command::Reload(config, file, who, reply) => {
+            let config = config.map(|c| *c);
+            let r = state.reload(config, &file, &who, Instant::now());
+            let r = r.map(|(reloaded, s)| {
+                publish(workers, cur, &s);
+                reloaded
+            });
+            let _ = reply.send(r);
+        }
+        Command::List(reply) => {
+            let _ = reply.send(state.list());
+        }
+    }
+}
+
 impl Controller {
     /// Starts the control thread for `state`, connected to `links`. The state's current
     /// snapshot is assumed to be what the workers started with.
@@ -772,6 +845,7 @@ impl Controller {
             counters,
             passive,
             source,
+            neigh,
         } = links;
         state.set_counters(counters.clone());
         let mut checker = Checker::start(state.check_threads())
@@ -787,67 +861,80 @@ impl Controller {
                 tracing::info!(
                     checks = state.targets(),
                     threads = state.check_threads(),
-                    "health checker started"
+                    neighbour_ports = neigh.len(),
+                    "controller started"
                 );
+                // A port's queue is dropped from the selection once its workers are gone.
+                let mut neigh_open = vec![true; neigh.len()];
                 loop {
                     let now = Instant::now();
                     for job in state.poll_due(now) {
                         checker.submit(job);
                     }
-                    // Wake up at the next due check, and at least once a second.
-                    let wait = state
-                        .poll_timeout()
+                    if !neigh.is_empty() {
+                        state.handle_neigh_timeout(now);
+                        send_neigh_frames(&mut state, &neigh);
+                        match state.poll_neigh_snapshot() {
+                            Ok(Some(s)) => publish(&workers, &cur, &s),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(error = %e, "neighbour update not applied"),
+                        }
+                    }
+                    // Wake up at the next due check or neighbour timer, at least once a second.
+                    let wait = [state.poll_timeout(), state.poll_neigh_timeout()]
+                        .into_iter()
+                        .flatten()
+                        .min()
                         .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
                         .min(Duration::from_secs(1));
-                    crossbeam_channel::select! {
-                        recv(checker.outcomes()) -> o => {
-                            let Ok(o) = o else { break };
-                            match state.handle_outcome(&o, Instant::now()) {
-                                Ok(Some(s)) => publish(&workers, &cur, &s),
-                                Ok(None) => {}
-                                Err(e) => tracing::error!(error = %e, "health update not applied"),
-                            }
+                    let mut sel = crossbeam_channel::Select::new();
+                    let outcomes = checker.outcomes().clone();
+                    let i_outcome = sel.recv(&outcomes);
+                    let i_passive = sel.recv(&passive);
+                    let i_command = sel.recv(&cmd_rx);
+                    let mut i_neigh = Vec::with_capacity(neigh.len());
+                    for (port, l) in neigh.iter().enumerate() {
+                        if neigh_open[port] {
+                            i_neigh.push((sel.recv(&l.from_workers), port));
                         }
-                        recv(passive) -> r => {
-                            if let Ok(r) = r {
-                                state.handle_passive(&r, Instant::now());
-                            }
+                    }
+                    let Ok(op) = sel.select_timeout(wait) else {
+                        continue;
+                    };
+                    let i = op.index();
+                    if i == i_outcome {
+                        let Ok(o) = op.recv(&outcomes) else { break };
+                        match state.handle_outcome(&o, Instant::now()) {
+                            Ok(Some(s)) => publish(&workers, &cur, &s),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(error = %e, "health update not applied"),
                         }
-                        recv(cmd_rx) -> c => {
-                            let Ok(c) = c else { break };
-                            match c {
-                                Command::Apply(change, who, reply) => {
-                                    let r = state.apply(&change, &who, Instant::now());
-                                    let r = r.map(|(applied, snap)| {
-                                        if let Some(s) = snap {
-                                            publish(&workers, &cur, &s);
-                                        }
-                                        applied
-                                    });
-                                    let _ = reply.send(r);
-                                }
-                                Command::Reload(config, file, who, reply) => {
-                                    let config = config.map(|c| *c);
-                                    let r = state.reload(config, &file, &who, Instant::now());
-                                    let r = r.map(|(reloaded, s)| {
-                                        publish(&workers, &cur, &s);
-                                        reloaded
-                                    });
-                                    let _ = reply.send(r);
-                                }
-                                Command::List(reply) => {
-                                    let _ = reply.send(state.list());
-                                }
-                            }
-                            // Checks added at run time may need more checker threads.
-                            if let Err(e) = checker.grow(state.check_threads()) {
-                                tracing::warn!(error = %e, "cannot start another checker thread");
-                            }
+                    } else if i == i_passive {
+                        if let Ok(r) = op.recv(&passive) {
+                            state.handle_passive(&r, Instant::now());
                         }
-                        default(wait) => {}
+                    } else if i == i_command {
+                        let Ok(c) = op.recv(&cmd_rx) else { break };
+                        handle_command(&mut state, c, &workers, &cur);
+                        // Checks added at run time may need more checker threads.
+                        if let Err(e) = checker.grow(state.check_threads()) {
+                            tracing::warn!(error = %e, "cannot start another checker thread");
+                        }
+                    } else if let Some(&(_, port)) = i_neigh.iter().find(|(k, _)| *k == i) {
+                        let rx = &neigh[port].from_workers;
+                        match op.recv(rx) {
+                            Ok(f) => {
+                                let now = Instant::now();
+                                state.handle_neigh_frame(port, now, f.bytes());
+                                for f in rx.try_iter() {
+                                    state.handle_neigh_frame(port, now, f.bytes());
+                                }
+                            }
+                            Err(_) => neigh_open[port] = false,
+                        }
                     }
                 }
-                tracing::info!("health checker stopped");
+                tracing::info!("controller stopped");
             })
             .map_err(|e| StateError::Spawn("control", e))?;
         Ok(Self {

@@ -4,8 +4,10 @@
 //! backends; traffic for no VIP), runs the `spray` binary with
 //! `net_pcap0,rx_pcap=IN,tx_pcap=OUT`, stops it with SIGTERM once its stats line shows every
 //! packet received, and checks the output capture packet by packet: destination address and
-//! port, MACs, valid checksums and round-robin order. It also checks that the mempool was
-//! full again after stop.
+//! port, MACs, valid checksums and round-robin order. Every MAC is static here (the
+//! config's `mac` and `gateway_mac`); the only frames Spray originates are the VIPs'
+//! announcements (gratuitous ARP, unsolicited NA), which are checked apart. It also checks
+//! that the mempool was full again after stop.
 //!
 //! Needs root (EAL with `--no-huge`); built only with the dpdk feature.
 #![cfg(spray_dpdk)]
@@ -263,7 +265,25 @@ fn pcap_golden_four_vips_dr_nat_v4_v6() {
     let (free, size) = level.split_once('/').unwrap();
     assert_eq!(free, size, "mempool not full after stop: {pool}");
 
-    let got = read_pcap(&out);
+    // Besides the datagrams, the controller announced each VIP (gratuitous ARP, unsolicited
+    // NA) with the port's MAC; set those apart.
+    let (announced, got): (Vec<Vec<u8>>, Vec<Vec<u8>>) = read_pcap(&out)
+        .into_iter()
+        .partition(|f| dataplane::neigh::sender_of(f).is_some());
+    let mut vips: Vec<std::net::IpAddr> = announced
+        .iter()
+        .filter_map(|f| dataplane::neigh::sender_of(f))
+        .inspect(|(_, mac)| assert_eq!(mac.0, PORT_MAC, "announced with the port's MAC"))
+        .map(|(ip, _)| ip)
+        .collect();
+    vips.sort();
+    vips.dedup();
+    let want_vips: Vec<std::net::IpAddr> =
+        ["198.18.0.10", "198.18.0.11", "2001:db8::10", "2001:db8::11"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+    assert_eq!(vips, want_vips, "every vip announced");
     assert_eq!(got.len(), expect.len(), "frames out");
     for (i, (f, e)) in got.iter().zip(&expect).enumerate() {
         let p = parse_udp(f).unwrap_or_else(|r| panic!("frame {i}: {r:?}"));

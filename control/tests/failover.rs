@@ -209,6 +209,7 @@ fn scenario(passive: bool, vips: [&str; 2]) {
             counters: workers.counters().to_vec(),
             passive: Some(prx),
             source: None,
+            neigh: Vec::new(),
         },
     )
     .unwrap();

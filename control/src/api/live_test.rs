@@ -98,6 +98,7 @@ fn live_changes_lose_and_misdirect_nothing() {
                 counters: workers.counters().to_vec(),
                 passive: None,
                 source: Some((path.clone(), machine)),
+                neigh: Vec::new(),
             },
         )
         .unwrap(),

@@ -33,7 +33,7 @@
 //! file. Drain and disable marks stay on the services and backends that remain (a reload
 //! does not bring back a box taken out for maintenance), unless the file's own `drain` of
 //! that backend changed since the last load: then the file's value wins. Keys that only take
-//! effect at start (`[runtime]`, `[socket]`, `[control]`, `[metrics]`) are reported in
+//! effect at start (`[runtime]`, `[socket]`, `[dpdk]`, `[control]`, `[metrics]`) are reported in
 //! [`Reloaded::restart_needed`].
 //!
 //! [`Reloaded::restart_needed`]: crate::api::Reloaded::restart_needed
@@ -282,6 +282,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.socket != new.socket {
         v.push("socket".to_owned());
+    }
+    if old.dpdk != new.dpdk {
+        v.push("dpdk".to_owned());
     }
     if old.control != new.control {
         v.push("control".to_owned());

@@ -6,9 +6,11 @@
 //! device supports it), create the port's mempool, set up the queues, start, read the link.
 //! [`EthPort::queue`] then hands out one [`DpdkPort`] per queue pair, each for one worker.
 //!
-//! A `DpdkPort` holds no pointer, only ids, so it can move to its worker thread; the port it
-//! refers to must stay started while it lives. [`EthPort::close`] enforces that at run time:
-//! it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts them).
+//! A `DpdkPort` holds ids and its port's mempool (to originate the odd ARP/NDP frame, see
+//! [`Port::alloc_frame`]), so it can move to its worker thread; the port it refers to must
+//! stay started, and its mempool alive, while it lives. [`EthPort::close`] enforces that at
+//! run time: it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts
+//! them).
 //!
 //! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until
 //! the NIC is done, and each worker has a burst in hand plus the mempool's per-lcore cache:
@@ -374,6 +376,7 @@ impl EthPort {
             port: self.id,
             queue,
             mac: self.mac,
+            pool: SharedPool(self.pool),
             _alive: Arc::clone(&self.handles),
         })
     }
@@ -451,8 +454,20 @@ pub struct DpdkPort {
     port: u16,
     queue: u16,
     mac: MacAddr,
+    pool: SharedPool,
     _alive: Arc<()>,
 }
+
+/// The port's mempool, as a [`DpdkPort`] carries it to its worker thread.
+#[derive(Debug, Clone, Copy)]
+struct SharedPool(NonNull<ffi::rte_mempool>);
+
+// SAFETY: a packet mempool is built for concurrent use: its default ring ops are
+// multi-producer/multi-consumer and each lcore has its own cache, so `rte_pktmbuf_alloc`
+// from any registered worker thread is sound. The pool outlives every `DpdkPort`:
+// `EthPort::close` frees it only after checking that no `DpdkPort` is alive, and
+// `EthPort`'s `Drop` never frees it.
+unsafe impl Send for SharedPool {}
 
 impl DpdkPort {
     /// The DPDK port id.
@@ -524,5 +539,13 @@ impl Port for DpdkPort {
 
     fn mac(&self) -> MacAddr {
         self.mac
+    }
+
+    /// A fresh mbuf from the port's mempool with a copy of `frame` (ARP/NDP frames the
+    /// control thread originates); `None` when the pool is empty.
+    fn alloc_frame(&mut self, frame: &[u8]) -> Option<Mbuf> {
+        // SAFETY: the pool is a live packet mempool (see `SharedPool`), and this runs on
+        // the worker thread that owns this queue pair.
+        unsafe { Mbuf::alloc_with(self.pool.0, frame) }
     }
 }
