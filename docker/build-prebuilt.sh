@@ -17,4 +17,4 @@ docker/runtime-packages.sh "$bin" > "$ctx/runtime-packages"
 cp docker/spray.toml docker/Dockerfile.prebuilt "$ctx/"
 echo "runtime packages: $(tr '\n' ' ' < "$ctx/runtime-packages")"
 # shellcheck disable=SC2086
-"$builder" build ${BUILD_FLAGS:-} --build-arg BASE="$base" -f "$ctx/Dockerfile.prebuilt" -t "$tag" "$ctx"
+"$builder" build --format docker ${BUILD_FLAGS:-} --build-arg BASE="$base" -f "$ctx/Dockerfile.prebuilt" -t "$tag" "$ctx"
