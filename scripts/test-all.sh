@@ -43,6 +43,12 @@ if [ "$(id -u)" = 0 ]; then
         step "network namespace tests"
         scripts/netns-tests.sh
     fi
+    for t in scripts/ha/test-ha.sh scripts/ha/test-bgp.sh; do
+        if [ -x "$t" ]; then
+            step "$t (keepalived VRRP failover / BGP announce and withdraw)"
+            "$t"
+        fi
+    done
     if [ -x scripts/bench-smoke.sh ]; then
         # The side-by-side runner in --quick mode: asserts that every balancer forwards
         # evenly and that every output is written; no speed target (those live in docs).

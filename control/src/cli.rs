@@ -123,6 +123,8 @@ pub enum Command {
                            spray ctl --socket /tmp/spray.sock watch"
     )]
     Ctl(crate::ctl::CtlArgs),
+    /// Convert another load balancer's config (keepalived.conf) to a Spray config
+    Import(crate::import::ImportArgs),
 }
 
 /// `spray bench`.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod ops;
 pub mod report;

@@ -102,7 +102,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             bench::bench(&args).map_err(Error::Bench)
         }
         // Handled in `main`: it has exit codes of its own.
-        Command::Ctl(_) => Ok(()),
+        Command::Ctl(_) | Command::Import(_) => Ok(()),
     }
 }
 
@@ -110,6 +110,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Ctl(args) = &cli.command {
         return ExitCode::from(ctl::run(args));
+    }
+    if let Command::Import(args) = &cli.command {
+        return ExitCode::from(spray::import::run(args));
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
