@@ -1,6 +1,8 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null] [--huge-dir DIR] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
+//! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
+//! amount of work, to count instructions per packet under callgrind; docs/benchmarks.md).
 
 #[cfg(spray_dpdk)]
 fn main() {
@@ -11,6 +13,8 @@ fn main() {
     while let Some(a) = args.next() {
         if a == "--null" {
             s.null = true;
+        } else if a == "--bursts" {
+            s.bursts = args.next().and_then(|b| b.parse().ok());
         } else if a == "--huge-dir" {
             s.huge_dir = args.next();
         } else if let Ok(n) = a.parse::<u64>() {
