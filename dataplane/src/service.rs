@@ -428,6 +428,14 @@ impl Snapshot {
         Some((id, self.service(id)?))
     }
 
+    /// The UDP service listening on IPv4 address `ip` (host order of its big-endian bytes)
+    /// and `port`: [`Snapshot::lookup_addr`] for the packet path's fast case.
+    #[inline]
+    pub fn lookup_v4(&self, ip: u32, port: u16) -> Option<(VipId, &Service)> {
+        let id = self.by_vip.get_v4(ip, port)?;
+        Some((id, self.service(id)?))
+    }
+
     /// The service with id `id`, if any.
     #[inline]
     pub fn service(&self, id: VipId) -> Option<&Service> {
