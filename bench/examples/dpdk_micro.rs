@@ -1,5 +1,5 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null] [--huge-dir DIR] [--bursts N] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
 //! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
 //! amount of work, to count instructions per packet under callgrind; docs/benchmarks.md).
@@ -13,6 +13,8 @@ fn main() {
     while let Some(a) = args.next() {
         if a == "--null" {
             s.null = true;
+        } else if a == "--nat" {
+            s.nat = true;
         } else if a == "--bursts" {
             s.bursts = args.next().and_then(|b| b.parse().ok());
         } else if a == "--huge-dir" {
@@ -35,7 +37,7 @@ fn main() {
                 "no-huge"
             };
             println!(
-                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray (dr, full \
+                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray ({}, full \
                  work) {:.2} Mpps, ratio {:.2}",
                 if s.null {
                     "net_null + 64 B copy"
@@ -44,6 +46,7 @@ fn main() {
                 },
                 s.burst,
                 r.io_forward,
+                if s.nat { "nat" } else { "dr" },
                 r.spray,
                 r.spray / r.io_forward
             );

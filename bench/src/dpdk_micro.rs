@@ -6,14 +6,14 @@
 //! - io-forward: `rx_burst` straight to `tx_burst`, the framework's own cost;
 //! - spray: [`Worker::poll`], Spray's full per-packet work (parse with the IPv4 header
 //!   checksum check, VIP lookup, round-robin pick, MAC rewrite, counters). DR keeps each
-//!   frame addressed to the VIP, so the same frames can go round forever; NAT's checksum
-//!   patching is measured by the memory-port benchmark ([`crate::micro`]).
+//!   frame addressed to the VIP, so the same frames can go round forever.
 //!
 //! With [`DpdkMicroSettings::null`] the port is a `net_null` vdev instead: RX allocates
 //! fresh mbufs (a mempool get per packet, as a NIC refilling its ring), TX frees them. Its
 //! frames carry no content, so a 64-byte template is copied into each received mbuf in
 //! *both* loops (the stand-in for the NIC's DMA, as in the memory-port benchmark); the
-//! difference between the two loops is again Spray's own work.
+//! difference between the two loops is again Spray's own work. Since every frame is
+//! rewritten from the template, NAT works there too ([`DpdkMicroSettings::nat`]).
 //!
 //! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
 
@@ -49,6 +49,10 @@ pub struct DpdkMicroSettings {
     /// Run exactly this many bursts per repetition instead of for `duration` (a fixed
     /// amount of work, for instruction counts under callgrind).
     pub bursts: Option<u64>,
+    /// NAT instead of DR (`net_null` only: a NAT-rewritten frame no longer goes to the VIP,
+    /// so it cannot circulate in a `net_ring`). Adds the TTL decrement, the address and port
+    /// rewrite and both checksum patches.
+    pub nat: bool,
 }
 
 /// A port that copies a template frame into every received buffer (for `net_null`).
@@ -97,6 +101,7 @@ impl Default for DpdkMicroSettings {
             core: 0,
             null: false,
             bursts: None,
+            nat: false,
         }
     }
 }
@@ -120,7 +125,7 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn snapshot() -> Snapshot {
+fn snapshot(mode: Mode) -> Snapshot {
     let backends = (1..=3u8)
         .map(|i| {
             let mut b = Backend::new(
@@ -138,7 +143,7 @@ fn snapshot() -> Snapshot {
             VipId(0),
             "bench",
             VipKey::udp("198.18.0.10:514".parse().expect("literal")),
-            Mode::Dr,
+            mode,
             SchedulerKind::Rr,
             backends,
         )],
@@ -194,6 +199,9 @@ fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64)
 /// # Errors
 /// EAL or port set-up errors, as text.
 pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
+    if s.nat && !s.null {
+        return Err("NAT needs net_null (--null): NAT-rewritten frames cannot circulate".into());
+    }
     let mut args = vec![
         "-l".to_owned(),
         s.core.to_string(),
@@ -257,7 +265,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             gateway_mac: MacAddr::default(),
             idle: Idle::Off,
         },
-        Arc::new(snapshot()),
+        Arc::new(snapshot(if s.nat { Mode::Nat } else { Mode::Dr })),
         rx,
         counters.clone(),
         Arc::new(NatFlows::new(1024)),

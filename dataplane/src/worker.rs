@@ -427,7 +427,7 @@ fn process(
         if let Some((vip_id, svc)) = ctx.snap.lookup_v4(h.dst_ip, h.dst_port) {
             return to_backend(frame, &h, None, vip_id, svc, ctx, cursors, frags, now);
         }
-        return from_backend(frame, &h, None, ctx, frags, now);
+        return from_backend(frame, h, None, ctx, frags, now);
     }
     process_general(frame, ctx, cursors, frags, now)
 }
@@ -470,7 +470,7 @@ fn neigh_verdict(v: neigh::Verdict, c: &WorkerCounters) -> Fwd {
 /// What [`to_backend`] and [`from_backend`] need to know of a datagram: implemented by the
 /// general [`UdpFrame`] and by the fast path's [`Ipv4Udp`], so both paths share one policy
 /// and each gets its own compiled copy of it.
-trait Datagram {
+trait Datagram: Copy {
     fn l3(&self) -> usize;
     fn is_ipv6(&self) -> bool;
     fn src(&self) -> SocketAddr;
@@ -546,7 +546,7 @@ fn udp(
 ) -> Result<Fwd, DropReason> {
     match ctx.snap.lookup_addr(&f.dst()) {
         Some((vip_id, svc)) => to_backend(frame, f, frag, vip_id, svc, ctx, cursors, frags, now),
-        None => from_backend(frame, f, frag, ctx, frags, now),
+        None => from_backend(frame, *f, frag, ctx, frags, now),
     }
 }
 
@@ -567,17 +567,12 @@ fn to_backend<D: Datagram>(
     let c = ctx.c;
     let len = frame.len();
     c.vip_packet(vip_id, len);
-    let hash = if svc.spec.scheduler.needs_flow_hash() {
-        flow_hash(&f.src(), &f.dst())
-    } else {
-        0
-    };
     let mut scratch = 0;
     let cursor = cursors
         .get_mut(usize::from(vip_id.0))
         .unwrap_or(&mut scratch);
     let (i, b) = svc
-        .pick_indexed(cursor, hash)
+        .pick_indexed_with(cursor, || flow_hash(&f.src(), &f.dst()))
         .ok_or(DropReason::NoHealthyBackend)?;
     let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
     let nat = svc.spec.mode == Mode::Nat;
@@ -609,7 +604,7 @@ fn to_backend<D: Datagram>(
 #[inline(never)]
 fn from_backend<D: Datagram>(
     frame: &mut [u8],
-    f: &D,
+    f: D,
     frag: Option<&FragInfo>,
     ctx: &Ctx,
     frags: &mut FragTable,
