@@ -52,6 +52,12 @@ fn main() {
             );
             println!("  io-forward runs {:.2?}", r.io_forward_runs);
             println!("  spray runs      {:.2?}", r.spray_runs);
+            if let (Some(i), Some(f), Some(q)) = (r.io_forward_cpu, r.spray_cpu, r.ratio_cpu) {
+                println!(
+                    "  per on-CPU second: io-forward {i:.2} Mpps, spray {f:.2} Mpps, \
+                     median ratio {q:.2}"
+                );
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

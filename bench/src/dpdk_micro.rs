@@ -117,6 +117,22 @@ pub struct DpdkMicroResult {
     pub io_forward_runs: Vec<f64>,
     /// Every spray repetition.
     pub spray_runs: Vec<f64>,
+    /// io-forward Mpps per second the thread was on a CPU (median; `None` without
+    /// `/proc/thread-self/schedstat`): unlike wall-clock Mpps, not lowered by time the
+    /// thread spent preempted on a shared machine.
+    pub io_forward_cpu: Option<f64>,
+    /// Spray's full work Mpps per on-CPU second (median).
+    pub spray_cpu: Option<f64>,
+    /// Median of the per-repetition ratios spray / io-forward, on-CPU time (each
+    /// repetition's two loops ran back to back, so they shared the machine's state).
+    pub ratio_cpu: Option<f64>,
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (the first field of
+/// `/proc/thread-self/schedstat`), if the kernel exposes it.
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -180,7 +196,8 @@ fn worker_loop(w: &mut Worker<FillPort<DpdkPort>>, bursts: u64) -> u64 {
 
 /// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
 /// (packets, seconds).
-fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64) {
+fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
+    let cpu0 = cpu_ns();
     let start = Instant::now();
     let mut n = 0u64;
     match s.bursts {
@@ -191,7 +208,12 @@ fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64)
             }
         }
     }
-    (n, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_ns()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
+        _ => None,
+    };
+    (n, secs, cpu)
 }
 
 /// Runs the benchmark (initialises EAL: once per process).
@@ -272,11 +294,19 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     );
     let mut burst = Vec::with_capacity(s.burst);
     let (mut io, mut full) = (Vec::new(), Vec::new());
+    let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..s.reps.max(1) {
-        let (n, secs) = drive(s, |b| io_forward_loop(w.port_mut(), &mut burst, s.burst, b));
+        let (n, secs, cpu_io) = drive(s, |b| io_forward_loop(w.port_mut(), &mut burst, s.burst, b));
         io.push(n as f64 / secs / 1e6);
-        let (n, secs) = drive(s, |b| worker_loop(&mut w, b));
+        let cpu_io = cpu_io.map(|c| n as f64 / c / 1e6);
+        let (n, secs, cpu_full) = drive(s, |b| worker_loop(&mut w, b));
         full.push(n as f64 / secs / 1e6);
+        let cpu_full = cpu_full.map(|c| n as f64 / c / 1e6);
+        if let (Some(a), Some(b)) = (cpu_io, cpu_full) {
+            io_cpu.push(a);
+            full_cpu.push(b);
+            ratios.push(b / a);
+        }
     }
     let dropped = counters.dropped_total();
     // net_ring keeps what is in its ring across close: take the frames back first (net_null
@@ -299,5 +329,8 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         spray: median(&full),
         io_forward_runs: io,
         spray_runs: full,
+        io_forward_cpu: (!io_cpu.is_empty()).then(|| median(&io_cpu)),
+        spray_cpu: (!full_cpu.is_empty()).then(|| median(&full_cpu)),
+        ratio_cpu: (!ratios.is_empty()).then(|| median(&ratios)),
     })
 }
