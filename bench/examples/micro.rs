@@ -29,10 +29,11 @@ fn main() {
     for case in cases {
         let r = run_case(case, &s);
         println!(
-            "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  runs {:?}",
+            "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  per on-CPU second {:>7.2} Mpps  runs {:.2?}",
             case.name(),
             r.mpps,
             r.ns_per_packet,
+            r.mpps_cpu.unwrap_or(f64::NAN),
             r.runs
         );
     }

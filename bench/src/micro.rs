@@ -87,6 +87,23 @@ pub struct MicroResult {
     pub ns_per_packet: f64,
     /// Every repetition's Mpps.
     pub runs: Vec<f64>,
+    /// Median Mpps per second the thread was on a CPU (`None` without
+    /// `/proc/thread-self/schedstat`): unlike `mpps`, not lowered by time spent preempted
+    /// on a shared machine.
+    pub mpps_cpu: Option<f64>,
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (the first field of
+/// `/proc/thread-self/schedstat`), if the kernel exposes it.
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
 }
 
 const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
@@ -129,16 +146,16 @@ fn templates(s: &MicroSettings) -> Vec<Vec<u8>> {
 
 /// Runs one case; the median of `reps` repetitions.
 pub fn run_case(case: Case, s: &MicroSettings) -> MicroResult {
-    let mut runs: Vec<f64> = (0..s.reps.max(1)).map(|_| once(case, s)).collect();
-    let mut sorted = runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let mpps = sorted[sorted.len() / 2];
-    runs.shrink_to_fit();
+    let reps: Vec<(f64, Option<f64>)> = (0..s.reps.max(1)).map(|_| once(case, s)).collect();
+    let runs: Vec<f64> = reps.iter().map(|r| r.0).collect();
+    let cpu: Vec<f64> = reps.iter().filter_map(|r| r.1).collect();
+    let mpps = median(&runs);
     MicroResult {
         case,
         mpps,
         ns_per_packet: 1e3 / mpps,
         runs,
+        mpps_cpu: (cpu.len() == reps.len()).then(|| median(&cpu)),
     }
 }
 
@@ -165,8 +182,9 @@ fn worker_loop(w: &mut Worker<MemoryPort>, bursts: u64) -> u64 {
 }
 
 /// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
-/// (packets, seconds).
-fn drive(s: &MicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64) {
+/// (packets, seconds, seconds on a CPU).
+fn drive(s: &MicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
+    let cpu0 = cpu_ns();
     let start = Instant::now();
     let mut n = 0u64;
     match s.bursts {
@@ -177,17 +195,23 @@ fn drive(s: &MicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64) {
             }
         }
     }
-    (n, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_ns()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
+        _ => None,
+    };
+    (n, secs, cpu)
 }
 
-fn once(case: Case, s: &MicroSettings) -> f64 {
+/// One repetition: (Mpps, Mpps per on-CPU second).
+fn once(case: Case, s: &MicroSettings) -> (f64, Option<f64>) {
     let port = MemoryPort::replay(PORT_MAC, templates(s), s.burst * 4);
     match case {
         Case::IoForward => {
             let mut port = port;
             let mut burst = Vec::with_capacity(s.burst);
-            let (n, secs) = drive(s, |b| io_forward_loop(&mut port, &mut burst, s.burst, b));
-            n as f64 / secs / 1e6
+            let (n, secs, cpu) = drive(s, |b| io_forward_loop(&mut port, &mut burst, s.burst, b));
+            (n as f64 / secs / 1e6, cpu.map(|c| n as f64 / c / 1e6))
         }
         Case::Dr | Case::Nat => {
             let mode = if case == Case::Dr {
@@ -209,13 +233,14 @@ fn once(case: Case, s: &MicroSettings) -> f64 {
                 counters.clone(),
                 Arc::new(NatFlows::new(1 << 16)),
             );
-            let (_, secs) = drive(s, |b| worker_loop(&mut w, b));
+            let (_, secs, cpu) = drive(s, |b| worker_loop(&mut w, b));
             assert_eq!(
                 counters.dropped_total(),
                 0,
                 "the benchmark traffic must all be forwarded"
             );
-            counters.tx_packets.get() as f64 / secs / 1e6
+            let n = counters.tx_packets.get() as f64;
+            (n / secs / 1e6, cpu.map(|c| n / c / 1e6))
         }
     }
 }
