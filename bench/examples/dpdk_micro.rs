@@ -1,6 +1,8 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null] [--huge-dir DIR] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
+//! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
+//! amount of work, to count instructions per packet under callgrind; docs/benchmarks.md).
 
 #[cfg(spray_dpdk)]
 fn main() {
@@ -11,6 +13,10 @@ fn main() {
     while let Some(a) = args.next() {
         if a == "--null" {
             s.null = true;
+        } else if a == "--nat" {
+            s.nat = true;
+        } else if a == "--bursts" {
+            s.bursts = args.next().and_then(|b| b.parse().ok());
         } else if a == "--huge-dir" {
             s.huge_dir = args.next();
         } else if let Ok(n) = a.parse::<u64>() {
@@ -31,7 +37,7 @@ fn main() {
                 "no-huge"
             };
             println!(
-                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray (dr, full \
+                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray ({}, full \
                  work) {:.2} Mpps, ratio {:.2}",
                 if s.null {
                     "net_null + 64 B copy"
@@ -40,11 +46,18 @@ fn main() {
                 },
                 s.burst,
                 r.io_forward,
+                if s.nat { "nat" } else { "dr" },
                 r.spray,
                 r.spray / r.io_forward
             );
             println!("  io-forward runs {:.2?}", r.io_forward_runs);
             println!("  spray runs      {:.2?}", r.spray_runs);
+            if let (Some(i), Some(f), Some(q)) = (r.io_forward_cpu, r.spray_cpu, r.ratio_cpu) {
+                println!(
+                    "  per on-CPU second: io-forward {i:.2} Mpps, spray {f:.2} Mpps, \
+                     median ratio {q:.2}"
+                );
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,18 +1,25 @@
 //! Quick run of the dataplane micro-benchmark:
-//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps]`.
+//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps] [--bursts N]`.
+//!
+//! With `--bursts N` each repetition runs exactly N bursts instead of for `millis`: a fixed
+//! amount of work, to count instructions per packet under callgrind (docs/benchmarks.md).
 use std::time::Duration;
 
 use spray_bench::micro::{run_case, Case, MicroSettings};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut s = MicroSettings::default();
+    if let Some(i) = args.iter().position(|a| a == "--bursts") {
+        s.bursts = args.get(i + 1).and_then(|a| a.parse().ok());
+        args.drain(i..(i + 2).min(args.len()));
+    }
     let cases = match args.first().map(String::as_str) {
         Some("io-forward") => vec![Case::IoForward],
         Some("dr") => vec![Case::Dr],
         Some("nat") => vec![Case::Nat],
         _ => vec![Case::IoForward, Case::Dr, Case::Nat],
     };
-    let mut s = MicroSettings::default();
     if let Some(ms) = args.get(1).and_then(|a| a.parse().ok()) {
         s.duration = Duration::from_millis(ms);
     }
@@ -22,10 +29,11 @@ fn main() {
     for case in cases {
         let r = run_case(case, &s);
         println!(
-            "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  runs {:?}",
+            "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  per on-CPU second {:>7.2} Mpps  runs {:.2?}",
             case.name(),
             r.mpps,
             r.ns_per_packet,
+            r.mpps_cpu.unwrap_or(f64::NAN),
             r.runs
         );
     }

@@ -6,14 +6,14 @@
 //! - io-forward: `rx_burst` straight to `tx_burst`, the framework's own cost;
 //! - spray: [`Worker::poll`], Spray's full per-packet work (parse with the IPv4 header
 //!   checksum check, VIP lookup, round-robin pick, MAC rewrite, counters). DR keeps each
-//!   frame addressed to the VIP, so the same frames can go round forever; NAT's checksum
-//!   patching is measured by the memory-port benchmark ([`crate::micro`]).
+//!   frame addressed to the VIP, so the same frames can go round forever.
 //!
 //! With [`DpdkMicroSettings::null`] the port is a `net_null` vdev instead: RX allocates
 //! fresh mbufs (a mempool get per packet, as a NIC refilling its ring), TX frees them. Its
 //! frames carry no content, so a 64-byte template is copied into each received mbuf in
 //! *both* loops (the stand-in for the NIC's DMA, as in the memory-port benchmark); the
-//! difference between the two loops is again Spray's own work.
+//! difference between the two loops is again Spray's own work. Since every frame is
+//! rewritten from the template, NAT works there too ([`DpdkMicroSettings::nat`]).
 //!
 //! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
 
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
-use dataplane::port::dpdk::{Eal, EthPort, Mbuf, PortSettings};
+use dataplane::port::dpdk::{DpdkPort, Eal, EthPort, Mbuf, PortSettings};
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
@@ -46,6 +46,13 @@ pub struct DpdkMicroSettings {
     pub core: usize,
     /// `net_null` with a template copy per packet instead of a circulating `net_ring`.
     pub null: bool,
+    /// Run exactly this many bursts per repetition instead of for `duration` (a fixed
+    /// amount of work, for instruction counts under callgrind).
+    pub bursts: Option<u64>,
+    /// NAT instead of DR (`net_null` only: a NAT-rewritten frame no longer goes to the VIP,
+    /// so it cannot circulate in a `net_ring`). Adds the TTL decrement, the address and port
+    /// rewrite and both checksum patches.
+    pub nat: bool,
 }
 
 /// A port that copies a template frame into every received buffer (for `net_null`).
@@ -93,6 +100,8 @@ impl Default for DpdkMicroSettings {
             reps: 5,
             core: 0,
             null: false,
+            bursts: None,
+            nat: false,
         }
     }
 }
@@ -108,6 +117,22 @@ pub struct DpdkMicroResult {
     pub io_forward_runs: Vec<f64>,
     /// Every spray repetition.
     pub spray_runs: Vec<f64>,
+    /// io-forward Mpps per second the thread was on a CPU (median; `None` without
+    /// `/proc/thread-self/schedstat`): unlike wall-clock Mpps, not lowered by time the
+    /// thread spent preempted on a shared machine.
+    pub io_forward_cpu: Option<f64>,
+    /// Spray's full work Mpps per on-CPU second (median).
+    pub spray_cpu: Option<f64>,
+    /// Median of the per-repetition ratios spray / io-forward, on-CPU time (each
+    /// repetition's two loops ran back to back, so they shared the machine's state).
+    pub ratio_cpu: Option<f64>,
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (the first field of
+/// `/proc/thread-self/schedstat`), if the kernel exposes it.
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -116,7 +141,7 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn snapshot() -> Snapshot {
+fn snapshot(mode: Mode) -> Snapshot {
     let backends = (1..=3u8)
         .map(|i| {
             let mut b = Backend::new(
@@ -134,7 +159,7 @@ fn snapshot() -> Snapshot {
             VipId(0),
             "bench",
             VipKey::udp("198.18.0.10:514".parse().expect("literal")),
-            Mode::Dr,
+            mode,
             SchedulerKind::Rr,
             backends,
         )],
@@ -142,11 +167,63 @@ fn snapshot() -> Snapshot {
     .expect("one valid service")
 }
 
+/// The io-forward loop: RX burst straight to TX burst through the same port (template copy
+/// included). Not inlined, so that profilers and callgrind can attribute its cost.
+#[inline(never)]
+fn io_forward_loop(
+    port: &mut FillPort<DpdkPort>,
+    burst: &mut Vec<Mbuf>,
+    max: usize,
+    bursts: u64,
+) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..bursts {
+        n += port.rx_burst(burst, max) as u64;
+        port.tx_burst(burst);
+    }
+    n
+}
+
+/// The full-work loop: [`Worker::poll`] `bursts` times. Not inlined (see [`io_forward_loop`]).
+#[inline(never)]
+fn worker_loop(w: &mut Worker<FillPort<DpdkPort>>, bursts: u64) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..bursts {
+        n += w.poll() as u64;
+    }
+    n
+}
+
+/// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
+/// (packets, seconds).
+fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
+    let cpu0 = cpu_ns();
+    let start = Instant::now();
+    let mut n = 0u64;
+    match s.bursts {
+        Some(b) => n += chunk(b),
+        None => {
+            while start.elapsed() < s.duration {
+                n += chunk(1024);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_ns()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
+        _ => None,
+    };
+    (n, secs, cpu)
+}
+
 /// Runs the benchmark (initialises EAL: once per process).
 ///
 /// # Errors
 /// EAL or port set-up errors, as text.
 pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
+    if s.nat && !s.null {
+        return Err("NAT needs net_null (--null): NAT-rewritten frames cannot circulate".into());
+    }
     let mut args = vec![
         "-l".to_owned(),
         s.core.to_string(),
@@ -210,32 +287,26 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             gateway_mac: MacAddr::default(),
             idle: Idle::Off,
         },
-        Arc::new(snapshot()),
+        Arc::new(snapshot(if s.nat { Mode::Nat } else { Mode::Dr })),
         rx,
         counters.clone(),
         Arc::new(NatFlows::new(1024)),
     );
     let mut burst = Vec::with_capacity(s.burst);
     let (mut io, mut full) = (Vec::new(), Vec::new());
+    let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..s.reps.max(1) {
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < s.duration {
-            for _ in 0..1024 {
-                let p = w.port_mut();
-                n += p.rx_burst(&mut burst, s.burst) as u64;
-                p.tx_burst(&mut burst);
-            }
+        let (n, secs, cpu_io) = drive(s, |b| io_forward_loop(w.port_mut(), &mut burst, s.burst, b));
+        io.push(n as f64 / secs / 1e6);
+        let cpu_io = cpu_io.map(|c| n as f64 / c / 1e6);
+        let (n, secs, cpu_full) = drive(s, |b| worker_loop(&mut w, b));
+        full.push(n as f64 / secs / 1e6);
+        let cpu_full = cpu_full.map(|c| n as f64 / c / 1e6);
+        if let (Some(a), Some(b)) = (cpu_io, cpu_full) {
+            io_cpu.push(a);
+            full_cpu.push(b);
+            ratios.push(b / a);
         }
-        io.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < s.duration {
-            for _ in 0..1024 {
-                n += w.poll() as u64;
-            }
-        }
-        full.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
     }
     let dropped = counters.dropped_total();
     // net_ring keeps what is in its ring across close: take the frames back first (net_null
@@ -258,5 +329,8 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         spray: median(&full),
         io_forward_runs: io,
         spray_runs: full,
+        io_forward_cpu: (!io_cpu.is_empty()).then(|| median(&io_cpu)),
+        spray_cpu: (!full_cpu.is_empty()).then(|| median(&full_cpu)),
+        ratio_cpu: (!ratios.is_empty()).then(|| median(&ratios)),
     })
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
-use dataplane::port::memory::MemoryPort;
+use dataplane::port::memory::{MemBuf, MemoryPort};
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
@@ -67,6 +67,9 @@ pub struct MicroSettings {
     pub flows: usize,
     /// Worker threads, each pinned to its own core.
     pub workers: usize,
+    /// Run exactly this many bursts per repetition instead of for `duration` (a fixed
+    /// amount of work, for instruction counts under callgrind).
+    pub bursts: Option<u64>,
 }
 
 impl Default for MicroSettings {
@@ -79,6 +82,7 @@ impl Default for MicroSettings {
             scheduler: SchedulerKind::Rr,
             flows: 64,
             workers: 1,
+            bursts: None,
         }
     }
 }
@@ -96,6 +100,23 @@ pub struct MicroResult {
     pub ns_per_packet: f64,
     /// Every repetition's Mpps.
     pub runs: Vec<f64>,
+    /// Median Mpps per second the thread was on a CPU (`None` without
+    /// `/proc/thread-self/schedstat`): unlike `mpps`, not lowered by time spent preempted
+    /// on a shared machine.
+    pub mpps_cpu: Option<f64>,
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (the first field of
+/// `/proc/thread-self/schedstat`), if the kernel exposes it.
+fn cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
 }
 
 const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
@@ -141,11 +162,10 @@ fn templates(s: &MicroSettings, worker: usize) -> Vec<Vec<u8>> {
 
 /// Runs one case; the median of `reps` repetitions.
 pub fn run_case(case: Case, s: &MicroSettings) -> MicroResult {
-    let mut runs: Vec<f64> = (0..s.reps.max(1)).map(|_| once(case, s)).collect();
-    let mut sorted = runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let mpps = sorted[sorted.len() / 2];
-    runs.shrink_to_fit();
+    let reps: Vec<(f64, Option<f64>)> = (0..s.reps.max(1)).map(|_| once(case, s)).collect();
+    let runs: Vec<f64> = reps.iter().map(|r| r.0).collect();
+    let cpu: Vec<f64> = reps.iter().filter_map(|r| r.1).collect();
+    let mpps = median(&runs);
     let workers = s.workers.max(1);
     MicroResult {
         case,
@@ -153,11 +173,13 @@ pub fn run_case(case: Case, s: &MicroSettings) -> MicroResult {
         mpps,
         ns_per_packet: 1e3 * workers as f64 / mpps,
         runs,
+        mpps_cpu: (cpu.len() == reps.len()).then(|| median(&cpu)),
     }
 }
 
-/// One repetition: every worker at once, their rates summed.
-fn once(case: Case, s: &MicroSettings) -> f64 {
+/// One repetition: every worker at once, their rates summed: (Mpps, Mpps per on-CPU
+/// second, when every worker could read its CPU time).
+fn once(case: Case, s: &MicroSettings) -> (f64, Option<f64>) {
     let n = s.workers.max(1);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let barrier = Arc::new(Barrier::new(n));
@@ -176,27 +198,73 @@ fn once(case: Case, s: &MicroSettings) -> f64 {
             })
         })
         .collect();
-    handles
+    let per: Vec<(f64, Option<f64>)> = handles
         .into_iter()
         .map(|h| h.join().expect("a benchmark worker panicked"))
-        .sum()
+        .collect();
+    let mpps = per.iter().map(|p| p.0).sum();
+    let cpu = per.iter().map(|p| p.1).sum::<Option<f64>>();
+    (mpps, cpu)
 }
 
-fn one_worker(case: Case, s: &MicroSettings, index: usize, nat_flows: Arc<NatFlows>) -> f64 {
+/// The io-forward loop: RX burst straight to TX burst. Not inlined, so that profilers and
+/// callgrind can attribute its cost.
+#[inline(never)]
+fn io_forward_loop(port: &mut MemoryPort, burst: &mut Vec<MemBuf>, max: usize, bursts: u64) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..bursts {
+        n += port.rx_burst(burst, max) as u64;
+        port.tx_burst(burst);
+    }
+    n
+}
+
+/// The full-work loop: [`Worker::poll`] `bursts` times. Not inlined (see [`io_forward_loop`]).
+#[inline(never)]
+fn worker_loop(w: &mut Worker<MemoryPort>, bursts: u64) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..bursts {
+        n += w.poll() as u64;
+    }
+    n
+}
+
+/// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
+/// (packets, seconds, seconds on a CPU).
+fn drive(s: &MicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
+    let cpu0 = cpu_ns();
+    let start = Instant::now();
+    let mut n = 0u64;
+    match s.bursts {
+        Some(b) => n += chunk(b),
+        None => {
+            while start.elapsed() < s.duration {
+                n += chunk(1024);
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_ns()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
+        _ => None,
+    };
+    (n, secs, cpu)
+}
+
+/// One worker's repetition: (Mpps, Mpps per on-CPU second of this thread).
+fn one_worker(
+    case: Case,
+    s: &MicroSettings,
+    index: usize,
+    nat_flows: Arc<NatFlows>,
+) -> (f64, Option<f64>) {
     let port = MemoryPort::replay(PORT_MAC, templates(s, index), s.burst * 4);
     match case {
         Case::IoForward => {
             let mut port = port;
             let mut burst = Vec::with_capacity(s.burst);
-            let start = Instant::now();
-            let mut n = 0u64;
-            while start.elapsed() < s.duration {
-                for _ in 0..1024 {
-                    n += port.rx_burst(&mut burst, s.burst) as u64;
-                    port.tx_burst(&mut burst);
-                }
-            }
-            n as f64 / start.elapsed().as_secs_f64() / 1e6
+            let (n, secs, cpu) = drive(s, |b| io_forward_loop(&mut port, &mut burst, s.burst, b));
+            (n as f64 / secs / 1e6, cpu.map(|c| n as f64 / c / 1e6))
         }
         Case::Dr | Case::Nat => {
             let mode = if case == Case::Dr {
@@ -218,19 +286,14 @@ fn one_worker(case: Case, s: &MicroSettings, index: usize, nat_flows: Arc<NatFlo
                 counters.clone(),
                 nat_flows,
             );
-            let start = Instant::now();
-            while start.elapsed() < s.duration {
-                for _ in 0..1024 {
-                    w.poll();
-                }
-            }
-            let secs = start.elapsed().as_secs_f64();
+            let (_, secs, cpu) = drive(s, |b| worker_loop(&mut w, b));
             assert_eq!(
                 counters.dropped_total(),
                 0,
                 "the benchmark traffic must all be forwarded"
             );
-            counters.tx_packets.get() as f64 / secs / 1e6
+            let n = counters.tx_packets.get() as f64;
+            (n / secs / 1e6, cpu.map(|c| n / c / 1e6))
         }
     }
 }

@@ -276,7 +276,18 @@ impl Service {
     /// (`spec.backends.len()` for the fallback).
     #[inline]
     pub fn pick_indexed(&self, cursor: &mut u32, flow_hash: u64) -> Option<(usize, &Backend)> {
-        match self.sched.pick(cursor, flow_hash) {
+        self.pick_indexed_with(cursor, || flow_hash)
+    }
+
+    /// Like [`Service::pick_indexed`], computing the flow hash only for a scheduler that
+    /// uses it (see [`Scheduler::pick_with`]).
+    #[inline]
+    pub fn pick_indexed_with(
+        &self,
+        cursor: &mut u32,
+        flow_hash: impl FnOnce() -> u64,
+    ) -> Option<(usize, &Backend)> {
+        match self.sched.pick_with(cursor, flow_hash) {
             Some(i) => Some((i, self.spec.backends.get(i)?)),
             None => Some((self.spec.backends.len(), self.spec.fallback.as_ref()?)),
         }
@@ -425,6 +436,14 @@ impl Snapshot {
     #[inline]
     pub fn lookup_addr(&self, addr: &SocketAddr) -> Option<(VipId, &Service)> {
         let id = self.by_vip.get(addr)?;
+        Some((id, self.service(id)?))
+    }
+
+    /// The UDP service listening on IPv4 address `ip` (host order of its big-endian bytes)
+    /// and `port`: [`Snapshot::lookup_addr`] for the packet path's fast case.
+    #[inline]
+    pub fn lookup_v4(&self, ip: u32, port: u16) -> Option<(VipId, &Service)> {
+        let id = self.by_vip.get_v4(ip, port)?;
         Some((id, self.service(id)?))
     }
 

@@ -12,9 +12,10 @@
 //! * Per-packet scheduling: every datagram is dealt on its own (`rr` and `wrr` spread one
 //!   client address:port over all backends; `maglev` keeps a flow on one backend, hashed with
 //!   [`flow_hash`]`(client, vip)`). Each worker keeps its own cursor per VIP.
-//! * The newest snapshot waiting on the update channel is applied before every batch read
-//!   from a VIP socket, and once more after each `epoll_wait`, so a snapshot sent before a
-//!   datagram arrives is in force for that datagram: a backend whose effective weight drops to
+//! * The newest snapshot waiting on the update channel is applied after every batch read
+//!   from a VIP socket and before that batch is dealt (and once more after each
+//!   `epoll_wait`), so a snapshot sent before a datagram arrives is in force for that
+//!   datagram: a backend whose effective weight drops to
 //!   0 gets nothing from the next datagram on. VIPs added by a snapshot get sockets; removed
 //!   VIPs lose theirs and their sessions. A VIP that cannot be bound on update is counted
 //!   ([`WorkerCounters::bind_errors`]) and reported by [`ProxyWorker::take_errors`], never
@@ -604,7 +605,42 @@ impl ProxyWorker {
         let generation = ((token >> 32) & 0x7fff_ffff) as u32;
         let mut forwarded = 0;
         for _ in 0..BUDGET {
-            // Between two batches, the newest snapshot takes over.
+            let n = {
+                let Self {
+                    batch,
+                    vips,
+                    errors,
+                    ..
+                } = &mut *self;
+                let Some(v) = vips
+                    .get_mut(index)
+                    .filter(|s| s.generation == generation)
+                    .and_then(|s| s.vip.as_mut())
+                else {
+                    break;
+                };
+                match batch.recv(v.sock.as_fd()) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(cause) => {
+                        note_error(
+                            errors,
+                            ProxyError::Recv {
+                                addr: v.key.addr,
+                                cause,
+                            },
+                        );
+                        0
+                    }
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // The newest snapshot takes over between the receive and the dealing: applied
+            // before the receive instead, a datagram that arrived after a change (a backend
+            // taken out of rotation) could still be dealt with the state from before it.
             self.apply_pending();
             let Self {
                 snapshot,
@@ -625,26 +661,13 @@ impl ProxyWorker {
                 .filter(|s| s.generation == generation)
                 .and_then(|s| s.vip.as_mut())
             else {
-                break;
-            };
-            let n = match batch.recv(v.sock.as_fd()) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(cause) => {
-                    note_error(
-                        errors,
-                        ProxyError::Recv {
-                            addr: v.key.addr,
-                            cause,
-                        },
-                    );
-                    0
+                // The snapshot just applied removed this VIP: its datagrams go nowhere.
+                c.rx_packets.add(n as u64);
+                for _ in 0..n {
+                    c.drop_packet(DropReason::NoVip);
                 }
-            };
-            if n == 0 {
                 break;
-            }
+            };
             c.rx_packets.add(n as u64);
             c.rx_bursts.add(1);
             let vip = v.key.addr;

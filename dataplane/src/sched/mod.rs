@@ -103,10 +103,17 @@ impl Scheduler {
     /// by Maglev.
     #[inline]
     pub fn pick(&self, cursor: &mut u32, flow_hash: u64) -> Option<usize> {
+        self.pick_with(cursor, || flow_hash)
+    }
+
+    /// Like [`Scheduler::pick`], computing the flow hash only when the scheduler uses it
+    /// (the packet path then skips both the hash and a separate "needs a hash?" test).
+    #[inline]
+    pub fn pick_with(&self, cursor: &mut u32, flow_hash: impl FnOnce() -> u64) -> Option<usize> {
         match self {
             Self::Rr(s) => s.pick(cursor),
             Self::Wrr(s) => s.pick(cursor),
-            Self::Maglev(s) => s.pick(flow_hash),
+            Self::Maglev(s) => s.pick(flow_hash()),
         }
     }
 

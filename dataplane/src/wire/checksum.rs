@@ -82,24 +82,33 @@ pub fn sum(data: &[u8]) -> u16 {
 
 /// Whether an IPv4 header (exactly `header_len` bytes) has a valid checksum.
 ///
-/// The 20-byte case (no options, nearly every packet) sums five 32-bit words: smoltcp's
-/// generic `verify_checksum` took ~6% of the DR micro-benchmark's time, this takes ~1 ns.
+/// The 20-byte case (no options, nearly every packet) is [`ipv4_header20_valid`]: smoltcp's
+/// generic `verify_checksum` took ~6% of the DR micro-benchmark's time.
 #[inline]
 pub fn ipv4_header_valid(header: &[u8]) -> bool {
     match header.first_chunk::<20>() {
-        Some(h) if header.len() == 20 => {
-            let mut s: u64 = 0;
-            for w in h.chunks_exact(4) {
-                s += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-            }
-            s = (s & 0xffff_ffff) + (s >> 32);
-            s = (s & 0xffff) + (s >> 16);
-            s = (s & 0xffff) + (s >> 16);
-            s = (s & 0xffff) + (s >> 16);
-            s == 0xffff
-        }
+        Some(h) if header.len() == 20 => ipv4_header20_valid(h),
         _ => sum(header) == 0xffff,
     }
+}
+
+/// Whether a 20-byte IPv4 header (no options) has a valid checksum.
+///
+/// Sums five 32-bit words in native byte order: the one's-complement sum is byte-order
+/// independent (RFC 1071, 2.(B)) and the all-ones result it is compared with reads the same
+/// both ways, so no byte swap is needed (about 1 ns per packet, 5 instructions less than
+/// big-endian loads).
+#[inline]
+pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
+    let mut s: u64 = 0;
+    for w in h.chunks_exact(4) {
+        s += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s == 0xffff
 }
 
 #[cfg(test)]

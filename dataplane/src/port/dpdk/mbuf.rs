@@ -19,7 +19,12 @@ use super::ffi;
 use crate::port::PacketBuf;
 
 /// One packet buffer, owned by the worker that received it; dropping it frees it.
+///
+/// `repr(transparent)`: a `[Mbuf]` has the layout of a `[*mut rte_mbuf]` (with no NULL), so
+/// [`crate::port::dpdk::DpdkPort`] lets `rte_eth_rx_burst` write straight into a burst
+/// `Vec<Mbuf>` and hands a `Vec<Mbuf>`'s storage to `rte_eth_tx_burst` as it is.
 #[derive(Debug)]
+#[repr(transparent)]
 pub struct Mbuf(NonNull<ffi::rte_mbuf>);
 
 impl Mbuf {
@@ -52,10 +57,28 @@ impl Mbuf {
     }
 
     /// Length of the packet data.
+    ///
+    /// Reads `data_len` from the mbuf header itself rather than through the shim's
+    /// `spray_pktmbuf_data_len`: a call into C per access, several per packet, cost about
+    /// 25 instructions per packet (docs/benchmarks.md, DPDK section).
     #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: `self.0` is a live mbuf this handle owns.
-        usize::from(unsafe { ffi::spray_pktmbuf_data_len(self.0.as_ptr()) })
+        // SAFETY: `self.0` is a live mbuf this handle owns; `data_len` is a plain field of
+        // the header that only its owner writes (bindgen laid the struct out from DPDK's own
+        // header, so the offset is the C one).
+        usize::from(unsafe { (*self.0.as_ptr()).data_len })
+    }
+
+    /// Start of the packet data: `buf_addr + data_off`, what `rte_pktmbuf_mtod` computes
+    /// (read in Rust for the same reason as [`Mbuf::len`]).
+    #[inline]
+    fn data_ptr(&self) -> *mut u8 {
+        let m = self.0.as_ptr();
+        // SAFETY: live, owned mbuf (see `len`); `buf_addr` and `data_off` are plain fields.
+        let p = unsafe { (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off)) };
+        // SAFETY: as above; the shim's mtod is the reference this must agree with.
+        debug_assert_eq!(p, unsafe { ffi::spray_pktmbuf_mtod(m) }.cast::<u8>());
+        p
     }
 
     /// Whether the packet is empty.
@@ -99,29 +122,16 @@ impl Drop for Mbuf {
 impl PacketBuf for Mbuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        let len = self.len();
-        // SAFETY: a single-segment mbuf's first `data_len` bytes from `mtod` are initialised
-        // packet data inside the buffer, and this handle is their only user (refcount 1).
-        unsafe {
-            std::slice::from_raw_parts(
-                ffi::spray_pktmbuf_mtod(self.0.as_ptr())
-                    .cast::<u8>()
-                    .cast_const(),
-                len,
-            )
-        }
+        // SAFETY: a single-segment mbuf's first `data_len` bytes from `buf_addr + data_off`
+        // are initialised packet data inside the buffer, and this handle is their only user
+        // (refcount 1).
+        unsafe { std::slice::from_raw_parts(self.data_ptr().cast_const(), self.len()) }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        let len = self.len();
         // SAFETY: as in `data`; `&mut self` makes the borrow exclusive, and the NIC no longer
         // writes to a received buffer.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                ffi::spray_pktmbuf_mtod(self.0.as_ptr()).cast::<u8>(),
-                len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), self.len()) }
     }
 }
