@@ -25,8 +25,9 @@
 //! ([`dataplane::neigh`], run by the controller); a backend's `mac` and a port's
 //! `gateway_mac` are static overrides. What cannot work is refused here: an IPv6 backend
 //! without a `mac` when no port has an IPv6 address to solicit from, a NAT service whose
-//! replies have no next hop (no `gateway_mac`, no gateway of the VIP's family), and
-//! `passive`, which only the socket dataplane reports.
+//! replies have no next hop (no `gateway_mac`, no gateway of the VIP's family). `passive`
+//! works for NAT services: the workers report the host/port unreachables backends send about
+//! NAT flows ([`dataplane::icmp`]); a DR backend's errors go straight to the client.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -457,14 +458,6 @@ impl Validator<'_> {
                     ),
                 );
             }
-            if svc.passive {
-                self.report(
-                    None,
-                    &format!("services.{}.passive", svc.name),
-                    "is not supported by the dpdk dataplane (its workers do not report ICMP \
-                     errors from backends yet): remove it; the active check still runs",
-                );
-            }
             let v4 = svc.vip.addr.is_ipv4();
             let gateway = s.ports.iter().any(|p| {
                 if v4 {
@@ -666,12 +659,9 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
             "rx_ring = 2048\ngateways = [\"198.18.0.1\"]",
         ))
         .unwrap();
-        let e = parse(&dpdk_src().replace("backends =", "passive = true\nbackends =")).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("services.s.passive: is not supported by the dpdk dataplane"),
-            "{e}"
-        );
+        // Passive detection: the workers report ICMP errors about NAT flows.
+        let c = parse(&dpdk_src().replace("backends =", "passive = true\nbackends =")).unwrap();
+        assert!(c.services.iter().all(|s| s.passive));
         let src = dpdk_src();
         let cut = src.find("[[dpdk.ports]]").unwrap();
         let e = parse(

@@ -38,6 +38,7 @@ use dataplane::neigh::{NeighConfig, NeighFrame, WorkerNeigh};
 use dataplane::port::dpdk::eal::{register_thread, EalError};
 use dataplane::port::dpdk::ethdev::EthError;
 use dataplane::port::dpdk::{Eal, EthPort, PortSettings};
+use dataplane::proxy::PassiveSink;
 use dataplane::service::{MacAddr, Snapshot};
 use dataplane::worker::{Worker, WorkerSettings};
 
@@ -190,6 +191,7 @@ fn start_workers(
     machine: &Machine,
     ports: &[EthPort],
     mut neigh: Vec<WorkerEnds>,
+    passive: &PassiveSink,
     snapshot: &Arc<Snapshot>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers, StartupError> {
@@ -236,6 +238,7 @@ fn start_workers(
                 to_control: Some(ends.to_control.clone()),
                 from_control: ends.from_control.take(),
             };
+            let passive = passive.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("spray-dpdk-{id}"))
                 .spawn(move || {
@@ -256,6 +259,7 @@ fn start_workers(
                     };
                     let mut worker = Worker::new(dp, settings, snap, rx, wc, flows);
                     worker.set_neigh(wn);
+                    worker.set_passive_reports(Some(passive));
                     tracing::info!(
                         worker = id,
                         ?core,
@@ -404,14 +408,24 @@ pub fn run(
         .set_neighbours(neigh, Instant::now())
         .map_err(|e| StartupError::Control(crate::run::RunError::Controller(e)))?;
     let snapshot = Arc::clone(state.snapshot());
-    let mut workers = start_workers(config, &machine, &ports, ends, &snapshot, &stop)?;
+    // Workers report ICMP errors from backends of passive services, as in socket mode.
+    let (passive_tx, passive_rx) = crate::state::passive_channel();
+    let mut workers = start_workers(
+        config,
+        &machine,
+        &ports,
+        ends,
+        &passive_tx,
+        &snapshot,
+        &stop,
+    )?;
     let served = crate::run::serve(
         config,
         state,
         Links {
             updates: workers.updates.clone(),
             counters: workers.counters.clone(),
-            passive: None,
+            passive: Some(passive_rx),
             source: Some((path.to_owned(), machine.clone())),
             neigh: links,
         },

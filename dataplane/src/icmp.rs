@@ -19,12 +19,21 @@
 //! quoted datagram is not a UDP flow to a NAT backend, is [`DropReason::IcmpNotTranslated`].
 //! Errors arriving for a VIP (quoting a reply `VIP -> client`) are not sent on: under a
 //! per-packet scheduler nothing records which backend sent that reply.
+//!
+//! # Passive detection
+//!
+//! A destination unreachable (IPv4 3, ICMPv6 1) with a host or port code that quotes a
+//! datagram sent to a backend of a NAT service whose `spec.passive` is set becomes a
+//! [`PassiveReport`] ([`passive_report`]), as socket mode makes from its error queues
+//! ([`crate::proxy`]); the worker sends it with `try_send` and translates the error as above.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use crate::counters::DropReason;
 use crate::flow::NatFlows;
-use crate::service::{ReverseNat, Snapshot, VipId};
+use crate::proxy::PassiveReport;
+use crate::service::{Mode, ReverseNat, Snapshot, VipId};
 use crate::wire::checksum::Delta;
 use crate::wire::IpFrame;
 
@@ -50,8 +59,52 @@ pub fn is_error(ipv6: bool, icmp_type: u8) -> bool {
     }
 }
 
+/// What [`translate_error`] translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translated {
+    /// The VIP the quoted datagram was sent to.
+    pub vip: VipId,
+    /// The backend address:port the quoted datagram was NATed to.
+    pub backend: SocketAddr,
+    /// ICMP type and code of the error.
+    pub icmp: (u8, u8),
+}
+
+/// The errno a destination unreachable maps to for passive detection: `EHOSTUNREACH` for
+/// host (IPv4 3/1, ICMPv6 1/3, address unreachable), `ECONNREFUSED` for port (IPv4 3/3,
+/// ICMPv6 1/4); `None` for any other error.
+#[inline]
+pub fn passive_errno(ipv6: bool, (icmp_type, code): (u8, u8)) -> Option<i32> {
+    match (ipv6, icmp_type, code) {
+        (false, 3, 1) | (true, 1, 3) => Some(libc::EHOSTUNREACH),
+        (false, 3, 3) | (true, 1, 4) => Some(libc::ECONNREFUSED),
+        _ => None,
+    }
+}
+
+/// The report passive detection makes of `t` (an error [`translate_error`] translated), if
+/// it is a host or port unreachable about a NAT service whose `spec.passive` is set. No
+/// allocation.
+#[inline]
+pub fn passive_report(
+    snap: &Snapshot,
+    ipv6: bool,
+    t: &Translated,
+    at: Instant,
+) -> Option<PassiveReport> {
+    let errno = passive_errno(ipv6, t.icmp)?;
+    let spec = &snap.service(t.vip)?.spec;
+    (spec.passive && spec.mode == Mode::Nat).then_some(PassiveReport {
+        vip: t.vip,
+        backend: t.backend,
+        errno,
+        icmp: t.icmp,
+        at,
+    })
+}
+
 /// Rewrites, in place, an ICMP error about a datagram Spray NATed toward a backend so that it
-/// refers to the VIP; returns the VIP. The caller decrements the TTL and sets the MACs.
+/// refers to the VIP; returns the VIP, the backend and the ICMP type and code. The caller decrements the TTL and sets the MACs.
 ///
 /// # Errors
 /// [`DropReason::IcmpNotTranslated`] when the message is not such an error (see the module
@@ -61,13 +114,14 @@ pub fn translate_error(
     ipf: &IpFrame,
     snap: &Snapshot,
     nat_flows: &NatFlows,
-) -> Result<VipId, DropReason> {
+) -> Result<Translated, DropReason> {
     let v6 = ipf.is_ipv6();
     let icmp = ipf.l4;
     let end = ipf.end.min(frame.len());
     if icmp + 8 > end || !is_error(v6, frame[icmp]) {
         return Err(DropReason::IcmpNotTranslated);
     }
+    let icmp_tc = (frame[icmp], frame[icmp + 1]);
     // The quoted datagram: IP header, then (at least) the 8-byte UDP header.
     let inner = icmp + 8;
     let (ihl, src_at, dst_at, alen) = if v6 {
@@ -172,5 +226,9 @@ pub fn translate_error(
     }
     let old = rd16(frame, icmp + 2);
     wr16(frame, icmp + 2, msg.apply(old));
-    Ok(vip_id)
+    Ok(Translated {
+        vip: vip_id,
+        backend,
+        icmp: icmp_tc,
+    })
 }

@@ -30,6 +30,7 @@ use crate::flow::{flow_hash, NatFlows};
 use crate::frag::{FragAction, FragTable};
 use crate::neigh::{self, WorkerNeigh};
 use crate::port::{PacketBuf, Port};
+use crate::proxy::PassiveSink;
 use crate::rewrite::{
     decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4, set_macs,
 };
@@ -165,6 +166,8 @@ pub struct Worker<P: Port> {
     frags: FragTable,
     /// ARP/NDP: own addresses and the queues to and from the control thread.
     neigh: WorkerNeigh,
+    /// Where host/port unreachables about passive NAT services are reported.
+    passive: Option<PassiveSink>,
 }
 
 impl<P: Port> Worker<P> {
@@ -191,6 +194,7 @@ impl<P: Port> Worker<P> {
             tx: Vec::with_capacity(burst),
             frags: FragTable::default(),
             neigh: WorkerNeigh::default(),
+            passive: None,
         };
         w.apply(snap);
         w
@@ -209,6 +213,12 @@ impl<P: Port> Worker<P> {
     /// Connects the worker to the neighbour logic (see [`crate::neigh`]).
     pub fn set_neigh(&mut self, neigh: WorkerNeigh) {
         self.neigh = neigh;
+    }
+
+    /// Reports ICMP host/port unreachables about passive NAT services to `sink` (bounded;
+    /// a full channel is counted in `passive_reports_lost`); see [`crate::icmp`].
+    pub fn set_passive_reports(&mut self, sink: Option<PassiveSink>) {
+        self.passive = sink;
     }
 
     /// Replaces the fragment table (size and lifetime; see [`crate::frag`]).
@@ -277,6 +287,7 @@ impl<P: Port> Worker<P> {
             gateway_mac: self.settings.gateway_mac,
             c,
             neigh: &self.neigh,
+            passive: self.passive.as_ref(),
         };
         // The burst is processed in place: forwarded buffers are compacted to the front of
         // `rx` (a pointer swap, only once something was dropped), the rest are freed after
@@ -402,6 +413,7 @@ struct Ctx<'a> {
     gateway_mac: MacAddr,
     c: &'a WorkerCounters,
     neigh: &'a WorkerNeigh,
+    passive: Option<&'a PassiveSink>,
 }
 
 impl Ctx<'_> {
@@ -450,7 +462,7 @@ fn process_general(
         Packet::Udp(f) => udp(frame, &f, None, ctx, cursors, frags, now),
         Packet::FirstFragment(f, info) => udp(frame, &f, Some(&info), ctx, cursors, frags, now),
         Packet::Fragment(ipf, info) => fragment(frame, &ipf, &info, ctx, frags, now),
-        Packet::Icmp(ipf) => icmp(frame, &ipf, ctx),
+        Packet::Icmp(ipf) => icmp(frame, &ipf, ctx, now),
         Packet::Arp { l3, .. } => {
             let v = neigh::handle_arp(frame, l3, ctx.snap, ctx.port_mac, ctx.neigh)?;
             Ok(neigh_verdict(v, ctx.c))
@@ -682,7 +694,7 @@ fn fragment(
 
 /// ICMP: neighbour discovery, or an error about a NAT flow.
 #[inline]
-fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx) -> Result<Fwd, DropReason> {
+fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx, now: &mut Now) -> Result<Fwd, DropReason> {
     let v6 = ipf.is_ipv6();
     let ty = *frame
         .get(ipf.l4)
@@ -692,7 +704,14 @@ fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx) -> Result<Fwd, DropReason> {
         let v = neigh::handle_ndp(frame, ipf, ctx.snap, ctx.port_mac, ctx.neigh)?;
         return Ok(neigh_verdict(v, ctx.c));
     }
-    crate::icmp::translate_error(frame, ipf, ctx.snap, ctx.nat_flows)?;
+    let t = crate::icmp::translate_error(frame, ipf, ctx.snap, ctx.nat_flows)?;
+    if let Some(sink) = ctx.passive {
+        if let Some(r) = crate::icmp::passive_report(ctx.snap, v6, &t, now.get()) {
+            if sink.0.try_send(r).is_err() {
+                ctx.c.passive_reports_lost.add(1);
+            }
+        }
+    }
     decrement_ttl(frame, ipf.l3, v6)?;
     set_macs(frame, ctx.port_mac, ctx.gateway(v6));
     ctx.c.icmp_translated.add(1);
@@ -1263,6 +1282,7 @@ mod tests {
                 gateway_mac: GW_MAC,
                 c: &self.c,
                 neigh: &WorkerNeigh::default(),
+                passive: None,
             };
             let mut now = Now(Some(at));
             let (cursors, frags) = (&mut self.cursors, &mut self.frags);

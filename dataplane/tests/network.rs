@@ -15,6 +15,7 @@ use dataplane::neigh::{
     Neighbours, WorkerNeigh,
 };
 use dataplane::port::memory::MemoryPort;
+use dataplane::proxy::{PassiveReport, PassiveSink};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::wire::build::{
@@ -679,6 +680,153 @@ fn icmp_about_unknown_flows_is_dropped() {
         ip_part(&seen),
     );
     r.dropped(&icmp, DropReason::IcmpNotTranslated);
+}
+
+/// A rig over one service (`mode`, `passive`) whose worker reports to a channel of `cap`.
+fn passive_rig(mode: Mode, v6: bool, passive: bool, cap: usize) -> (Rig, Receiver<PassiveReport>) {
+    let (vip, backends): (&str, &[&str]) = if v6 {
+        ("[2001:db8::10]:514", &V6_BACKENDS)
+    } else {
+        ("198.18.0.10:514", &V4_BACKENDS)
+    };
+    let mut spec = service(0, vip, mode, SchedulerKind::Rr, backends, true);
+    spec.passive = passive;
+    let mut r = Rig::new(vec![spec]);
+    let (tx, rx) = bounded(cap);
+    r.w.set_passive_reports(Some(PassiveSink(tx)));
+    (r, rx)
+}
+
+/// An ICMP error `ty`/`code` from `backend` about the datagram `client -> backend` Spray sent.
+fn unreachable_from(backend: &str, client: &str, ty: u8, code: u8, v6: bool) -> Vec<u8> {
+    let vlan = if v6 { Some(3) } else { None };
+    let seen = outbound(client, backend, 63, vlan, mac_of(2), b"<13>hi");
+    icmp_error(
+        mac_of(2),
+        PORT_MAC,
+        sa(backend).ip(),
+        sa(client).ip(),
+        64,
+        ty,
+        code,
+        [0; 4],
+        ip_part(&seen),
+    )
+}
+
+/// What the client should receive for [`unreachable_from`] from a backend of `vip`.
+fn translated(vip: &str, client: &str, ty: u8, code: u8) -> Vec<u8> {
+    let client_sent = outbound(client, vip, 63, None, mac_of(2), b"<13>hi");
+    icmp_error(
+        PORT_MAC,
+        GW_MAC,
+        sa(vip).ip(),
+        sa(client).ip(),
+        63,
+        ty,
+        code,
+        [0; 4],
+        ip_part(&client_sent),
+    )
+}
+
+#[test]
+fn port_unreachable_about_a_passive_nat_flow_is_reported_once_and_still_translated() {
+    let (mut r, reports) = passive_rig(Mode::Nat, false, true, 16);
+    let client = "198.18.0.1:40000";
+    let vip = "198.18.0.10:514";
+    let backend = V4_BACKENDS[1];
+    let got = r.one(&unreachable_from(backend, client, 3, 3, false));
+    // Translated exactly as without passive detection.
+    let client_sent = outbound(client, vip, 63, None, mac_of(2), b"<13>hi");
+    let want = icmp_error(
+        PORT_MAC,
+        GW_MAC,
+        sa(vip).ip(),
+        sa(client).ip(),
+        63,
+        3,
+        3,
+        [0; 4],
+        ip_part(&client_sent),
+    );
+    assert_eq!(got, want);
+    assert_eq!(r.c.icmp_translated.get(), 1);
+    let rep = reports.try_recv().expect("one report");
+    assert_eq!(
+        rep,
+        PassiveReport {
+            vip: VipId(0),
+            backend: sa(backend),
+            errno: libc::ECONNREFUSED,
+            icmp: (3, 3),
+            at: r.now,
+        }
+    );
+    assert!(reports.try_recv().is_err(), "exactly one report");
+    assert_eq!(r.c.passive_reports_lost.get(), 0);
+
+    // Host unreachable: EHOSTUNREACH. Fragmentation needed (3/4): translated, not reported.
+    r.one(&unreachable_from(V4_BACKENDS[0], client, 3, 1, false));
+    let rep = reports.try_recv().expect("host unreachable reported");
+    assert_eq!(
+        (rep.backend, rep.errno, rep.icmp),
+        (sa(V4_BACKENDS[0]), libc::EHOSTUNREACH, (3, 1))
+    );
+    r.one(&unreachable_from(V4_BACKENDS[0], client, 3, 4, false));
+    assert!(reports.try_recv().is_err(), "3/4 is not a passive signal");
+    assert_eq!(r.c.icmp_translated.get(), 3);
+}
+
+#[test]
+fn ipv6_port_and_address_unreachable_are_reported() {
+    let (mut r, reports) = passive_rig(Mode::Nat, true, true, 16);
+    let client = "[2001:db8::1]:40000";
+    let got = r.one(&unreachable_from(V6_BACKENDS[2], client, 1, 4, true));
+    assert_eq!(got, translated("[2001:db8::10]:514", client, 1, 4));
+    let rep = reports.try_recv().expect("one report");
+    assert_eq!(
+        (rep.vip, rep.backend, rep.errno, rep.icmp),
+        (VipId(0), sa(V6_BACKENDS[2]), libc::ECONNREFUSED, (1, 4))
+    );
+    r.one(&unreachable_from(V6_BACKENDS[0], client, 1, 3, true));
+    let rep = reports.try_recv().expect("one report");
+    assert_eq!((rep.errno, rep.icmp), (libc::EHOSTUNREACH, (1, 3)));
+    // Administratively prohibited (1/1) and packet too big: translated, not reported.
+    r.one(&unreachable_from(V6_BACKENDS[0], client, 1, 1, true));
+    r.one(&unreachable_from(V6_BACKENDS[0], client, 2, 0, true));
+    assert!(reports.try_recv().is_err());
+}
+
+#[test]
+fn no_report_when_the_service_is_not_passive() {
+    let (mut r, reports) = passive_rig(Mode::Nat, false, false, 16);
+    let client = "198.18.0.1:40000";
+    let got = r.one(&unreachable_from(V4_BACKENDS[1], client, 3, 3, false));
+    assert_eq!(got, translated("198.18.0.10:514", client, 3, 3));
+    assert_eq!(r.c.icmp_translated.get(), 1);
+    assert!(reports.try_recv().is_err());
+}
+
+#[test]
+fn no_report_for_dr_services() {
+    let (mut r, reports) = passive_rig(Mode::Dr, false, true, 16);
+    // A DR backend answers as the VIP; an error about either is not a NAT flow.
+    for dst in [V4_BACKENDS[1], "198.18.0.10:514"] {
+        let icmp = unreachable_from(dst, "198.18.0.1:40000", 3, 3, false);
+        r.dropped(&icmp, DropReason::IcmpNotTranslated);
+    }
+    assert!(reports.try_recv().is_err());
+}
+
+#[test]
+fn a_full_report_channel_is_counted_not_waited_for() {
+    let (mut r, reports) = passive_rig(Mode::Nat, false, true, 1);
+    let icmp = unreachable_from(V4_BACKENDS[1], "198.18.0.1:40000", 3, 3, false);
+    let out = r.run(&[icmp.clone(), icmp.clone(), icmp]);
+    assert_eq!(out.len(), 3, "every error is still translated");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(r.c.passive_reports_lost.get(), 2);
 }
 
 // ---------------------------------------------------------------------------------------
