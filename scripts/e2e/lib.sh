@@ -26,6 +26,7 @@ SPRAY_MAC=02:00:00:00:00:10
 CLI_MAC=02:00:00:00:00:01
 LB_CLI_IP=198.18.0.254
 LB_BE_IP=198.19.1.254
+LB_CHECK_IP=198.19.1.253
 # VIPs: Spray's syslog pair (the two-VIP scenario), nginx's syslog, Spray's and nginx's DNS,
 # and the DPDK DR VIP (held by the backends on lo).
 VIP_A=198.18.0.10
@@ -54,12 +55,21 @@ bg() {
     else
         ip netns exec "$ns" "$@" >"$E2E_WORK/logs/$name.log" 2>&1 &
     fi
-    echo "$! $name" >>"$E2E_WORK/pids"
+    echo "$! $name $(starttime $!)" >>"$E2E_WORK/pids"
     eval "PID_${name//[^A-Za-z0-9]/_}=$!"
 }
 pid_of() {
     local v="PID_${1//[^A-Za-z0-9]/_}"
     echo "${!v:-}"
+}
+# starttime PID: when the process started (clock ticks since boot), so that a recorded PID
+# that has since been reused by someone else's process is never signalled.
+starttime() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# alive PID: running (a zombie, dead but not yet reaped, is not).
+alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 # stop NAME [SIGNAL]: signals the process started as NAME and waits for it (at most 5 s,
 # then SIGKILL).
@@ -69,26 +79,30 @@ stop() {
     [ -n "$pid" ] || return 0
     kill -"$sig" "$pid" 2>/dev/null || true
     local i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || break
+        sleep 0.05
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null || true
     sed -i "/^$pid /d" "$E2E_WORK/pids"
     eval "PID_${name//[^A-Za-z0-9]/_}="
 }
+# crash NAME: SIGKILL, quietly (no job-control notice).
+crash() { stop "$1" KILL 2>/dev/null; }
 # stop_all: every process still recorded, newest first (TERM, then KILL after 5 s).
 stop_all() {
     [ -s "$E2E_WORK/pids" ] || return 0
-    local pids
-    pids=$(tac "$E2E_WORK/pids" | awk '{print $1}')
+    local pids="" pid name st
+    while read -r pid name st; do
+        [ -n "$st" ] && [ "$(starttime "$pid")" = "$st" ] && pids="$pids $pid"
+    done < <(tac "$E2E_WORK/pids")
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
-    local i alive
+    local i p alive=""
     for ((i = 0; i < 50; i++)); do
         alive=""
-        for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        for p in $pids; do alive "$p" && alive="$alive $p"; done
         [ -n "$alive" ] || break
         sleep 0.1
     done
@@ -170,6 +184,9 @@ topo_up() {
     if [ "$mode" = socket ]; then
         in_ns "$E2E_NS_LB" ip addr add "$LB_CLI_IP/24" dev br0
         in_ns "$E2E_NS_LB" ip addr add "$LB_BE_IP/24" dev br0
+        # The health checker's own source (docs/e2e.md: a dead backend's ICMP errors are
+        # rate-limited per destination, and the data path drains that budget).
+        in_ns "$E2E_NS_LB" ip addr add "$LB_CHECK_IP/24" dev br0
         in_ns "$E2E_NS_LB" ip addr add 2001:db8::fe/64 dev br0 nodad
         in_ns "$E2E_NS_LB" ip addr add 2001:db8:1::fe/64 dev br0 nodad
         for v in "$VIP_A" "$VIP_B" "$VIP_NGINX" "$VIP_DNS" "$VIP_DNS_NGINX"; do
@@ -212,7 +229,7 @@ topo_up() {
 
 # ---- servers ----
 
-# rsyslog_start N TAG: an rsyslog in backend N that logs every UDP message (port 514) as
+# rsyslog_start N TAG: an rsyslog in backend N that logs every message (UDP and TCP 514) as
 # "FROMHOST-IP MSG" to $E2E_WORK/beN/TAG.log, and nothing else. Restarting it with the same
 # TAG appends.
 rsyslog_start() {
@@ -222,6 +239,9 @@ rsyslog_start() {
 global(workDirectory="$dir" net.enableDNS="off" maxMessageSize="8k")
 module(load="imudp")
 input(type="imudp" port="514" rcvbufSize="8m" ruleset="e2e")
+# TCP too (syslog over TCP, and what a tcp health check connects to).
+module(load="imtcp")
+input(type="imtcp" port="514" ruleset="e2e")
 template(name="e2e" type="string" string="%fromhost-ip% %msg%\n")
 ruleset(name="e2e") {
     action(type="omfile" file="$dir/$tag.log" template="e2e")

@@ -227,7 +227,7 @@ run_test() {
             FAILED=$((FAILED + 1))
             ;;
     esac
-    figs=$(paste -sd ';' "$E2E_WORK/fig" | sed 's/;/; /g')
+    figs=$(paste -sd '|' "$E2E_WORK/fig" | sed 's/|/ | /g')
     printf '%s\t%s\t%s\t%s\n' "$name" "$dp" "$status" "$figs" >>"$RESULTS"
     echo "--> $name ($dp): $status"
 }

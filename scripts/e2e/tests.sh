@@ -103,27 +103,26 @@ fo_senders_stop() {
         stop "send-$s"
     done
 }
-# ctl_event_ms KIND BACKEND AFTER_UNIX_S: unix time (s) of the first health event for
-# BACKEND after AFTER whose message says KIND (down/up), polled for 10 s.
+# ctl_event KIND BACKEND AFTER_UNIX_S: unix time (s) of the first health event for
+# BACKEND after AFTER whose message says KIND (down/up), polled for TIMEOUT s (10).
 ctl_event() {
-    local i t
-    for ((i = 0; i < 400; i++)); do
+    local t end=$(($(date +%s) + ${4:-10}))
+    while [ "$(date +%s)" -lt "$end" ]; do
         t=$(sctl --json events | python3 -c '
 import json, sys
 kind, backend, after = sys.argv[1], sys.argv[2], float(sys.argv[3])
 for e in json.load(sys.stdin)["events"]:
-    if e["kind"] == "health" and e.get("backend") == backend and e["unix_ms"] / 1e3 >= after - 0.5 \
+    if e["kind"] == "health" and e.get("backend") == backend and e["unix_ms"] / 1e3 >= after \
             and f" {kind} " in e["message"]:
-        print(e["unix_ms"] / 1e3, file=sys.stderr)
         print("%.3f" % (e["unix_ms"] / 1e3))
         break
 ' "$1" "$2" "$3" 2>/dev/null) && [ -n "$t" ] && {
             echo "$t"
             return 0
         }
-        sleep 0.025
+        sleep 0.02
     done
-    echo "error: no '$1' event for $2 within 10 s" >&2
+    echo "error: no '$1' event for $2 within ${4:-10} s" >&2
     sctl events >&2 || true
     return 1
 }
@@ -135,67 +134,123 @@ print(sum(b["packets"] for s in json.load(sys.stdin)["services"] for b in s["bac
           if b["addr"] == sys.argv[1]))' "$1"
 }
 
-fo_spray() { # PASSIVE(true|false) INTERVAL_MS TAG
-    local passive=$1 interval=$2 tag=$3 conf death decision c1 c2 revive up files check
+# health_events BACKEND AFTER: "KIND UNIX_S" of every health event for BACKEND since AFTER.
+health_events() {
+    sctl --json events | python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["events"]:
+    if e["kind"] == "health" and e.get("backend") == sys.argv[1] and e["unix_ms"] / 1e3 >= float(sys.argv[2]):
+        kind = "down" if " down " in e["message"] else "up" if " up " in e["message"] else "other"
+        print(kind, "%.3f" % (e["unix_ms"] / 1e3))' "$1" "$2"
+}
+
+# fo_spray TAG PASSIVE CHECK_TOML ASSERT: the scenario under Spray. CHECK_TOML is the body of
+# each service's check table. ASSERT=1: the decision must come, nothing may go to the dead
+# backend after it, and the revived backend must get its share again. ASSERT=0 (a known
+# pitfall): whatever happens is reported.
+fo_spray() {
+    local tag=$1 passive=$2 checkbody=$3 assert=$4 conf death decision="" c1 c2 revive up="" files
+    local ev falseup
     rsyslog_all "$tag"
     mapfile -t files < <(be_files "$tag")
     conf=$E2E_WORK/spray-$tag.toml
-    check="[services.%s.check]
-type = \"udp\"
-interval_ms = $interval
-timeout_ms = 50
-rise = 2
-fall = 3"
     {
         base_conf
-        service_toml syslog-a "$VIP_A" 514 nat "passive = $passive
-$(printf "$check" syslog-a)"
-        service_toml syslog-b "$VIP_B" 514 nat "passive = $passive
-$(printf "$check" syslog-b)"
+        for v in a b; do
+            service_toml "syslog-$v" "$(if [ $v = a ]; then echo "$VIP_A"; else echo "$VIP_B"; fi)" 514 nat \
+                "passive = $passive
+[services.syslog-$v.check]
+$checkbody"
+        done
     } >"$conf"
     spray_start "$conf"
-    sleep 1 # first checks
+    sleep 1.5 # first checks
     fo_senders "$tag" "$VIP_A" "$VIP_B"
     sleep 2
-    kill -KILL "$(pid_of rsyslog1)"
     death=$(now)
+    crash rsyslog1
     echo "  rsyslog 1 killed (SIGKILL) at $death under $FO_RATE msg/s over two VIPs"
-    decision=$(ctl_event down 198.19.1.1:514 "$death")
-    c1=$(packets_to 198.19.1.1:514)
-    echo "  decision (spray ctl events): $decision, $(awk -v a="$decision" -v b="$death" 'BEGIN{printf "%.0f", (a-b)*1000}') ms after the death"
+    if decision=$(ctl_event down 198.19.1.1:514 "$death" "$([ "$assert" = 1 ] && echo 10 || echo 3)"); then
+        c1=$(packets_to 198.19.1.1:514)
+        echo "  decision (spray ctl events): $decision, $(ms_between "$death" "$decision") ms after the death"
+    else
+        decision=""
+        [ "$assert" = 0 ] || return 1
+        c1=$(packets_to 198.19.1.1:514)
+    fi
     sleep "$FO_DEAD_SECS"
     c2=$(packets_to 198.19.1.1:514)
-    stop rsyslog1
+    ev=$(health_events 198.19.1.1:514 "$death" | paste -sd' ')
+    falseup=$(health_events 198.19.1.1:514 "$death" | grep -c '^up' || true)
+    echo "  health events while dead: ${ev:-none}"
     echo "  Spray's counter for backend 1: $c1 just after the decision, $c2 ${FO_DEAD_SECS} s later"
-    revive=$(now)
+    stop rsyslog1
     rsyslog_start 1 "$tag"
-    up=$(ctl_event up 198.19.1.1:514 "$revive")
-    sleep 2
+    rsyslog_wait 1
+    revive=$(now) # listening again
+    if [ "$assert" = 1 ]; then
+        up=$(ctl_event up 198.19.1.1:514 "$revive")
+        sleep 2
+    else
+        sleep 1
+    fi
     fo_senders_stop "$tag"
     sleep 0.5
     stop rsyslog1 && stop rsyslog2 && stop rsyslog3 # flush their files
     spray_stop
+    local st=0 args=()
+    [ -z "$decision" ] || args+=(--decision "$decision")
+    [ -z "$up" ] || args+=(--up "$up")
+    [ "$assert" = 0 ] || args+=(--expect-decision)
     check "failover ($tag)" failover --stream "${tag}a,${tag}b" --dead 1 --death "$death" \
-        --decision "$decision" --revive "$revive" --up "$up" --margin 0.02 --expect-decision \
-        --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}"
-    if [ "$c1" != "$c2" ]; then
-        echo "  error: Spray sent $((c2 - c1)) datagram(s) to the dead backend after the decision"
-        return 1
+        --revive "$revive" --margin 0.02 "${args[@]}" \
+        --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}" || st=1
+    if [ "$assert" = 1 ]; then
+        [ "$st" = 0 ] || return 1
+        if [ "$c1" != "$c2" ] || [ "$falseup" != 0 ]; then
+            echo "  error: Spray sent $((c2 - c1)) datagram(s) to the dead backend after the decision"
+            return 1
+        fi
+        FO_LAST="death->decision $(jget death_to_decision_ms) ms, lost $(jget lost_in_window) of $(jget sent_in_window) in it, 0 after (counter $c1=$c2), back up $(jget revival_to_up_ms) ms after restart, share $(pct "$(jget share_after_up)")"
+    elif [ -z "$decision" ]; then
+        FO_LAST="NO decision in $(ms_between "$death" "$revive" | sed 's/...$//') s; lost $(jget lost_in_window) of $(jget sent_while_dead) sent while dead"
+    else
+        FO_LAST="down after $(jget death_to_decision_ms) ms, then $falseup false up(s) while still dead; lost $(( $(jget lost_in_window) + $(jget lost_after_decision) )) of $(jget sent_while_dead) sent while dead"
     fi
-    FO_LAST="death->decision $(jget death_to_decision_ms) ms, lost $(jget lost_in_window) of $(jget sent_in_window) in it, 0 after (counter $c1=$c2), share back $(python3 -c "print(round($(jget share_after_up)*100,1))") %"
 }
+ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+pct() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 100:.1f} %')" "$1"; }
+
+UDP_CHECK='type = "udp"
+timeout_ms = 50
+rise = 2
+fall = 3'
 
 t_failover() {
     [ "$DP" = socket ] || skip_test "DPDK mode has no health checks in this tree (branch dpdkctl)"
-    echo "  -- Spray, active UDP checks (interval 100 ms, fall 3, rise 2)"
-    fo_spray false 100 foact
-    fig "spray active checks: $FO_LAST"
-    if [ "$QUICK" = 0 ]; then
-        echo "  -- Spray, passive detection (ICMP unreachable -> immediate check; interval 1 s)"
-        fo_spray true 1000 fopas
-        fig "spray passive: $FO_LAST"
-        fo_nginx
-    fi
+    echo "  -- Spray, TCP checks on rsyslog's imtcp port (interval 100 ms, fall 3, rise 2)"
+    fo_spray fotcp false 'type = "tcp"
+interval_ms = 100
+timeout_ms = 50
+rise = 2
+fall = 3' 1
+    fig "spray, tcp check 100 ms: $FO_LAST"
+    echo "  -- Spray, passive detection + UDP checks from $LB_CHECK_IP every 1 s"
+    fo_spray fopas true "$UDP_CHECK
+interval_ms = 1000
+source = \"$LB_CHECK_IP\"" 1
+    fig "spray, passive + udp check 1 s: $FO_LAST"
+    [ "$QUICK" = 0 ] || return 0
+    fo_nginx
+    echo "  -- pitfall 1: UDP checks every 100 ms (faster than the backend's ICMP rate limit, 1/s)"
+    fo_spray fopit1 false "$UDP_CHECK
+interval_ms = 100
+source = \"$LB_CHECK_IP\"" 0
+    fig "pitfall, udp check 100 ms: $FO_LAST"
+    echo "  -- pitfall 2: UDP checks from the data path's own address ($LB_BE_IP), every 1 s"
+    fo_spray fopit2 false "$UDP_CHECK
+interval_ms = 1000" 0
+    fig "pitfall, udp check from the data address: $FO_LAST"
 }
 
 # The same kill under nginx's per-datagram round robin: the backend is dead for as long as
@@ -212,21 +267,21 @@ fo_nginx() {
     nginx_start
     fo_senders "$tag" "$VIP_NGINX" "$VIP_NGINX"
     sleep 2
-    kill -KILL "$(pid_of rsyslog1)"
     death=$(now)
+    crash rsyslog1
     sleep "$FO_DEAD_SECS"
     sleep 0.3
     stop rsyslog1
-    revive=$(now)
     rsyslog_start 1 "$tag"
     rsyslog_wait 1
+    revive=$(now) # listening again
     sleep 2
     fo_senders_stop "$tag"
     sleep 0.5
     stop rsyslog1 && stop rsyslog2 && stop rsyslog3
     stop nginx
     check "nginx: messages lost to the dead backend" failover --stream "${tag}a,${tag}b" --dead 1 \
-        --death "$death" --revive "$revive" --up "$(awk -v r="$revive" 'BEGIN{print r + 0.2}')" \
+        --death "$death" --revive "$revive" --up "$(awk -v r="$revive" 'BEGIN { printf "%.3f", r + 0.2 }')" \
         --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}"
     fig "nginx: lost $(jget lost_in_window) of $(jget sent_while_dead) sent during $(awk -v a="$revive" -v b="$death" 'BEGIN{printf "%.1f", a-b}') s dead (never stops sending to it), share back $(python3 -c "print(round($(jget share_after_up)*100,1))") %"
 }
