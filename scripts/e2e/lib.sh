@@ -48,8 +48,13 @@ be_ip() { echo "198.19.1.$1"; }
 
 # bg NAME NS CMD...: runs CMD in namespace NS (NS "-" = here), output to logs/NAME.log.
 bg() {
-    local name=$1 ns=$2
+    local name=$1 ns=$2 k=1
     shift 2
+    # Keep the log of an earlier process of the same name: NAME.log becomes NAME.K.log.
+    if [ -e "$E2E_WORK/logs/$name.log" ]; then
+        while [ -e "$E2E_WORK/logs/$name.$k.log" ]; do k=$((k + 1)); done
+        mv "$E2E_WORK/logs/$name.log" "$E2E_WORK/logs/$name.$k.log"
+    fi
     if [ "$ns" = - ]; then
         "$@" >"$E2E_WORK/logs/$name.log" 2>&1 &
     else

@@ -239,9 +239,11 @@ check_in() {
     shift 2
     [ "$ns" = - ] || pre=(ip netns exec "$ns")
     echo "  [$label]"
-    "${pre[@]}" python3 "$HERE/e2e.py" "$@" | tee "$E2E_WORK/check.out"
-    local rc=${PIPESTATUS[0]}
+    local rc=0
+    "${pre[@]}" python3 "$HERE/e2e.py" "$@" >"$E2E_WORK/check.out" || rc=$?
+    cat "$E2E_WORK/check.out"
     grep '^RESULT ' "$E2E_WORK/check.out" | sed 's/^RESULT //' >"$E2E_WORK/check.json"
+    [ "$rc" = 0 ] || diag
     return "$rc"
 }
 # jget KEY: a figure of the last check.
@@ -391,6 +393,24 @@ rsyslog_all() {
     rsyslog_wait 1 2 3
 }
 
+# diag: where datagrams may have been dropped (printed when a check fails).
+diag() {
+    local ns d
+    echo "  -- diagnostics"
+    echo "  softnet backlog drops (machine-wide): $(python3 -c '
+import sys; print(sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_stat")))')"
+    for ns in "${E2E_ALL_NS[@]}"; do
+        ip netns list | grep -qw "$ns" || continue
+        printf '  %s: udp RcvbufErrors %s; link rx/tx dropped:' "$ns" "$(udp_drops "$ns")"
+        for d in $(in_ns "$ns" ls /sys/class/net); do
+            [ "$d" = lo ] && continue
+            printf ' %s %s/%s' "$d" "$(in_ns "$ns" cat "/sys/class/net/$d/statistics/rx_dropped")" \
+                "$(in_ns "$ns" cat "/sys/class/net/$d/statistics/tx_dropped")"
+        done
+        echo
+    done
+    [ -z "$(pid_of spray)" ] || sctl stats 2>/dev/null | grep -v ' 0$' | head -30 | sed 's/^/  /'
+}
 # udp_drops NS: "RcvbufErrors" of the namespace (/proc/net/snmp, not nstat: see LAB-NOTES).
 udp_drops() {
     in_ns "$1" awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp
