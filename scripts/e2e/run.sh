@@ -114,8 +114,15 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- dependencies
 
 # Daemons the packages may start in the root namespace on install (no policy-rc.d, or a
-# real init): whatever appears during our apt-get is stopped again, by PID.
-daemons() { pgrep -x 'rsyslogd|dnsmasq|nginx' 2>/dev/null | sort -n; }
+# real init): whatever appears there during our apt-get is stopped again, by PID. Only the
+# root network namespace's: others' nginx in their own testbeds is none of our business.
+daemons() {
+    local p root
+    root=$(readlink /proc/1/ns/net)
+    for p in $(pgrep -x 'rsyslogd|dnsmasq|nginx' 2>/dev/null); do
+        [ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "$root" ] && echo "$p"
+    done | sort -n
+}
 
 install_deps() {
     local need=() before after p
@@ -127,7 +134,11 @@ install_deps() {
         command -v nginx >/dev/null || need+=(nginx-light)
         [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
     fi
-    for p in ss ethtool; do command -v "$p" >/dev/null || need+=(iproute2 ethtool); done
+    command -v ss >/dev/null || need+=(iproute2)
+    command -v ethtool >/dev/null || need+=(ethtool)
+    # What loggen links to, besides its own libraries.
+    ldconfig -p | grep -q 'libglib-2.0.so.0 ' || need+=(libglib2.0-0)
+    ldconfig -p | grep -q 'libssl.so.3 ' || need+=(libssl3)
     if [ ${#need[@]} -gt 0 ]; then
         echo "==> installing ${need[*]}"
         before=$(daemons)
@@ -159,8 +170,6 @@ install_deps() {
             echo "error: apt-get download syslog-ng-core failed" >&2
             return 1
         }
-        # Its own dependencies (glib, ivykis, ...) are what loggen links to: install the
-        # missing ones, which conflict with nothing.
         rm -rf "$LOGGEN_ROOT"
         dpkg -x "$TOOLS"/deb/syslog-ng-core_*.deb "$LOGGEN_ROOT"
     fi
@@ -409,7 +418,12 @@ import sys; print(sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_sta
         done
         echo
     done
+    echo "  packet sockets in $E2E_NS_LB (d = drops, e.g. a full net_af_packet ring): $(packet_drops)"
     [ -z "$(pid_of spray)" ] || sctl stats 2>/dev/null | grep -v ' 0$' | head -30 | sed 's/^/  /'
+}
+# packet_drops: the drop counts of the packet sockets in e2e-lb (DPDK's net_af_packet).
+packet_drops() {
+    in_ns "$E2E_NS_LB" ss -0 -a -m 2>/dev/null | grep -o 'd[0-9]*)' | tr -d 'd)' | paste -sd' '
 }
 # udp_drops NS: "RcvbufErrors" of the namespace (/proc/net/snmp, not nstat: see LAB-NOTES).
 udp_drops() {

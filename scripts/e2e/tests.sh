@@ -65,7 +65,7 @@ t_syslog() {
     wait_logged $((n + m)) "${files[@]}"
     check "loggen: nothing lost or duplicated, exact thirds" syslog --stream loggen --count "$m" \
         --even --source "$src" "${files[@]}"
-    fig "loggen $m msgs at ${lrate%.*}/s: lost 0 dup 0, thirds $(jget per_backend | tr -d ' ')"
+    fig "loggen $m msgs at ${lrate%.*}/s (its own figure): lost 0 dup 0, thirds $(jget per_backend | tr -d ' ')"
 
     if [ "$DP" = socket ] && [ "$QUICK" = 0 ]; then
         k=$(thirds $((LOGGER_RATE * 2)))
@@ -78,6 +78,7 @@ t_syslog() {
     fi
     echo "  UDP receive-buffer drops: lb $(udp_drops "$E2E_NS_LB"), backends" \
         "$(for b in "${E2E_BACKENDS[@]}"; do udp_drops "$b"; done | paste -sd/)"
+    [ "$DP" = socket ] || echo "  net_af_packet socket drops: $(packet_drops)"
 }
 
 # ---------------------------------------------------------------- 2. failover
