@@ -305,7 +305,7 @@ log = "info"
 no_huge = true
 memory_mb = 256
 file_prefix = "$DPDK_PREFIX"
-vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
+vdevs = ["net_af_packet0,iface=lb0,framecnt=16384"]
 
 [[dpdk.ports]]
 device = "net_af_packet0"
