@@ -143,7 +143,19 @@ wait_udp() {
 # ---- the testbed ----
 
 topo_down() {
-    local ns
+    local ns pids i
+    # Anything still running inside our namespaces is ours (a process whose PID was not yet
+    # recorded when a signal interrupted the suite): TERM, then KILL.
+    for i in 1 2 3; do
+        pids=""
+        for ns in "${E2E_ALL_NS[@]}"; do
+            pids="$pids $(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+        done
+        [ -n "${pids// /}" ] || break
+        # shellcheck disable=SC2086
+        if [ "$i" -lt 3 ]; then kill -TERM $pids 2>/dev/null; else kill -KILL $pids 2>/dev/null; fi
+        sleep 0.5
+    done
     for ns in "${E2E_ALL_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
 }
 

@@ -222,11 +222,18 @@ run_test() {
     : >"$E2E_WORK/fig"
     echo
     echo "==> $name ($dp)"
+    # In the background, so that a signal to this script is handled at once (bash runs
+    # traps only between commands, and `wait` is interruptible); the subshell is recorded
+    # like every other process, so the cleanup stops it too.
     (
         set -euo pipefail
         "$fn"
-    ) 2>&1 | tee "$E2E_WORK/logs/test-$name-$dp.log"
-    rc=${PIPESTATUS[0]}
+    ) > >(tee "$E2E_WORK/logs/test-$name-$dp.log") 2>&1 &
+    local tpid=$!
+    echo "$tpid test-$name $(starttime "$tpid")" >>"$E2E_WORK/pids"
+    rc=0
+    wait "$tpid" || rc=$?
+    sed -i "/^$tpid /d" "$E2E_WORK/pids"
     stop_all
     case $rc in
         0) status=PASS ;;
@@ -236,6 +243,9 @@ run_test() {
             FAILED=$((FAILED + 1))
             ;;
     esac
+    if [ "$status" = FAIL ]; then # the first error, for the summary
+        grep -m1 'error' "$E2E_WORK/logs/test-$name-$dp.log" | sed 's/^ *//' | cut -c1-160 >>"$E2E_WORK/fig" || true
+    fi
     figs=$(paste -sd '|' "$E2E_WORK/fig" | sed 's/|/ | /g')
     printf '%s\t%s\t%s\t%s\n' "$name" "$dp" "$status" "$figs" >>"$RESULTS"
     echo "--> $name ($dp): $status"
