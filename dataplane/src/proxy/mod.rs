@@ -290,6 +290,10 @@ impl ProxyError {
 
 /// Batches read from one ready socket per poll before moving on (fairness between sockets).
 const BUDGET: usize = 8;
+
+/// Largest receive buffer of a session socket: sessions can be many, so they get at most
+/// this much of [`ProxySettings::rcvbuf`].
+const SESSION_RCVBUF_MAX: usize = 1 << 20;
 /// Errors kept for [`ProxyWorker::take_errors`]; later ones are only counted.
 const MAX_ERRORS: usize = 16;
 /// Epoll tokens of VIP sockets have this bit set; session tokens never do.
@@ -715,6 +719,12 @@ impl ProxyWorker {
                 let transparent = settings.transparent.then_some(client);
                 let session = match sessions.get_or_insert_with(key, now, |t| {
                     let s = sock::session_socket(&vip, transparent)?;
+                    // Replies from every backend of the VIP land on this one socket; the
+                    // kernel default (~208 KiB, ~200 small datagrams) overflowed under load
+                    // in the demo test. A cap, not an allocation.
+                    if settings.rcvbuf > 0 {
+                        sock::set_rcvbuf(&s, settings.rcvbuf.min(SESSION_RCVBUF_MAX))?;
+                    }
                     if passive {
                         sock::set_recverr(&s, vip.is_ipv6())?;
                     }
