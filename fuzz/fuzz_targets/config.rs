@@ -1,13 +1,9 @@
-//! Config parsing: `control`'s loader (control/src/config.rs, included by path: the `spray`
-//! package is a binary) on arbitrary text must return a config or a list of problems,
-//! never panic.
+//! Config parsing: `control`'s loader (`spray::config`) on arbitrary text must return a
+//! config or a list of problems, never panic.
 #![no_main]
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../control/src/config.rs"]
-mod config;
-
 use libfuzzer_sys::fuzz_target;
+use spray::config;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(src) = std::str::from_utf8(data) {

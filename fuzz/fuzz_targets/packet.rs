@@ -19,13 +19,13 @@ use dataplane::worker::{Worker, WorkerSettings};
 use libfuzzer_sys::fuzz_target;
 
 fn service(id: u16, vip: &str, mode: Mode, sched: SchedulerKind, backends: &[&str]) -> ServiceSpec {
-    ServiceSpec {
-        id: VipId(id),
-        name: format!("s{id}"),
-        vip: VipKey::udp(vip.parse().unwrap()),
+    ServiceSpec::new(
+        VipId(id),
+        format!("s{id}"),
+        VipKey::udp(vip.parse().unwrap()),
         mode,
-        scheduler: sched,
-        backends: backends
+        sched,
+        backends
             .iter()
             .enumerate()
             .map(|(i, a)| {
@@ -41,7 +41,7 @@ fn service(id: u16, vip: &str, mode: Mode, sched: SchedulerKind, backends: &[&st
                 b
             })
             .collect(),
-    }
+    )
 }
 
 fn snapshot() -> Snapshot {
@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
         WorkerSettings {
             burst: 8,
             gateway_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            ..WorkerSettings::default()
         },
         SNAPSHOT.get_or_init(|| Arc::new(snapshot())).clone(),
         rx,
