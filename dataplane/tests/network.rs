@@ -1492,14 +1492,17 @@ mod props {
 // ---------------------------------------------------------------------------------------
 // Fuzz corpus
 
-/// Writes the seed corpus of the `packet` fuzz target (fuzz/corpus/packet): real frames,
-/// each preceded by its 2-byte length, as the target reads them. Run after changing the
-/// builders: `cargo test -p spray-dataplane --test network -- --ignored write_fuzz_corpus`.
+/// The seed corpus of the `packet` fuzz target (fuzz/corpus/packet): real frames, each
+/// preceded by its 2-byte length, as the target reads them. The committed files must match
+/// what today's builders make; after changing a builder, refresh them with
+/// `SPRAY_WRITE_CORPUS=1 cargo test -p spray-dataplane --test network fuzz_corpus`.
 #[test]
-#[ignore = "writes files; run by hand to refresh the committed corpus"]
-fn write_fuzz_corpus() {
+fn fuzz_corpus_matches_the_builders() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/packet");
-    std::fs::create_dir_all(&dir).unwrap();
+    let write = std::env::var_os("SPRAY_WRITE_CORPUS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
     let c4 = "198.18.0.1:40000";
     let c6 = "[2001:db8::1]:40000";
     let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
@@ -1654,6 +1657,16 @@ fn write_fuzz_corpus() {
             bytes.extend_from_slice(&(f.len() as u16).to_be_bytes());
             bytes.extend_from_slice(&f);
         }
-        std::fs::write(dir.join(name), bytes).unwrap();
+        let path = dir.join(name);
+        if write {
+            std::fs::write(&path, bytes).unwrap();
+        } else {
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == bytes,
+                "{} is stale: refresh it with SPRAY_WRITE_CORPUS=1 (see this test's doc)",
+                path.display()
+            );
+        }
     }
 }

@@ -747,34 +747,3 @@ fn transparent_backends_see_the_client_address() {
     }
     assert_eq!(proxy.counters.dropped_total(), 0);
 }
-
-// ---- a rough rate, printed, not asserted: `cargo test --test socket_mode -- --ignored` ----
-
-#[test]
-#[ignore = "a measurement, not a check; prints datagrams per second"]
-fn throughput_one_worker_one_client() {
-    let s = sinks(LO4, 3, false);
-    let vip = free_addr(LO4);
-    let proxy = Proxy::start(snapshot(1, vec![rr(vip, &s)]), ProxySettings::default());
-    let c = client(LO4);
-    let n = 200_000u64;
-    let payload = [0u8; 100];
-    let start = Instant::now();
-    for _ in 0..n {
-        c.send_to(&payload, vip).unwrap();
-    }
-    let sent_in = start.elapsed();
-    thread::sleep(Duration::from_millis(200));
-    let k = &proxy.counters;
-    let (rx, tx, got) = (k.rx_packets.get(), k.tx_packets.get(), total(&s));
-    let per_batch = rx as f64 / k.rx_bursts.get().max(1) as f64;
-    let secs = sent_in.as_secs_f64();
-    println!(
-        "sent {n} x 100 B in {secs:.3} s ({:.0}/s offered); worker rx {rx}, tx {tx}, \
-         backends got {got}; {per_batch:.1} datagrams per recvmmsg; drops {} (kernel queue \
-         overflow not included); per backend {:?}",
-        n as f64 / secs,
-        k.dropped_total(),
-        counts(&s),
-    );
-}

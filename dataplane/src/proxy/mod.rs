@@ -294,6 +294,7 @@ const BUDGET: usize = 8;
 /// Largest receive buffer of a session socket: sessions can be many, so they get at most
 /// this much of [`ProxySettings::rcvbuf`].
 const SESSION_RCVBUF_MAX: usize = 1 << 20;
+
 /// Errors kept for [`ProxyWorker::take_errors`]; later ones are only counted.
 const MAX_ERRORS: usize = 16;
 /// Epoll tokens of VIP sockets have this bit set; session tokens never do.
