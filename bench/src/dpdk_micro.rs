@@ -18,7 +18,7 @@
 //! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
@@ -28,6 +28,8 @@ use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::wire::build::{udp_frame, FrameSpec};
 use dataplane::worker::{Idle, Worker, WorkerSettings};
+
+use crate::micro::{drive, median};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -128,19 +130,6 @@ pub struct DpdkMicroResult {
     pub ratio_cpu: Option<f64>,
 }
 
-/// Nanoseconds the calling thread has spent on a CPU (the first field of
-/// `/proc/thread-self/schedstat`), if the kernel exposes it.
-fn cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
 fn snapshot(mode: Mode) -> Snapshot {
     let backends = (1..=3u8)
         .map(|i| {
@@ -192,28 +181,6 @@ fn worker_loop(w: &mut Worker<FillPort<DpdkPort>>, bursts: u64) -> u64 {
         n += w.poll() as u64;
     }
     n
-}
-
-/// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
-/// (packets, seconds).
-fn drive(s: &DpdkMicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
-    let cpu0 = cpu_ns();
-    let start = Instant::now();
-    let mut n = 0u64;
-    match s.bursts {
-        Some(b) => n += chunk(b),
-        None => {
-            while start.elapsed() < s.duration {
-                n += chunk(1024);
-            }
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = match (cpu0, cpu_ns()) {
-        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
-        _ => None,
-    };
-    (n, secs, cpu)
 }
 
 /// Runs the benchmark (initialises EAL: once per process).
@@ -296,10 +263,12 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     let (mut io, mut full) = (Vec::new(), Vec::new());
     let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..s.reps.max(1) {
-        let (n, secs, cpu_io) = drive(s, |b| io_forward_loop(w.port_mut(), &mut burst, s.burst, b));
+        let (n, secs, cpu_io) = drive(s.bursts, s.duration, |b| {
+            io_forward_loop(w.port_mut(), &mut burst, s.burst, b)
+        });
         io.push(n as f64 / secs / 1e6);
         let cpu_io = cpu_io.map(|c| n as f64 / c / 1e6);
-        let (n, secs, cpu_full) = drive(s, |b| worker_loop(&mut w, b));
+        let (n, secs, cpu_full) = drive(s.bursts, s.duration, |b| worker_loop(&mut w, b));
         full.push(n as f64 / secs / 1e6);
         let cpu_full = cpu_full.map(|c| n as f64 / c / 1e6);
         if let (Some(a), Some(b)) = (cpu_io, cpu_full) {

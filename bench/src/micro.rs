@@ -108,12 +108,12 @@ pub struct MicroResult {
 
 /// Nanoseconds the calling thread has spent on a CPU (the first field of
 /// `/proc/thread-self/schedstat`), if the kernel exposes it.
-fn cpu_ns() -> Option<u64> {
+pub(crate) fn cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     s.split_whitespace().next()?.parse().ok()
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]
@@ -229,16 +229,20 @@ fn worker_loop(w: &mut Worker<MemoryPort>, bursts: u64) -> u64 {
     n
 }
 
-/// Runs `bursts` (or, when `None`, for `duration`) in chunks of 1024 polls; returns
+/// Runs exactly `bursts` polls (or, when `None`, polls for `duration`) in chunks of 1024 polls; returns
 /// (packets, seconds, seconds on a CPU).
-fn drive(s: &MicroSettings, mut chunk: impl FnMut(u64) -> u64) -> (u64, f64, Option<f64>) {
+pub(crate) fn drive(
+    bursts: Option<u64>,
+    duration: Duration,
+    mut chunk: impl FnMut(u64) -> u64,
+) -> (u64, f64, Option<f64>) {
     let cpu0 = cpu_ns();
     let start = Instant::now();
     let mut n = 0u64;
-    match s.bursts {
+    match bursts {
         Some(b) => n += chunk(b),
         None => {
-            while start.elapsed() < s.duration {
+            while start.elapsed() < duration {
                 n += chunk(1024);
             }
         }
@@ -263,7 +267,9 @@ fn one_worker(
         Case::IoForward => {
             let mut port = port;
             let mut burst = Vec::with_capacity(s.burst);
-            let (n, secs, cpu) = drive(s, |b| io_forward_loop(&mut port, &mut burst, s.burst, b));
+            let (n, secs, cpu) = drive(s.bursts, s.duration, |b| {
+                io_forward_loop(&mut port, &mut burst, s.burst, b)
+            });
             (n as f64 / secs / 1e6, cpu.map(|c| n as f64 / c / 1e6))
         }
         Case::Dr | Case::Nat => {
@@ -286,7 +292,7 @@ fn one_worker(
                 counters.clone(),
                 nat_flows,
             );
-            let (_, secs, cpu) = drive(s, |b| worker_loop(&mut w, b));
+            let (_, secs, cpu) = drive(s.bursts, s.duration, |b| worker_loop(&mut w, b));
             assert_eq!(
                 counters.dropped_total(),
                 0,

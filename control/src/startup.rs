@@ -59,23 +59,6 @@ pub enum StartupError {
     /// A port could not be set up or closed.
     #[error(transparent)]
     Port(#[from] EthError),
-    /// The OS would not start a thread.
-    #[error("cannot start worker {worker}")]
-    Spawn {
-        /// Worker index.
-        worker: usize,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Pinning a worker to its core failed.
-    #[error("cannot pin worker {worker} to core {core}")]
-    Pin {
-        /// Worker index.
-        worker: usize,
-        /// Core id.
-        core: usize,
-    },
     /// A worker could not register with EAL.
     #[error("worker {worker}")]
     Register {
@@ -244,7 +227,8 @@ fn start_workers(
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            let _ = ready.send(Err(StartupError::Pin { worker: id, core }));
+                            let _ = ready
+                                .send(Err(crate::run::RunError::Pin { worker: id, core }.into()));
                             return;
                         }
                     }
@@ -283,7 +267,7 @@ fn start_workers(
                 }
                 Err(source) => {
                     let _ = w.stop_and_join();
-                    return Err(StartupError::Spawn { worker: id, source });
+                    return Err(crate::run::RunError::Spawn { worker: id, source }.into());
                 }
             }
             id += 1;
