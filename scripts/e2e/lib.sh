@@ -12,7 +12,7 @@
 #             clients and backends route through those addresses;
 #     dpdk:   lb0 (veth, peer lb0-br in br0, no address, IPv6 off) is Spray's
 #             net_af_packet port, MAC 02:00:00:00:00:10; every neighbour entry that would
-#             need ARP to Spray is static (Spray in this tree has no ARP yet).
+#             need ARP to Spray is static (the suite predates Spray's ARP/NDP; static entries still work).
 #
 # Only 198.18.0.0/15 and 2001:db8::/32; every link is created inside a namespace (the root
 # namespace is never touched); TX checksum offload is off on every veth.

@@ -8,7 +8,7 @@
 #                 DNS check (every answer from the VIP, spread per query, dnsperf at a
 #                 moderate rate). No nginx comparison, no failover.
 #   --dataplane   which of Spray's dataplanes to test (default: both when libdpdk is there);
-#                 dpdk uses net_af_packet on a veth, with static MACs (no ARP in this tree).
+#                 dpdk uses net_af_packet on a veth, with static MACs (static entries; Spray can also resolve them).
 #   --keep        keep the work directory (logs, configs, what the backends logged).
 #   --only LIST   comma-separated test names (syslog, failover, dns, transparent, dr).
 #
