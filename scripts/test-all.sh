@@ -43,9 +43,9 @@ if [ "$(id -u)" = 0 ]; then
         step "network namespace tests"
         scripts/netns-tests.sh
     fi
-    for t in scripts/ha/test-ha.sh scripts/ha/test-bgp.sh; do
+    for t in scripts/ha/test-ha.sh scripts/ha/test-bgp.sh scripts/ha/test-ecmp.sh; do
         if [ -x "$t" ]; then
-            step "$t (keepalived VRRP failover / BGP announce and withdraw)"
+            step "$t (keepalived VRRP failover / BGP announce and withdraw / ECMP over nodes)"
             "$t"
         fi
     done
