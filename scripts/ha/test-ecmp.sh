@@ -224,17 +224,19 @@ snapshot() {
     for j in 1 2; do rm -f "$work/be$j.json"; kill -USR1 "${PID[sink-be$j]}"; done
     for j in 1 2; do wait_for "sink $j's snapshot" 10 test -e "$work/be$j.json"; done
 }
-# collect TAG [--after SECS]: the report in $work/TAG.report.json, once every datagram is in
-# or none arrived for 0.5 s.
+# collect TAG [flows.py report options]: the report in $work/TAG.report.json, once every
+# datagram is in or none arrived for 1 s (two snapshots 0.5 s apart with the same count).
 collect() {
-    local tag=$1 prev=-1 got lost k
+    local tag=$1 prev=-1 same=0 got lost k
     shift
-    for ((k = 0; k < 20; k++)); do
+    for ((k = 0; k < 30; k++)); do
         snapshot
         python3 "$HA_DIR/flows.py" report "$work/$tag.sent.json" "$NODE_MAP" "$work/be1.json" "$work/be2.json" "$@" >"$work/$tag.report.json"
         got=$(grep -o '"received": [0-9]*' "$work/$tag.report.json" | cut -d' ' -f2)
         lost=$(grep -o '"lost": [0-9]*' "$work/$tag.report.json" | cut -d' ' -f2)
-        if [ "$lost" = 0 ] || [ "$got" = "$prev" ]; then break; fi
+        [ "$lost" != 0 ] || break
+        if [ "$got" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+        [ "$same" -lt 2 ] || break
         prev=$got
         sleep 0.5
     done
