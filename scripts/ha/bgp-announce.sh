@@ -5,7 +5,10 @@
 # BIRD protocol `vip_<service>` (a static /32 or /128 that the BGP session exports) when the
 # service is enabled and has a backend with effective_weight > 0, and disables it otherwise.
 # When Spray does not answer, every known `vip_*` protocol is disabled (withdrawn). Several
-# nodes announcing the same VIP behind one router share the traffic by ECMP.
+# nodes announcing the same VIP behind one router share the traffic by ECMP
+# (scripts/ha/test-ecmp.sh; router set-up in docs/operations.md). In socket mode the VIP must
+# also be a local address of the node (`ip addr add VIP/32 dev lo`), or the kernel does not
+# deliver the router's traffic to Spray.
 #
 # bird.conf on the Spray node (one static protocol per service, names: vip_ + the service
 # name with anything but letters and digits as _):
