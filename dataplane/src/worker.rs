@@ -18,7 +18,7 @@
 //! first burst processed after N arrived: the scheduler that could pick it is gone with the
 //! old snapshot, and there is no connection table that could remember it.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +32,10 @@ use crate::neigh::{self, WorkerNeigh};
 use crate::port::{PacketBuf, Port};
 use crate::proxy::PassiveSink;
 use crate::rewrite::{
-    decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4, set_macs,
+    decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
+    nat_to_backend_v4_ttl, set_macs,
 };
-use crate::service::{MacAddr, Mode, ReverseNat, Service, Snapshot, VipId};
+use crate::service::{MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute};
 use crate::wire::{classify, classify_ipv4_udp, FragInfo, IpFrame, Ipv4Udp, Packet, UdpFrame};
 
 /// Settings of one worker, fixed at start.
@@ -441,12 +442,49 @@ fn process(
     now: &mut Now,
 ) -> Result<Fwd, DropReason> {
     if let Some(h) = classify_ipv4_udp(frame) {
-        if let Some((vip_id, svc)) = ctx.snap.lookup_v4(h.dst_ip, h.dst_port) {
-            return to_backend(frame, &h, None, vip_id, svc, ctx, cursors, frags, now);
+        if let Some(r) = ctx.snap.route_v4(h.dst_ip, h.dst_port) {
+            if r.path == Path::General {
+                let svc = ctx.snap.service(r.id).ok_or(DropReason::NoVip)?;
+                return to_backend(frame, &h, None, r.id, svc, ctx, cursors, frags, now);
+            }
+            return to_hop_v4(frame, &h, r, ctx, cursors);
         }
         return from_backend(frame, h, None, ctx, frags, now);
     }
     process_general(frame, ctx, cursors, frags, now)
+}
+
+/// [`to_backend`] for an IPv4 datagram to a VIP whose route has hops (rr or wrr, every
+/// backend in rotation resolved): the same decisions, counters and bytes, from the flat
+/// [`crate::service::Hop`] records instead of the service, its scheduler and its backends
+/// (tests below compare both paths frame by frame).
+#[inline(always)]
+fn to_hop_v4(
+    frame: &mut [u8],
+    h: &Ipv4Udp,
+    r: VipRoute,
+    ctx: &Ctx,
+    cursors: &mut [u32],
+) -> Result<Fwd, DropReason> {
+    let c = ctx.c;
+    let len = frame.len();
+    c.vip_packet(r.id, len);
+    let mut scratch = 0;
+    let cursor = cursors.get_mut(usize::from(r.id.0)).unwrap_or(&mut scratch);
+    let hop = ctx
+        .snap
+        .next_hop(r, cursor)
+        .ok_or(DropReason::NoHealthyBackend)?;
+    if r.path == Path::NatV4 {
+        nat_to_backend_v4_ttl(frame, h, hop.ip4, hop.port)?;
+        if hop.shared {
+            let to = SocketAddr::from((Ipv4Addr::from(hop.ip4), hop.port));
+            ctx.nat_flows.record(&h.src(), &to, r.id);
+        }
+    }
+    set_macs(frame, ctx.port_mac, hop.mac);
+    c.backend_packet(hop.backend, len);
+    Ok(Fwd::Tx)
 }
 
 /// [`process`] for every frame: classify, then act on what it is.
@@ -1198,6 +1236,16 @@ mod tests {
                     SchedulerKind::Rr,
                     &v6,
                     15,
+                ),
+                // wrr with every MAC resolved: the fast path's hops for a weighted rotation,
+                // to backends VIPs 1 and 2 also use.
+                spec(
+                    8,
+                    "198.18.0.17:514",
+                    Mode::Nat,
+                    SchedulerKind::Wrr,
+                    &[("198.19.1.1:514", 3), ("198.19.1.2:514", 1)],
+                    22,
                 ),
             ],
         )
