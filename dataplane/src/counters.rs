@@ -170,8 +170,13 @@ impl Traffic {
 
     #[inline]
     fn add(&self, i: usize, bytes: usize) {
+        self.add_n(i, 1, bytes);
+    }
+
+    #[inline]
+    fn add_n(&self, i: usize, packets: u64, bytes: usize) {
         if let Some([p, b]) = self.entries.get(i) {
-            p.add(1);
+            p.add(packets);
             b.add(bytes as u64);
         }
     }
@@ -282,6 +287,12 @@ impl WorkerCounters {
     #[inline]
     pub fn vip_packet(&self, vip: VipId, bytes: usize) {
         self.vip_rx.add(usize::from(vip.0), bytes);
+    }
+
+    /// Counts `packets` packets of `bytes` bytes in all for VIP `vip`.
+    #[inline]
+    pub fn vip_packets(&self, vip: VipId, packets: u64, bytes: usize) {
+        self.vip_rx.add_n(usize::from(vip.0), packets, bytes);
     }
 
     /// Counts a packet sent to backend `b`.

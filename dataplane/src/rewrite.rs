@@ -78,6 +78,56 @@ pub fn nat_to_backend_v4(frame: &mut [u8], h: &Ipv4Udp, to: SocketAddr) -> Resul
     Ok(())
 }
 
+/// [`decrement_ttl`] then [`nat_to_backend_v4`] to `ip`:`port` (host-order integers), with
+/// the same resulting bytes (a proptest below checks it) but one IPv4 header checksum update
+/// instead of two, for the NAT fast path.
+///
+/// Merging the two updates is exact. Both are sums in one's-complement arithmetic, which is
+/// associative and commutative; folding with end-around carry maps a non-zero integer sum to
+/// 1..=0xffff and only an all-zero one to 0, so a merged and a sequential update could differ
+/// only if some partial sum were zero. The TTL word's `~old + new` never is: the new word
+/// holds the protocol (17).
+///
+/// # Errors
+/// [`DropReason::TtlExceeded`] (frame untouched) as [`decrement_ttl`];
+/// [`DropReason::Truncated`] when the headers `h` describes are not in `frame`.
+#[inline]
+pub fn nat_to_backend_v4_ttl(
+    frame: &mut [u8],
+    h: &Ipv4Udp,
+    ip: u32,
+    port: u16,
+) -> Result<(), DropReason> {
+    let b: &mut [u8; 28] = frame
+        .get_mut(h.l3..)
+        .and_then(|r| r.first_chunk_mut())
+        .ok_or(DropReason::Truncated)?;
+    let ttl = b[8];
+    if ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let mut ip_delta = Delta::default();
+    ip_delta.replace16(
+        u16::from_be_bytes([ttl, b[9]]),
+        u16::from_be_bytes([ttl - 1, b[9]]),
+    );
+    b[8] = ttl - 1;
+    // The addresses are in the IPv4 header checksum and the UDP pseudo-header; the port only
+    // in the UDP checksum; the TTL only in the IPv4 header checksum.
+    let mut udp_delta = Delta::default();
+    udp_delta.replace32(h.dst_ip, ip);
+    b[16..20].copy_from_slice(&ip.to_be_bytes());
+    ip_delta.merge(udp_delta);
+    let c = ip_delta.apply(u16::from_be_bytes([b[10], b[11]]));
+    b[10..12].copy_from_slice(&c.to_be_bytes());
+    udp_delta.replace16(h.dst_port, port);
+    b[22..24].copy_from_slice(&port.to_be_bytes());
+    // RFC 768: zero means "no checksum" and stays zero; a computed zero goes out as 0xffff.
+    let c = udp_delta.apply_udp(u16::from_be_bytes([b[26], b[27]]));
+    b[26..28].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
 #[inline]
 fn rewrite(
     frame: &mut [u8],
@@ -372,6 +422,49 @@ mod tests {
             let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
             prop_assert_eq!(nat_to_backend_v4(&mut f, &fast, v6), Err(DropReason::FamilyMismatch));
             prop_assert_eq!(&f, &want);
+        }
+
+        // The merged TTL + address update writes exactly what the two sequential updates
+        // write, whatever the checksums on arrival (including 0x0000 and 0xffff, where a
+        // one's-complement shortcut would show) and the TTL; a TTL of 1 or 0 is refused
+        // alike, leaving the frame untouched.
+        #[test]
+        fn nat_to_backend_v4_ttl_equals_decrement_then_nat(
+            client in v4_addr(), vip in v4_addr(), backend in v4_addr(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            ip_sum in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            udp_sum in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            ttl in prop_oneof![Just(0u8), Just(1), Just(2), any::<u8>()],
+        ) {
+            let mut s = FrameSpec::new(client, vip);
+            s.ttl = ttl;
+            let mut f = udp_frame(&s, &payload);
+            f[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+            f[40..42].copy_from_slice(&udp_sum.to_be_bytes());
+            let general = UdpFrame::new(None, 14, 34, client, vip);
+            let fast = Ipv4Udp {
+                vlan: None,
+                l3: 14,
+                src_ip: match client.ip() { IpAddr::V4(a) => a.to_bits(), IpAddr::V6(_) => 0 },
+                dst_ip: match vip.ip() { IpAddr::V4(a) => a.to_bits(), IpAddr::V6(_) => 0 },
+                src_port: client.port(),
+                dst_port: vip.port(),
+            };
+            let (ip, port) = match backend {
+                SocketAddr::V4(a) => (a.ip().to_bits(), a.port()),
+                SocketAddr::V6(_) => unreachable!("v4_addr"),
+            };
+            let mut want = f.clone();
+            let sequential = decrement_ttl(&mut want, 14, false)
+                .and_then(|()| nat_to_backend(&mut want, &general, backend));
+            let before = f.clone();
+            let merged = nat_to_backend_v4_ttl(&mut f, &fast, ip, port);
+            prop_assert_eq!(merged, sequential);
+            if merged.is_ok() {
+                prop_assert_eq!(&f, &want);
+            } else {
+                prop_assert_eq!(&f, &before);
+            }
         }
 
         // Incremental (RFC 1624) equals full recomputation, byte for byte, for random

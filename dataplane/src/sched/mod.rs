@@ -117,6 +117,16 @@ impl Scheduler {
         }
     }
 
+    /// The cyclic sequence of backend indices a cursor walks through (rr and wrr: `pick`
+    /// deals `rotation()[cursor]` and advances); `None` for a hashing scheduler.
+    pub fn rotation(&self) -> Option<&[u16]> {
+        match self {
+            Self::Rr(s) => Some(s.rotation()),
+            Self::Wrr(s) => Some(s.rotation()),
+            Self::Maglev(_) => None,
+        }
+    }
+
     /// Whether no backend is in rotation.
     pub fn is_empty(&self) -> bool {
         match self {

@@ -35,6 +35,11 @@ impl RoundRobin {
     pub fn is_empty(&self) -> bool {
         self.active.is_empty()
     }
+
+    /// The rotation: backend indices in the order [`RoundRobin::pick`] deals them.
+    pub fn rotation(&self) -> &[u16] {
+        &self.active
+    }
 }
 
 #[cfg(test)]

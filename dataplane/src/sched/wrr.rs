@@ -90,6 +90,11 @@ impl WeightedRoundRobin {
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
+
+    /// One cycle: backend indices in the order [`WeightedRoundRobin::pick`] deals them.
+    pub fn rotation(&self) -> &[u16] {
+        &self.table
+    }
 }
 
 /// Divides every weight by the gcd of all of them; returns the new sum. `active` holds

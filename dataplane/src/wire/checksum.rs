@@ -34,6 +34,12 @@ impl Delta {
         self.replace32(old as u32, new as u32);
     }
 
+    /// Adds the changes `other` recorded (for a checksum that covers both sets of words).
+    #[inline]
+    pub fn merge(&mut self, other: Delta) {
+        self.sum += other.sum;
+    }
+
     /// Returns checksum `hc` patched for the recorded changes (RFC 1624, eqn. 3).
     #[inline]
     pub fn apply(&self, hc: u16) -> u16 {
@@ -104,11 +110,9 @@ pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
     for w in h.chunks_exact(4) {
         s += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s == 0xffff
+    // Folded to 16 bits the sum is all ones exactly when the wide sum is a non-zero
+    // multiple of 0xffff: a remainder by the constant (a multiply) instead of four folds.
+    s != 0 && s % 0xffff == 0
 }
 
 #[cfg(test)]
@@ -155,6 +159,18 @@ mod tests {
             h[10..12].copy_from_slice(&c.to_be_bytes());
             proptest::prop_assert!(ipv4_header_valid(&h));
         }
+    }
+
+    #[test]
+    fn header_sums_of_all_ones_and_all_zeros() {
+        // All ones: every word is -0, the sum is -0: valid. All zeros: +0 is not all ones.
+        assert!(ipv4_header20_valid(&[0xff; 20]));
+        assert!(!ipv4_header20_valid(&[0; 20]));
+        // One carry out of each 64-bit add.
+        let mut h = [0xff; 20];
+        h[10] = 0xfe;
+        assert!(!ipv4_header20_valid(&h));
+        assert_eq!(sum(&h) == 0xffff, ipv4_header20_valid(&h));
     }
 
     #[test]
