@@ -19,6 +19,7 @@ mod dpdk {
     /// Functions Spray calls (bindgen pulls in the types they need). Sorted.
     const FUNCTIONS: &[&str] = &[
         "rte_eal_cleanup",
+        "rte_eal_get_runtime_dir",
         "rte_eal_init",
         "rte_eth_dev_adjust_nb_rx_tx_desc",
         "rte_eth_dev_close",

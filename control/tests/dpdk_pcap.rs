@@ -254,6 +254,9 @@ fn pcap_golden_four_vips_dr_nat_v4_v6() {
         frames.len()
     );
     assert!(status.success(), "spray exited with {status}");
+    // EAL leaves its runtime folder behind; Spray removes it after clean-up.
+    let runtime = std::path::Path::new("/var/run/dpdk").join(&prefix);
+    assert!(!runtime.exists(), "{} left behind", runtime.display());
     let pool = lines
         .iter()
         .find(|l| l.contains("mempool") && l.contains("free"))

@@ -76,6 +76,10 @@ pub fn last_error() -> String {
 #[derive(Debug)]
 pub struct Eal {
     cleaned: bool,
+    /// EAL's runtime folder (`/var/run/dpdk/<file prefix>`), removed after clean-up: EAL
+    /// leaves it behind, one per process with its own prefix (140 had piled up here from
+    /// benchmark runs).
+    runtime_dir: Option<std::path::PathBuf>,
     _main_thread: PhantomData<*const ()>,
 }
 
@@ -113,8 +117,17 @@ impl Eal {
                 reason: last_error(),
             });
         }
+        // SAFETY: EAL is initialised; the result is a NUL-terminated path in EAL's static
+        // storage, copied at once.
+        let dir = unsafe { ffi::rte_eal_get_runtime_dir() };
+        let runtime_dir = (!dir.is_null()).then(|| {
+            // SAFETY: non-null, NUL-terminated (above).
+            let s = unsafe { CStr::from_ptr(dir) };
+            std::path::PathBuf::from(s.to_string_lossy().into_owned())
+        });
         Ok(Self {
             cleaned: false,
+            runtime_dir,
             _main_thread: PhantomData,
         })
     }
@@ -141,10 +154,22 @@ impl Eal {
         self.cleaned = true;
         // SAFETY: EAL is initialised and, `self` being consumed, no Eal is left to use it.
         let r = unsafe { ffi::rte_eal_cleanup() };
+        self.remove_runtime_dir();
         if r < 0 {
             Err(strerror(r))
         } else {
             Ok(())
+        }
+    }
+}
+
+impl Eal {
+    /// Removes EAL's runtime folder once EAL is cleaned up. Spray is always the primary
+    /// process of its file prefix (EAL refuses a second primary), so nothing else uses it.
+    fn remove_runtime_dir(&mut self) {
+        if let Some(dir) = self.runtime_dir.take() {
+            // Best effort: a leftover folder is clutter, not an error.
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -154,6 +179,7 @@ impl Drop for Eal {
         if !self.cleaned {
             // SAFETY: as in `cleanup`; nothing can use EAL through this handle afterwards.
             unsafe { ffi::rte_eal_cleanup() };
+            self.remove_runtime_dir();
         }
     }
 }
