@@ -21,6 +21,10 @@
 #
 # Usage: scripts/bench-peers.sh [--quick] [--reps N] [--peers spray,nginx,haproxy,nft,dpdk]
 #                               [--out DIR] [--no-build] [--no-failover] [--no-plots]
+#                               [--sender udp|raw]
+# --sender raw: the generator writes the same datagrams as raw frames to the client's veth
+# (AF_PACKET, `spray-traffic send --raw`), skipping its own UDP/IP output path, so it can
+# offer more; udp (the default) sends through a UDP socket.
 # Needs root (namespaces). Installs nginx-light, libnginx-mod-stream, haproxy and nftables
 # when missing, without starting their system services. Touches nothing in the root
 # namespace except package installs; stops only the processes it started, by PID.
@@ -35,6 +39,7 @@ OUT="$ROOT/target/bench-peers"
 BUILD=1
 FAILOVER=1
 PLOTS=1
+SENDER=udp
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -44,11 +49,17 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-failover) FAILOVER=0 ;;
         --no-plots) PLOTS=0 ;;
+        --sender) SENDER="$2"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+case "$SENDER" in
+    udp) SENDER_ARGS=() ;;
+    raw) SENDER_ARGS=(--raw eth0) ;;
+    *) echo "bench-peers: --sender udp|raw" >&2; exit 2 ;;
+esac
 
 # Trial lengths: the full run stays under ~10 minutes on a 2-core VM, --quick under 3.
 if [ "$QUICK" = 1 ]; then
@@ -445,7 +456,7 @@ measure_peer() { # $1 = peer, $2 = rep
     if [ -n "${PEER_PID:-}" ]; then cpu=(--cpu-pid "$PEER_PID"); fi
     # shellcheck disable=SC2046
     "$TRAFFIC" measure --name "$peer" --client-ns "$C" --target "$VIP:$PORT" $(sinks_args) \
-        --work "$WORK" --size "$SIZE" "${cpu[@]}" \
+        --work "$WORK" --size "$SIZE" "${cpu[@]}" "${SENDER_ARGS[@]}" \
         --seconds "$SECONDS_PER_TRIAL" --steps "$STEPS" --loss-threshold "$THRESHOLD" \
         --latency-rate "$LAT_RATE" --latency-seconds "$LAT_SECONDS" \
         --out "$OUT/runs/$peer-$rep.json" &&
@@ -498,7 +509,7 @@ if [ "$FAILOVER" = 1 ]; then
     sleep 0.3
     # shellcheck disable=SC2046
     "$TRAFFIC" failover --name spray --client-ns "$C" --target "$VIP:$PORT" $(sinks_args) \
-        --work "$WORK" --size "$SIZE" --rate "$LAT_RATE" --seconds "$FO_SECONDS" \
+        --work "$WORK" --size "$SIZE" "${SENDER_ARGS[@]}" --rate "$LAT_RATE" --seconds "$FO_SECONDS" \
         --kill-after "$FO_KILL" --kill-index 1 --settle 2.5 --bucket-ms 100 --out "$OUT/failover.json" ||
         echo "bench-peers: failover run failed" >&2
     stop_peer spray
@@ -510,7 +521,7 @@ fi
 PLOT_ARGS=()
 if [ ${#RUN_FILES[@]} -gt 0 ]; then
     log "summary ($(( $(date +%s) - START )) s of measuring)"
-    SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
+    SETTINGS="$SIZE-byte datagrams; $SENDER sender; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
     "$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
         tee "$OUT/summary.md"
     PLOT_ARGS+=(--results "$OUT/results.json")
