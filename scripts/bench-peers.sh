@@ -11,13 +11,20 @@
 #   nginx    nginx stream UDP proxy, per-datagram round robin (proxy_requests 1)
 #   haproxy  HAProxy log-forward, `log BE sample N:3` per backend
 #   nft      stateless nftables DNAT, `numgen inc mod 3`, notrack (the kernel baseline)
-#   dpdk     Spray's DPDK port on the veth (HOOK: skipped until `spray` has the dpdk feature)
+#   dpdk     Spray's DPDK port (net_af_packet on a veth, 1 worker, rr, NAT); skipped without
+#            libdpdk. DPDK mode is one-armed, so for this peer the lb namespace bridges the
+#            same client and backend veths to Spray's port (see topo_bridged)
+#   dpdk-xdp the same with net_af_xdp instead of net_af_packet (not in the default list)
 # For each: highest loss-free datagrams/s (loss < 0.01 %), latency at a fixed moderate rate,
 # balancer CPU, evenness (most/fewest per backend). Then the failover timeline (one backend's
 # sink stopped mid-run, Spray socket mode), plots and a summary table.
 #
 # Usage: scripts/bench-peers.sh [--quick] [--reps N] [--peers spray,nginx,haproxy,nft,dpdk]
 #                               [--out DIR] [--no-build] [--no-failover] [--no-plots]
+#                               [--sender udp|raw]
+# --sender raw: the generator writes the same datagrams as raw frames to the client's veth
+# (AF_PACKET, `spray-traffic send --raw`), skipping its own UDP/IP output path, so it can
+# offer more; udp (the default) sends through a UDP socket.
 # Needs root (namespaces). Installs nginx-light, libnginx-mod-stream, haproxy and nftables
 # when missing, without starting their system services. Touches nothing in the root
 # namespace except package installs; stops only the processes it started, by PID.
@@ -32,6 +39,7 @@ OUT="$ROOT/target/bench-peers"
 BUILD=1
 FAILOVER=1
 PLOTS=1
+SENDER=udp
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -41,11 +49,17 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --no-failover) FAILOVER=0 ;;
         --no-plots) PLOTS=0 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --sender) SENDER="$2"; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+case "$SENDER" in
+    udp) SENDER_ARGS=() ;;
+    raw) SENDER_ARGS=(--raw eth0) ;;
+    *) echo "bench-peers: --sender udp|raw" >&2; exit 2 ;;
+esac
 
 # Trial lengths: the full run stays under ~10 minutes on a 2-core VM, --quick under 3.
 if [ "$QUICK" = 1 ]; then
@@ -100,6 +114,7 @@ install_peers() {
 
 # ---------------------------------------------------------------- testbed
 NS="sb$$"
+DPDK_PREFIX="spray-bench-peers-$$"
 C="$NS-c"; LB="$NS-lb"; B=("$NS-b1" "$NS-b2" "$NS-b3")
 VIP=198.18.0.2
 PORT=514
@@ -116,6 +131,7 @@ cleanup() {
         ip netns del "$n" 2>/dev/null
     done
     [ -n "$WORK" ] && rm -rf "$WORK"
+    rm -rf "/var/run/dpdk/$DPDK_PREFIX"
     exit $rc
 }
 trap cleanup EXIT
@@ -138,6 +154,14 @@ make_testbed() {
         ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i"
         ip -n "${B[$((i - 1))]}" addr add "198.18.$i.2/24" dev eth0
     done
+    # For the DPDK peer (one-armed): a bridge and Spray's port dp0 (peer dp0-br), idle until
+    # topo_bridged puts cli and be1..3 into the bridge.
+    ip -n "$LB" link add brdp type bridge mcast_snooping 0
+    ip -n "$LB" link add dp0 type veth peer name dp0-br
+    ip -n "$LB" link set dp0-br master brdp
+    # No kernel IPv6 on Spray's port or the bridge: no router solicitations on the wire.
+    in_ns "$LB" sysctl -qw net.ipv6.conf.dp0.disable_ipv6=1 net.ipv6.conf.brdp.disable_ipv6=1
+    ip -n "$LB" link set brdp up
     for n in "$C" "$LB" "${B[@]}"; do
         for dev in $(ip -n "$n" -o link show type veth | awk -F'[:@ ]+' '{print $2}'); do
             ip -n "$n" link set "$dev" up
@@ -199,6 +223,9 @@ log = "warn"
 [socket]
 batch = 32
 rcvbuf = 4194304
+
+[control]
+socket = "$WORK/spray.sock"
 
 [services.bench]
 vip = "$VIP:$PORT"
@@ -284,7 +311,12 @@ EOF
 }
 
 stop_peer() { # $1 = peer
-    if [ "$1" = nft ]; then
+    if [ "$1" = dpdk ] || [ "$1" = dpdk-xdp ]; then
+        [ -n "${PEER_PID:-}" ] && stop_pid "$PEER_PID"
+        # Its counters (per backend, drops by reason) and the port's: kept with the results.
+        cat "$WORK/spray-dpdk.log" >> "$OUT/runs/$1.log" 2>/dev/null || true
+        topo_routed
+    elif [ "$1" = nft ]; then
         in_ns "$LB" nft delete table ip spraybench 2>/dev/null || true
     elif [ -n "${PEER_PID:-}" ]; then
         stop_pid "$PEER_PID"
@@ -292,17 +324,124 @@ stop_peer() { # $1 = peer
     PEER_PID=""
 }
 
-# HOOK(dpdk): Spray's DPDK port on the veth (net_af_packet/net_af_xdp vdev on `cli` and
-# `be1..3` in the lb namespace). The port is not merged yet; when it is, write its config
-# here, start it like start_spray, and drop the skip below.
-dpdk_available() {
-    "$SPRAY" --help 2>/dev/null | grep -qi dpdk && return 0
-    "$SPRAY" run --help 2>/dev/null | grep -qi dpdk
+# Spray's DPDK port is one-armed (each worker sends on the port it received from), so for
+# the dpdk peers the lb namespace stops routing and becomes a switch: cli and be1..3 lose
+# their addresses and join bridge brdp with dp0-br, whose peer dp0 is Spray's port. The
+# client, the backends, their addresses and routes, the veths they sit on and the traffic
+# stay the same; the path gains the bridge and one veth pair (dp0) in the lb namespace.
+# Spray answers ARP for the VIP (198.18.0.2, also its port address) and resolves the
+# backends' and the client's MACs itself.
+topo_bridged() {
+    local dev
+    in_ns "$LB" sysctl -qw net.ipv4.ip_forward=0
+    for dev in cli be1 be2 be3; do
+        ip -n "$LB" addr flush dev "$dev"
+        ip -n "$LB" link set "$dev" master brdp
+    done
+    ip -n "$LB" link set dp0-br up
+    ip -n "$LB" link set dp0 up
+    flush_neigh
 }
+topo_routed() {
+    local dev i
+    ip -n "$LB" link set dp0 down
+    ip -n "$LB" link set dp0-br down
+    for dev in cli be1 be2 be3; do ip -n "$LB" link set "$dev" nomaster; done
+    ip -n "$LB" addr add 198.18.0.2/24 dev cli 2>/dev/null || true
+    for i in 1 2 3; do ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i" 2>/dev/null || true; done
+    in_ns "$LB" sysctl -qw net.ipv4.ip_forward=1
+    flush_neigh
+}
+flush_neigh() { # the VIP and the backends' gateways change MAC between the two topologies
+    local n
+    ip -n "$C" neigh flush dev eth0
+    for n in "${B[@]}"; do ip -n "$n" neigh flush dev eth0; done
+}
+
+# Whether this spray accepts `dataplane = "dpdk"` (built with the dpdk feature).
+dpdk_available() {
+    cat > "$WORK/dpdk-probe.toml" <<EOF
+[runtime]
+dataplane = "dpdk"
+[dpdk]
+vdevs = ["net_null0"]
+[[dpdk.ports]]
+device = "net_null0"
+gateway_mac = "02:00:00:00:00:01"
+[services.probe]
+vip = "198.18.0.2:514"
+backends = [{ addr = "198.18.1.2:514", mac = "02:00:00:00:00:02" }]
+EOF
+    "$SPRAY" check --config "$WORK/dpdk-probe.toml" > /dev/null 2>&1
+}
+
+# start_dpdk [xdp]: Spray's DPDK port on dp0 (net_af_packet, or net_af_xdp with "xdp"),
+# one worker, the same service as start_spray; no hugepages (LAB-NOTES: nr_hugepages is not
+# ours to change), EAL files under a prefix unique to this run.
 start_dpdk() {
-    echo "bench-peers: the DPDK port is not wired in this runner yet (HOOK(dpdk))" >&2
+    local vdev dev
+    if [ "${1:-}" = xdp ]; then
+        dev=net_af_xdp0
+        vdev="net_af_xdp0,iface=dp0,start_queue=0,queue_count=1"
+    else
+        dev=net_af_packet0
+        vdev="net_af_packet0,iface=dp0,framecnt=16384"
+    fi
+    topo_bridged
+    cat > "$WORK/spray-dpdk.toml" <<EOF
+[runtime]
+dataplane = "dpdk"
+log = "info"
+
+[dpdk]
+no_huge = true
+memory_mb = 256
+file_prefix = "$DPDK_PREFIX"
+vdevs = ["$vdev"]
+
+[[dpdk.ports]]
+device = "$dev"
+rx_ring = 4096
+tx_ring = 4096
+addresses = ["$VIP"]
+gateways = ["198.18.0.1"]
+
+[control]
+socket = "$WORK/spray-dpdk.sock"
+
+[services.bench]
+vip = "$VIP:$PORT"
+scheduler = "rr"
+mode = "nat"
+backends = [
+  { addr = "198.18.1.2:$PORT" },
+  { addr = "198.18.2.2:$PORT" },
+  { addr = "198.18.3.2:$PORT" },
+]
+EOF
+    : > "$WORK/spray-dpdk.log"
+    ip netns exec "$LB" "$SPRAY" run --config "$WORK/spray-dpdk.toml" --stats-interval 0 \
+        < /dev/null > "$WORK/spray-dpdk.log" 2>&1 &
+    PEER_PID=$!
+    PIDS+=("$PEER_PID")
+    # Serving, then the three backends and the client resolved (ARP), or give up.
+    local i
+    for i in $(seq 1 100); do
+        if ! kill -0 "$PEER_PID" 2>/dev/null; then
+            sed 's/^/  spray-dpdk: /' "$WORK/spray-dpdk.log" >&2
+            return 1
+        fi
+        if grep -q "spray: serving" "$WORK/spray-dpdk.log" &&
+            [ "$(grep -c 'neighbour resolved' "$WORK/spray-dpdk.log")" -ge 4 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench-peers: the DPDK port did not serve and resolve its neighbours within 10 s" >&2
+    sed 's/^/  spray-dpdk: /' "$WORK/spray-dpdk.log" >&2
     return 1
 }
+start_dpdk-xdp() { start_dpdk xdp; }
 
 measure_peer() { # $1 = peer, $2 = rep
     local peer=$1 rep=$2
@@ -317,7 +456,7 @@ measure_peer() { # $1 = peer, $2 = rep
     if [ -n "${PEER_PID:-}" ]; then cpu=(--cpu-pid "$PEER_PID"); fi
     # shellcheck disable=SC2046
     "$TRAFFIC" measure --name "$peer" --client-ns "$C" --target "$VIP:$PORT" $(sinks_args) \
-        --work "$WORK" --size "$SIZE" "${cpu[@]}" \
+        --work "$WORK" --size "$SIZE" "${cpu[@]}" "${SENDER_ARGS[@]}" \
         --seconds "$SECONDS_PER_TRIAL" --steps "$STEPS" --loss-threshold "$THRESHOLD" \
         --latency-rate "$LAT_RATE" --latency-seconds "$LAT_SECONDS" \
         --out "$OUT/runs/$peer-$rep.json" &&
@@ -329,22 +468,29 @@ measure_peer() { # $1 = peer, $2 = rep
 # ---------------------------------------------------------------- main
 install_peers
 if [ "$BUILD" = 1 ]; then
-    log "cargo build --release"
-    cargo build --release -q -p spray -p spray-bench
+    # With libdpdk, spray gets the dpdk feature (for the dpdk peers); socket mode is the same
+    # code either way.
+    if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
+        log "cargo build --release --features dpdk"
+        cargo build --release -q -p spray -p spray-bench --features spray/dpdk
+    else
+        log "cargo build --release (no libdpdk: the dpdk peers will be skipped)"
+        cargo build --release -q -p spray -p spray-bench
+    fi
 fi
 WORK=$(mktemp -d /tmp/bench-peers.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$OUT/runs"
-rm -f "$OUT"/runs/*.json
+rm -f "$OUT"/runs/*.json "$OUT"/runs/*.log
 make_testbed
 
 IFS=, read -r -a PEER_LIST <<< "$PEERS"
 RUN_PEERS=()
 for p in "${PEER_LIST[@]}"; do
     case "$p" in
-        dpdk)
-            if dpdk_available; then RUN_PEERS+=(dpdk); else
-                echo "bench-peers: skipped dpdk: this spray is built without the dpdk feature (the DPDK port is not merged yet)" >&2
+        dpdk|dpdk-xdp)
+            if dpdk_available; then RUN_PEERS+=("$p"); else
+                echo "bench-peers: skipped $p: this spray is built without the dpdk feature (needs libdpdk >= 22.11)" >&2
             fi ;;
         spray|nginx|haproxy|nft) RUN_PEERS+=("$p") ;;
         *) echo "bench-peers: unknown peer $p" >&2; exit 2 ;;
@@ -363,7 +509,7 @@ if [ "$FAILOVER" = 1 ]; then
     sleep 0.3
     # shellcheck disable=SC2046
     "$TRAFFIC" failover --name spray --client-ns "$C" --target "$VIP:$PORT" $(sinks_args) \
-        --work "$WORK" --size "$SIZE" --rate "$LAT_RATE" --seconds "$FO_SECONDS" \
+        --work "$WORK" --size "$SIZE" "${SENDER_ARGS[@]}" --rate "$LAT_RATE" --seconds "$FO_SECONDS" \
         --kill-after "$FO_KILL" --kill-index 1 --settle 2.5 --bucket-ms 100 --out "$OUT/failover.json" ||
         echo "bench-peers: failover run failed" >&2
     stop_peer spray
@@ -375,7 +521,7 @@ fi
 PLOT_ARGS=()
 if [ ${#RUN_FILES[@]} -gt 0 ]; then
     log "summary ($(( $(date +%s) - START )) s of measuring)"
-    SETTINGS="$SIZE-byte datagrams; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
+    SETTINGS="$SIZE-byte datagrams; $SENDER sender; trials of $SECONDS_PER_TRIAL s; loss-free = loss < $THRESHOLD %; latency at $LAT_RATE/s for $LAT_SECONDS s, one datagram per sendmmsg; $REPS repetition(s), interleaved"
     "$TRAFFIC" summary --settings "$SETTINGS" --out "$OUT/results.json" "${RUN_FILES[@]}" |
         tee "$OUT/summary.md"
     PLOT_ARGS+=(--results "$OUT/results.json")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke run of the side-by-side benchmark (under 3 minutes on a 2-core VM): the testbed,
-# every balancer once with short trials, the failover timeline and the plots. It checks that
+# every balancer once with short trials (with libdpdk, Spray's DPDK port too: bench-peers
+# then builds spray with the dpdk feature), the failover timeline and the plots. It checks that
 # the harness works (every balancer forwarded something, evenly, and the files exist); it
 # asserts no speed target, because CI machines are too noisy for that.
 # Needs root; skips (exit 0) without it unless SPRAY_REQUIRE_ALL=1.
@@ -30,5 +31,10 @@ if command -v jq >/dev/null && [ -s "$OUT/results.json" ]; then
             [ "$even" != null ] && awk -v e="$even" 'BEGIN { exit !(e < 1.2) }' ||
                 { echo "bench-smoke: $name spread unevenly ($even)" >&2; exit 1; }
         done || fail=1
+    # With libdpdk the DPDK port must have been measured, not skipped.
+    if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
+        jq -e '[.peers[] | select(.name == "dpdk")] | length == 1' "$OUT/results.json" >/dev/null ||
+            { echo "bench-smoke: libdpdk is installed but the dpdk peer was not measured" >&2; fail=1; }
+    fi
 fi
 [ "$fail" = 0 ] && echo "bench-smoke: ok" || { echo "bench-smoke: FAILED" >&2; exit 1; }

@@ -25,6 +25,7 @@ fn measure_drives_sink_and_sender_processes() {
         sinks: vec![(String::new(), sink)],
         work: work.path().to_owned(),
         size: 100,
+        raw: None,
     };
     let run = measure(
         &tb,

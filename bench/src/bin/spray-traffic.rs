@@ -16,7 +16,7 @@ use spray_bench::traffic::measure::{self, FailoverSettings, MeasureSettings, Pee
 use spray_bench::traffic::results::{summarize, table};
 use spray_bench::traffic::send::{self, SendReport, SendSettings};
 use spray_bench::traffic::sink::{self, SinkReport, SinkSettings};
-use spray_bench::traffic::{monotonic_ns, trial};
+use spray_bench::traffic::{monotonic_ns, raw, trial};
 
 /// Traffic generator and sink for Spray's benchmarks (works across network namespaces)
 #[derive(Debug, Parser)]
@@ -31,6 +31,7 @@ Examples:
   spray-traffic sink --bind 198.18.1.2:514 --out sink1.json        (until SIGTERM)
   spray-traffic send --target 198.18.0.2:514 --rate 20000 --seconds 5
   spray-traffic send --target 198.18.0.2:514 --rate 0 --json       (saturation)
+  spray-traffic send --target 198.18.0.2:514 --rate 0 --raw eth0   (raw frames, faster)
   spray-traffic merge --send send.json sink1.json sink2.json sink3.json
   spray-traffic measure --name spray --client-ns c --target 198.18.0.2:514 \\
       --sink b1=198.18.1.2:514 --sink b2=198.18.2.2:514 --cpu-pid 1234 --out spray.json
@@ -103,6 +104,10 @@ struct SendArgs {
     /// No progress lines
     #[arg(long, short)]
     quiet: bool,
+    /// Send the same datagrams as raw Ethernet frames out of this interface (AF_PACKET,
+    /// qdisc bypass; IPv4, needs CAP_NET_RAW): skips the sender's own UDP/IP output path
+    #[arg(long, value_name = "IFACE")]
+    raw: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +158,10 @@ struct TestbedArgs {
     /// Payload bytes per datagram
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// The sender writes raw frames out of this interface of the client namespace (see
+    /// `send --raw`)
+    #[arg(long, value_name = "IFACE")]
+    raw: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +284,7 @@ fn testbed(a: &TestbedArgs) -> io::Result<Testbed> {
         sinks: a.sinks.clone(),
         work: a.work.clone(),
         size: a.size,
+        raw: a.raw.clone(),
     })
 }
 
@@ -282,20 +292,21 @@ fn run(cli: Cli) -> io::Result<()> {
     match cli.command {
         Cmd::Send(a) => {
             let stop = stop_flag()?;
-            let r = send::send(
-                &SendSettings {
-                    target: a.target,
-                    bind: a.bind,
-                    rate: a.rate,
-                    duration: Duration::from_secs_f64(a.seconds.clamp(0.0, 3600.0)),
-                    size: usize::from(a.size),
-                    batch: usize::from(a.batch),
-                    stream: a.stream.unwrap_or_else(std::process::id),
-                    timeline_ms: a.timeline_ms,
-                    progress: !a.quiet,
-                },
-                &stop,
-            )?;
+            let settings = SendSettings {
+                target: a.target,
+                bind: a.bind,
+                rate: a.rate,
+                duration: Duration::from_secs_f64(a.seconds.clamp(0.0, 3600.0)),
+                size: usize::from(a.size),
+                batch: usize::from(a.batch),
+                stream: a.stream.unwrap_or_else(std::process::id),
+                timeline_ms: a.timeline_ms,
+                progress: !a.quiet,
+            };
+            let r = match &a.raw {
+                Some(iface) => raw::send(&settings, iface, &stop)?,
+                None => send::send(&settings, &stop)?,
+            };
             if a.json {
                 println!("{}", to_json(&r)?);
             } else {

@@ -45,6 +45,9 @@ pub struct Testbed {
     pub work: PathBuf,
     /// Payload bytes per datagram.
     pub size: usize,
+    /// Interface of the client namespace the sender writes raw frames to (`send --raw`);
+    /// `None`: the UDP sender.
+    pub raw: Option<String>,
 }
 
 /// How to measure one balancer.
@@ -265,6 +268,13 @@ impl Testbed {
                 &self.size.to_string(),
             ])
             .args(["--timeline-ms", &timeline_ms.to_string()])
+            .args(
+                self.raw
+                    .as_ref()
+                    .map(|i| ["--raw", i.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .output()?;
         if !out.status.success() {

@@ -8,6 +8,8 @@
 //!
 //! * [`send`]: `sendmmsg` batches through [`dataplane::port::socket::Batch`], paced to a
 //!   fixed rate or as fast as the socket takes them (saturation).
+//! * [`raw`]: the same datagrams as whole Ethernet frames through an `AF_PACKET` socket,
+//!   for when the UDP sender's own kernel path is the testbed's limit.
 //! * [`sink`]: `recvmmsg` batches; counts datagrams, duplicates and reordering per stream,
 //!   records latency into an hdrhistogram and optionally a per-interval timeline.
 //! * [`trial`]: merges one sender report and the reports of the sinks (one per backend)
@@ -17,6 +19,7 @@
 //! * [`results`]: medians over repetitions, the summary table and `results.json`.
 
 pub mod measure;
+pub mod raw;
 pub mod results;
 pub mod send;
 pub mod sink;

@@ -108,7 +108,8 @@ fn sender_socket(s: &SendSettings) -> io::Result<UdpSocket> {
     Ok(sock.into())
 }
 
-fn pace(due: Instant) {
+/// Waits until `due`: sleeps, then yields for the last 20 µs.
+pub(crate) fn pace(due: Instant) {
     loop {
         let now = Instant::now();
         if now >= due {

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# The forwarding ceiling of Spray's DPDK port and of stateless nftables on the namespace
+# testbed of scripts/bench-peers.sh, with N raw-frame generators at once (`spray-traffic
+# send --raw`, each its own stream), flat out: what each forwards when the generator is not
+# one process on one core. Not a loss-free search: one saturation trial per repetition,
+# interleaved (dpdk, nft, dpdk, ...), sent vs received by the three sinks.
+#
+#   client ns --veth-- lb ns --veth-- backend ns 1..3, addresses as in bench-peers.sh;
+#   dpdk: the lb namespace bridges the veths to Spray's port dp0 (net_af_packet, 1 worker);
+#   nft:  the lb namespace routes, with the prerouting `numgen inc mod 3` rule of bench-peers.
+#
+# Usage: scripts/bench-ceiling.sh [--senders N] [--seconds S] [--reps R] [--peers dpdk,nft] [--pin]
+# --pin: generators and sinks on CPU 0 only (taskset), Spray's DPDK worker on CPU 1
+# (`[dpdk] cores = [1]`): the balancer gets a core the test traffic does not use (nftables
+# then runs in the generators' softirq on CPU 0).
+# Needs root, a release build with the dpdk feature (cargo build --release -p spray -p
+# spray-bench --features spray/dpdk) and nft. Creates its own namespaces (bc<PID>-*) and
+# always removes them; stops only what it started, by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SENDERS=2
+SECS=3
+REPS=3
+PEERS=dpdk,nft
+PIN=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --senders) SENDERS="$2"; shift ;;
+        --seconds) SECS="$2"; shift ;;
+        --reps) REPS="$2"; shift ;;
+        --peers) PEERS="$2"; shift ;;
+        --pin) PIN=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) echo "bench-ceiling: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "bench-ceiling: needs root" >&2; exit 2; }
+SPRAY=$ROOT/target/release/spray
+TRAFFIC=$ROOT/target/release/spray-traffic
+for t in "$SPRAY" "$TRAFFIC"; do [ -x "$t" ] || { echo "bench-ceiling: $t missing (build first)" >&2; exit 2; }; done
+TS=()
+WORKER_CORES=""
+if [ "$PIN" = 1 ]; then TS=(taskset -c 0); WORKER_CORES="cores = [1]"; fi
+command -v jq >/dev/null || { echo "bench-ceiling: needs jq" >&2; exit 2; }
+
+P="bc$$"
+C="$P-c"; LB="$P-lb"; B=("$P-b1" "$P-b2" "$P-b3")
+PREFIX="spray-bench-ceiling-$$"
+WORK=$(mktemp -d /tmp/bench-ceiling.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+    for n in "$C" "$LB" "${B[@]}"; do ip netns del "$n" 2>/dev/null; done
+    rm -rf "$WORK" "/var/run/dpdk/$PREFIX"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for n in "$C" "$LB" "${B[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip -n "$LB" link add cli type veth peer name eth0 netns "$C"
+ip -n "$C" addr add 198.18.0.1/24 dev eth0
+for i in 1 2 3; do
+    ip -n "$LB" link add "be$i" type veth peer name eth0 netns "${B[$((i - 1))]}"
+    ip -n "${B[$((i - 1))]}" addr add "198.18.$i.2/24" dev eth0
+done
+ip -n "$LB" link add brdp type bridge mcast_snooping 0
+ip -n "$LB" link add dp0 type veth peer name dp0-br
+ip -n "$LB" link set dp0-br master brdp
+ip netns exec "$LB" sysctl -qw net.ipv6.conf.dp0.disable_ipv6=1 net.ipv6.conf.brdp.disable_ipv6=1
+ip -n "$LB" link set brdp up
+for n in "$C" "$LB" "${B[@]}"; do
+    for d in $(ip -n "$n" -o link show type veth | awk -F'[:@ ]+' '{print $2}'); do
+        ip -n "$n" link set "$d" up
+        ip netns exec "$n" ethtool -K "$d" tx off >/dev/null 2>&1
+    done
+done
+ip -n "$C" route add 198.18.0.0/15 via 198.18.0.2
+for i in 1 2 3; do ip -n "${B[$((i - 1))]}" route add default via "198.18.$i.1" dev eth0 onlink; done
+
+flush() {
+    local n
+    for n in "$C" "${B[@]}"; do ip -n "$n" neigh flush dev eth0; done
+}
+routed() {
+    local d i
+    for d in cli be1 be2 be3; do ip -n "$LB" link set "$d" nomaster; done
+    ip -n "$LB" addr add 198.18.0.2/24 dev cli 2>/dev/null || true
+    for i in 1 2 3; do ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i" 2>/dev/null || true; done
+    ip netns exec "$LB" sysctl -qw net.ipv4.ip_forward=1
+    flush
+}
+bridged() {
+    local d
+    ip netns exec "$LB" sysctl -qw net.ipv4.ip_forward=0
+    for d in cli be1 be2 be3; do
+        ip -n "$LB" addr flush dev "$d"
+        ip -n "$LB" link set "$d" master brdp
+    done
+    flush
+}
+
+start_dpdk() {
+    bridged
+    cat > "$WORK/spray.toml" <<EOF
+[runtime]
+dataplane = "dpdk"
+log = "info"
+[dpdk]
+no_huge = true
+memory_mb = 256
+file_prefix = "$PREFIX"
+$WORKER_CORES
+vdevs = ["net_af_packet0,iface=dp0,framecnt=16384"]
+[[dpdk.ports]]
+device = "net_af_packet0"
+rx_ring = 4096
+tx_ring = 4096
+addresses = ["198.18.0.2"]
+gateways = ["198.18.0.1"]
+[control]
+socket = "$WORK/spray.sock"
+[services.bench]
+vip = "198.18.0.2:514"
+backends = [{ addr = "198.18.1.2:514" }, { addr = "198.18.2.2:514" }, { addr = "198.18.3.2:514" }]
+EOF
+    ip netns exec "$LB" "$SPRAY" run -c "$WORK/spray.toml" --stats-interval 0 \
+        < /dev/null > "$WORK/spray.log" 2>&1 &
+    PEER=$!
+    PIDS+=("$PEER")
+    local i
+    for i in $(seq 1 100); do
+        if grep -q "spray: serving" "$WORK/spray.log" &&
+            [ "$(grep -c 'neighbour resolved' "$WORK/spray.log")" -ge 4 ]; then return 0; fi
+        sleep 0.1
+    done
+    cat "$WORK/spray.log" >&2
+    return 1
+}
+stop_dpdk() {
+    kill -TERM "$PEER" 2>/dev/null && wait "$PEER" 2>/dev/null || true
+    grep -E "^spray ran|missed on rx" "$WORK/spray.log" | sed 's/^/  /' >&2
+}
+start_nft() {
+    routed
+    ip netns exec "$LB" nft -f - <<EOF
+table ip spraybench {
+    chain pre {
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr 198.18.0.2 udp dport 514 notrack ip daddr set numgen inc mod 3 map { 0 : 198.18.1.2, 1 : 198.18.2.2, 2 : 198.18.3.2 }
+    }
+}
+EOF
+}
+stop_nft() { ip netns exec "$LB" nft delete table ip spraybench; }
+
+trial() { # peer rep
+    local peer=$1 i k sinks=() senders=() sent=0 got=0 s g
+    "start_$peer"
+    for i in 1 2 3; do
+        ip netns exec "${B[$((i - 1))]}" "${TS[@]}" "$TRAFFIC" sink --quiet --bind "198.18.$i.2:514" \
+            --out "$WORK/sink$i.json" < /dev/null > /dev/null 2>&1 &
+        sinks+=($!)
+    done
+    PIDS+=("${sinks[@]}")
+    sleep 0.5
+    for k in $(seq 1 "$SENDERS"); do
+        ip netns exec "$C" "${TS[@]}" "$TRAFFIC" send --quiet --json --raw eth0 --target 198.18.0.2:514 \
+            --rate 0 --seconds "$SECS" --stream $((1000 + k)) < /dev/null > "$WORK/send$k.json" &
+        senders+=($!)
+    done
+    for k in "${senders[@]}"; do wait "$k"; done
+    sleep 0.3
+    for k in "${sinks[@]}"; do kill -TERM "$k"; wait "$k" 2>/dev/null || true; done
+    "stop_$peer"
+    PEER=""
+    PIDS=()
+    for k in $(seq 1 "$SENDERS"); do s=$(jq .sent "$WORK/send$k.json"); sent=$((sent + s)); done
+    for i in 1 2 3; do
+        g=$(jq '[.streams[].unique] | add // 0' "$WORK/sink$i.json")
+        got=$((got + g))
+    done
+    awk -v p="$peer" -v r="$2" -v s="$sent" -v g="$got" -v t="$SECS" -v n="$SENDERS" 'BEGIN {
+        printf "%s rep %d, %d sender(s): offered %.0f/s, forwarded %.0f/s, lost %.3f %%\n",
+            p, r, n, s / t, g / t, s ? 100 * (s - g) / s : 0 }' | tee -a "$WORK/results.txt"
+}
+
+PEER=""
+IFS=, read -r -a LIST <<< "$PEERS"
+for r in $(seq 1 "$REPS"); do
+    for p in "${LIST[@]}"; do trial "$p" "$r"; done
+done
+echo "medians of forwarded/s over $REPS repetition(s), $SENDERS raw sender(s), $SECS s each$([ "$PIN" = 1 ] && echo ", pinned"):"
+for p in "${LIST[@]}"; do
+    grep "^$p rep" "$WORK/results.txt" | sed 's/.*forwarded \([0-9]*\).*/\1/' | sort -n |
+        awk -v p="$p" '{ v[NR] = $1 } END { printf "  %s: %s/s\n", p, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+done
