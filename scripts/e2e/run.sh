@@ -472,6 +472,10 @@ before_spray() {
     echo "  lb0 received $((c - a)) frames, Spray read $((d - b)) of them from the net_af_packet ring: lost before Spray $((c - a - d + b))" >&2
     echo $((c - a - d + b))
 }
+# udp_in NS: "InDatagrams" of the namespace: UDP datagrams delivered to its sockets.
+udp_in() {
+    in_ns "$1" awk '/^Udp:/ { if (h) { print $2; exit } h = 1 }' /proc/net/snmp
+}
 # udp_drops NS: "RcvbufErrors" of the namespace (/proc/net/snmp, not nstat: see LAB-NOTES).
 udp_drops() {
     in_ns "$1" awk '/^Udp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp

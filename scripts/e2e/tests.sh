@@ -109,6 +109,7 @@ t_syslog() {
 # ---------------------------------------------------------------- 2. failover
 # The two-VIP scenario under load: two VIPs on port 514 over the same three rsyslogs, one
 # logger per VIP; rsyslog 1 is killed (SIGKILL), comes back FO_DEAD_SECS after the decision.
+# Tags (file names, stream names) start with the dataplane: both runs share the work directory.
 
 # fo_senders TAG VIP_FOR_A VIP_FOR_B: one paced logger per stream (a, b), until $E2E_WORK/stop.
 fo_senders() {
@@ -176,7 +177,7 @@ for e in json.load(sys.stdin)["events"]:
 # pitfall): whatever happens is reported.
 fo_spray() {
     local tag=$1 passive=$2 checkbody=$3 assert=$4 conf death decision="" c1 c2 revive up="" files
-    local ev falseup
+    local ev falseup in0 in1
     rsyslog_all "$tag"
     mapfile -t files < <(be_files "$tag")
     conf=$E2E_WORK/spray-$tag.toml
@@ -192,8 +193,10 @@ $checkbody"
     spray_start "$conf"
     sleep 1.5 # first checks
     lost_start
+    in0=$(udp_in "${E2E_BACKENDS[0]}")
     fo_senders "$tag" "$VIP_A" "$VIP_B"
     sleep 2
+    in1=$(udp_in "${E2E_BACKENDS[0]}")
     death=$(now)
     crash rsyslog1
     echo "  rsyslog 1 killed (SIGKILL) at $death under $FO_RATE msg/s over two VIPs"
@@ -232,7 +235,7 @@ $checkbody"
     [ -z "$up" ] || args+=(--up "$up")
     [ "$assert" = 0 ] || args+=(--expect-decision)
     check "failover ($tag)" failover --stream "${tag}a,${tag}b" --dead 1 --death "$death" \
-        --revive "$revive" --margin 0.02 "${args[@]}" \
+        --revive "$revive" --margin 0.02 "${args[@]}" --dead-accepted $((in1 - in0)) \
         --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}" || st=1
     if [ "$assert" = 1 ]; then
         [ "$st" = 0 ] || return 1
@@ -240,12 +243,19 @@ $checkbody"
             echo "  error: Spray sent $((c2 - c1)) datagram(s) to the dead backend after the decision"
             return 1
         fi
-        FO_LAST="death->decision $(jget death_to_decision_ms) ms, lost $(jget lost_in_window) of $(jget sent_in_window) in it, 0 after (counter $c1=$c2), back up $(jget revival_to_up_ms) ms after restart, share $(pct "$(jget share_after_up)")$bs"
+        FO_LAST="death->decision $(jget death_to_decision_ms) ms, lost $(jget lost_in_window) of $(jget sent_in_window) in it, 0 after (counter $c1=$c2), back up $(jget revival_to_up_ms) ms after restart, share $(pct "$(jget share_after_up)")$bs$(backlog_fig)"
     elif [ -z "$decision" ]; then
         FO_LAST="NO decision in $(ms_between "$death" "$revive" | sed 's/...$//') s; lost $(jget lost_in_window) of $(jget sent_while_dead) sent while dead"
     else
         FO_LAST="down after $(jget death_to_decision_ms) ms, then $falseup false up(s) while still dead; lost $(( $(jget lost_in_window) + $(jget lost_after_decision) )) of $(jget sent_while_dead) sent while dead"
     fi
+}
+# backlog_fig: after a failover check, the messages sent before the death that died in the
+# killed rsyslog's unwritten backlog, if any (the machine was loaded and rsyslog lagged).
+backlog_fig() {
+    local n
+    n=$(jget lost_before_death)
+    [ "$n" = 0 ] || echo ", $n sent before the death died unwritten in rsyslog 1 (backlog $(jget dead_backlog))"
 }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
 pct() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 100:.1f} %')" "$1"; }
@@ -261,27 +271,27 @@ fall = 3'
 # the kernel has on the backends' network).
 t_failover() {
     echo "  -- Spray, TCP checks on rsyslog's imtcp port (interval 100 ms, fall 3, rise 2)"
-    fo_spray fotcp false 'type = "tcp"
+    fo_spray "$DP-fotcp" false 'type = "tcp"
 interval_ms = 100
 timeout_ms = 50
 rise = 2
 fall = 3' 1
     fig "spray, tcp check 100 ms: $FO_LAST"
     echo "  -- Spray, passive detection + UDP checks from $LB_CHECK_IP every 1 s"
-    fo_spray fopas true "$UDP_CHECK
+    fo_spray "$DP-fopas" true "$UDP_CHECK
 interval_ms = 1000
 source = \"$LB_CHECK_IP\"" 1
     fig "spray, passive + udp check 1 s: $FO_LAST"
     [ "$QUICK" = 0 ] || return 0
     fo_nginx
     echo "  -- pitfall 1: UDP checks every 100 ms (faster than the backend's ICMP rate limit, 1/s)"
-    fo_spray fopit1 false "$UDP_CHECK
+    fo_spray "$DP-fopit1" false "$UDP_CHECK
 interval_ms = 100
 source = \"$LB_CHECK_IP\"" 0
     fig "pitfall, udp check 100 ms: $FO_LAST"
     if [ "$DP" = socket ]; then
         echo "  -- pitfall 2: UDP checks from the data path's own address ($LB_BE_IP), every 1 s"
-        fo_spray fopit2 false "$UDP_CHECK
+        fo_spray "$DP-fopit2" false "$UDP_CHECK
 interval_ms = 1000" 0
         fig "pitfall, udp check from the data address: $FO_LAST"
     else
@@ -293,7 +303,7 @@ interval_ms = 1000" 0
 # The same kill under nginx's per-datagram round robin: the backend is dead for as long as
 # it was under Spray (detection + FO_DEAD_SECS).
 fo_nginx() {
-    local tag=fongx death revive files
+    local tag=$DP-fongx death revive files in0 in1
     [ -n "$NGINX" ] || {
         fig "nginx: not installed"
         return 0
@@ -302,8 +312,10 @@ fo_nginx() {
     rsyslog_all "$tag"
     mapfile -t files < <(be_files "$tag")
     nginx_start
+    in0=$(udp_in "${E2E_BACKENDS[0]}")
     fo_senders "$tag" "$VIP_NGINX" "$VIP_NGINX"
     sleep 2
+    in1=$(udp_in "${E2E_BACKENDS[0]}")
     death=$(now)
     crash rsyslog1
     sleep "$FO_DEAD_SECS"
@@ -318,9 +330,10 @@ fo_nginx() {
     stop rsyslog1 && stop rsyslog2 && stop rsyslog3
     stop nginx
     check "nginx: messages lost to the dead backend" failover --stream "${tag}a,${tag}b" --dead 1 \
+        --dead-accepted $((in1 - in0)) \
         --death "$death" --revive "$revive" --up "$(awk -v r="$revive" 'BEGIN { printf "%.3f", r + 0.2 }')" \
         --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}"
-    fig "nginx: lost $(jget lost_in_window) of $(jget sent_while_dead) sent during $(awk -v a="$revive" -v b="$death" 'BEGIN{printf "%.1f", a-b}') s dead (never stops sending to it), share back $(python3 -c "print(round($(jget share_after_up)*100,1))") %"
+    fig "nginx$(backlog_fig): lost $(jget lost_in_window) of $(jget sent_while_dead) sent during $(awk -v a="$revive" -v b="$death" 'BEGIN{printf "%.1f", a-b}') s dead (never stops sending to it), share back $(python3 -c "print(round($(jget share_after_up)*100,1))") %"
 }
 
 # ---------------------------------------------------------------- 3. DNS
