@@ -220,6 +220,15 @@ def cmd_failover(a):
                 lost_in_window=lost_window, lost_after_decision=lost_after,
                 lost_after_revival=lost_late, sent_in_window=window_sent,
                 sent_while_dead=dead_period_sent, share_after_up=round(share, 3))
+    # Messages sent before the death and lost: the backend had received them but not yet
+    # written them (rsyslog's socket buffer and queue die with it under SIGKILL; it lags
+    # when the machine is loaded). Allowed only up to that backlog: what its kernel
+    # delivered before the kill minus what it wrote.
+    backlog = None
+    if a.dead_accepted is not None:
+        backlog = max(0, a.dead_accepted - logged_pre)
+        figs["dead_backlog"] = backlog
+        print(f"  the dead backend's backlog at the kill (received, not yet written): {backlog}")
     if t_decision:
         figs["death_to_decision_ms"] = round((t_decision - t_death) * 1e3, 1)
         print(f"  death -> decision: {figs['death_to_decision_ms']} ms; lost in that window: "
@@ -233,17 +242,10 @@ def cmd_failover(a):
         print(f"  revival -> up: {figs['revival_to_up_ms']} ms; share of the revived backend "
               f"after that: {share * 100:.1f} % of {after_up_total}")
     print(f"  lost before the death: {lost_before}"
-          + (" (died in the backend's backlog)" if lost_before and backlog is not None else "")
+          + (" (died in the backend's backlog)"
+             if lost_before and backlog is not None and lost_before <= backlog + a.backlog_slack
+             else "")
           + f", after revival: {lost_late}; duplicated {dups}")
-    # Messages sent before the death and lost: the backend had received them but not yet
-    # written them (rsyslog's socket buffer and queue die with it under SIGKILL; it lags
-    # when the machine is loaded). Allowed only up to that backlog: what its kernel
-    # delivered before the kill minus what it wrote.
-    backlog = None
-    if a.dead_accepted is not None:
-        backlog = max(0, a.dead_accepted - logged_pre)
-        figs["dead_backlog"] = backlog
-        print(f"  the dead backend's backlog at the kill (received, not yet written): {backlog}")
     errors = []
     if dups:
         errors.append(f"{dups} duplicated")
