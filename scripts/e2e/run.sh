@@ -23,6 +23,8 @@
 #   SPRAY=PATH    use this spray binary instead of building one
 #   RATE_SCALE=F  multiply every send rate by F (default 1)
 #   RUNS=N        dnsperf runs per peer in the full suite (default 3; the median is reported)
+#   DPDK_FRAMES=N net_af_packet ring frames (default 65536)
+#   E2E_NS_PREFIX namespace name prefix (default e2e-PID-)
 # What each test proves and the figures measured: docs/e2e.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
