@@ -133,6 +133,7 @@ def cmd_syslog(a):
                 even = max(ps) - min(ps) <= 1 + len(missing)
             print(f"  {s}: per backend {ps} ({'exact thirds' if even else 'NOT even'})")
             if not even:
+                print(f"  error: {s}: not spread evenly: {ps}")
                 ok = False
     if a.source:
         srcs = {}

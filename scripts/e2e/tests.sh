@@ -112,14 +112,21 @@ t_syslog() {
 # Tags (file names, stream names) start with the dataplane: both runs share the work directory.
 
 # fo_senders TAG VIP_FOR_A VIP_FOR_B: one paced logger per stream (a, b), until $E2E_WORK/stop.
+# The pacer and its logger are two recorded processes joined by a FIFO (`exec`: the PIDs are
+# theirs), so that a test that fails half-way stops both: a `bash -c "pace | logger"` would
+# leave the pipeline sending into the next test when only bash is signalled.
 fo_senders() {
-    local tag=$1 s vip
+    local tag=$1 s vip fifo
     rm -f "$E2E_WORK/stop"
     for s in a b; do
         if [ "$s" = a ]; then vip=$2; else vip=$3; fi
-        bg "send-$s" - bash -c "python3 '$HERE/e2e.py' pace --stream $tag$s --rate $((FO_RATE / 2)) \
+        fifo=$E2E_WORK/fifo-$tag$s
+        rm -f "$fifo"
+        mkfifo "$fifo"
+        bg "logger-$s" - bash -c "exec ip netns exec $E2E_NS_CLI logger -n $vip -P 514 -d --rfc3164 -t e2e <'$fifo'"
+        bg "send-$s" - bash -c "exec python3 '$HERE/e2e.py' pace --stream $tag$s --rate $((FO_RATE / 2)) \
             --stop '$E2E_WORK/stop' --max-secs 120 --sent '$E2E_WORK/sent-$tag$s.json' \
-            --schedule '$E2E_WORK/sched-$tag$s.sched' | ip netns exec $E2E_NS_CLI logger -n $vip -P 514 -d --rfc3164 -t e2e"
+            --schedule '$E2E_WORK/sched-$tag$s.sched' >'$fifo'"
     done
 }
 fo_senders_stop() {
@@ -128,6 +135,10 @@ fo_senders_stop() {
     for s in a b; do
         for ((i = 0; i < 50; i++)); do [ -e "$E2E_WORK/sent-$1$s.json" ] && break; sleep 0.1; done
         stop "send-$s"
+        # The logger ends by itself once it has read the FIFO to its end (then nothing the
+        # pacer counted as sent is cut off); TERM only if it has not after 5 s.
+        for ((i = 0; i < 50; i++)); do alive "$(pid_of "logger-$s")" || break; sleep 0.1; done
+        stop "logger-$s"
     done
 }
 # ctl_event KIND BACKEND AFTER_UNIX_S: unix time (s) of the first health event for
@@ -177,7 +188,7 @@ for e in json.load(sys.stdin)["events"]:
 # pitfall): whatever happens is reported.
 fo_spray() {
     local tag=$1 passive=$2 checkbody=$3 assert=$4 conf death decision="" c1 c2 revive up="" files
-    local ev falseup in0 in1
+    local ev falseup in0 in1 restart
     rsyslog_all "$tag"
     mapfile -t files < <(be_files "$tag")
     conf=$E2E_WORK/spray-$tag.toml
@@ -215,11 +226,13 @@ $checkbody"
     echo "  health events while dead: ${ev:-none}"
     echo "  Spray's counter for backend 1: $c1 just after the decision, $c2 ${FO_DEAD_SECS} s later"
     stop rsyslog1
+    restart=$(now)
     rsyslog_start 1 "$tag"
     rsyslog_wait 1
-    revive=$(now) # listening again
+    revive=$(now) # listening again (UDP; its TCP port may open first: the up is searched
+    # from the restart on, and revival -> up may then be negative)
     if [ "$assert" = 1 ]; then
-        up=$(ctl_event up 198.19.1.1:514 "$revive")
+        up=$(ctl_event up 198.19.1.1:514 "$restart")
         sleep 2
     else
         sleep 1
@@ -238,16 +251,19 @@ $checkbody"
         --revive "$revive" --margin 0.02 "${args[@]}" --dead-accepted $((in1 - in0)) \
         --sent-prefix "$E2E_WORK/sent-" --sched-prefix "$E2E_WORK/sched-" "${files[@]}" || st=1
     if [ "$assert" = 1 ]; then
-        [ "$st" = 0 ] || return 1
+        if [ "$st" != 0 ]; then
+            [ -z "$bs" ] || fig "$tag: lost${bs#,}"
+            return 1
+        fi
         if [ "$c1" != "$c2" ] || [ "$falseup" != 0 ]; then
             echo "  error: Spray sent $((c2 - c1)) datagram(s) to the dead backend after the decision"
             return 1
         fi
         FO_LAST="death->decision $(jget death_to_decision_ms) ms, lost $(jget lost_in_window) of $(jget sent_in_window) in it, 0 after (counter $c1=$c2), back up $(jget revival_to_up_ms) ms after restart, share $(pct "$(jget share_after_up)")$bs$(backlog_fig)"
     elif [ -z "$decision" ]; then
-        FO_LAST="NO decision in $(ms_between "$death" "$revive" | sed 's/...$//') s; lost $(jget lost_in_window) of $(jget sent_while_dead) sent while dead"
+        FO_LAST="NO decision in $(ms_between "$death" "$revive" | sed 's/...$//') s; lost $(jget lost_in_window) of $(jget sent_while_dead) sent while dead$bs"
     else
-        FO_LAST="down after $(jget death_to_decision_ms) ms, then $falseup false up(s) while still dead; lost $(( $(jget lost_in_window) + $(jget lost_after_decision) )) of $(jget sent_while_dead) sent while dead"
+        FO_LAST="down after $(jget death_to_decision_ms) ms, then $falseup false up(s) while still dead; lost $(( $(jget lost_in_window) + $(jget lost_after_decision) )) of $(jget sent_while_dead) sent while dead$bs"
     fi
 }
 # backlog_fig: after a failover check, the messages sent before the death that died in the
