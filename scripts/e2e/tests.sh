@@ -444,10 +444,11 @@ t_transparent() {
         } >"$conf"
     fi
     spray_start "$conf"
+    lost_start
     logger_send "$E2E_NS_CLI" "$VIP_A" 514 tp1 "$n" 2000
     wait_logged "$n" "${files[@]}"
     check "NAT, client 1: backends see 198.18.0.1" syslog --stream tp1 --count "$n" --even \
-        --source 198.18.0.1 "${files[@]}"
+        --source 198.18.0.1 "${files[@]}" || { lost_where "NAT, client 1"; return 1; }
     if [ "$DP" = socket ]; then
         fig "socket transparent=true: backends see 198.18.0.1 (logger, $n msgs, thirds)"
         logger_send "$E2E_NS_CLI2" "$VIP_A" 514 tp2 "$n" 2000
@@ -459,11 +460,12 @@ t_transparent() {
             dns --vip "$VIP_DNS" --count 300 </dev/null
         fig "DNS replies return via policy routing, from the VIP"
     else
-        fig "dpdk NAT: backends see 198.18.0.1"
+        fig "dpdk NAT: backends see 198.18.0.1$(lost_where)"
+        lost_start
         logger_send "$E2E_NS_CLI2" "$VIP_DR" 514 tp2 "$n" 2000
         wait_logged $((2 * n)) "${files[@]}"
         check "DR, client 2: backends see 198.18.0.2" syslog --stream tp2 --count "$n" --even \
-            --source 198.18.0.2 "${files[@]}"
-        fig "dpdk DR: backends see 198.18.0.2 (thirds, lost 0)"
+            --source 198.18.0.2 "${files[@]}" || { lost_where "DR, client 2"; return 1; }
+        fig "dpdk DR: backends see 198.18.0.2 (thirds, lost 0)$(lost_where)"
     fi
 }
