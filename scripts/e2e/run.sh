@@ -4,7 +4,7 @@
 #
 #   scripts/e2e/run.sh [--quick] [--dataplane socket|dpdk|both] [--keep] [--only LIST]
 #
-#   --quick       CI mode (~1.5 min): lower rates, no nginx comparison, no pitfalls. Socket
+#   --quick       CI mode (~1 min): lower rates, no nginx comparison, no pitfalls. Socket
 #                 mode: syslog spread + nothing lost, the DNS check (every answer from the
 #                 VIP, spread per query, dnsperf at a moderate rate). DPDK mode (when
 #                 libdpdk is there): the same, plus the two-VIP failover under load (TCP
@@ -14,7 +14,7 @@
 #                 can also resolve them); its health checks leave from the kernel of the
 #                 Spray namespace, through an address of its own (198.19.1.253).
 #   --keep        keep the work directory (logs, configs, what the backends logged).
-#   --only LIST   comma-separated test names (syslog, failover, dns, transparent, dr).
+#   --only LIST   comma-separated test names (syslog, failover, dns, transparent).
 #
 # Needs root. Installs the Debian packages it lacks (rsyslog, bsdutils, dnsmasq-base,
 # dnsperf, nginx-light, libnginx-mod-stream) and extracts loggen from syslog-ng-core into
