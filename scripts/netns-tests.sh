@@ -390,5 +390,7 @@ echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
 
 # The end-to-end suite with real servers and clients (rsyslog, loggen, dnsmasq, dnsperf), in
-# its CI mode; it builds nothing of its own and uses the spray built above.
+# its CI mode (about a minute): socket mode (syslog, DNS), then DPDK mode on net_af_packet
+# (syslog, DNS, the two-VIP rsyslog failover under load, the client's address at the
+# backends). It builds nothing of its own and uses the spray built above (with dpdk).
 if [ "$(id -u)" = 0 ]; then SPRAY="$SPRAY" scripts/e2e/run.sh --quick; fi

@@ -133,6 +133,7 @@ def cmd_syslog(a):
                 even = max(ps) - min(ps) <= 1 + len(missing)
             print(f"  {s}: per backend {ps} ({'exact thirds' if even else 'NOT even'})")
             if not even:
+                print(f"  error: {s}: not spread evenly: {ps}")
                 ok = False
     if a.source:
         srcs = {}
@@ -187,6 +188,7 @@ def cmd_failover(a):
     window_sent = 0
     after_up_total = after_up_dead = 0
     dead_period_sent = 0
+    logged_pre = 0  # logged by the dead backend, sent before its death
     for s in streams:
         with open(a.sent_prefix + s + ".json") as f:
             n = json.load(f)["sent"]
@@ -199,6 +201,8 @@ def cmd_failover(a):
                 window_sent += 1
             if t_death <= t < t_revive:
                 dead_period_sent += 1
+            if where == dead and t < t_death:
+                logged_pre += 1
             if where is None:
                 if t < t_death - a.margin:
                     lost_before += 1
@@ -217,6 +221,15 @@ def cmd_failover(a):
                 lost_in_window=lost_window, lost_after_decision=lost_after,
                 lost_after_revival=lost_late, sent_in_window=window_sent,
                 sent_while_dead=dead_period_sent, share_after_up=round(share, 3))
+    # Messages sent before the death and lost: the backend had received them but not yet
+    # written them (rsyslog's socket buffer and queue die with it under SIGKILL; it lags
+    # when the machine is loaded). Allowed only up to that backlog: what its kernel
+    # delivered before the kill minus what it wrote.
+    backlog = None
+    if a.dead_accepted is not None:
+        backlog = max(0, a.dead_accepted - logged_pre)
+        figs["dead_backlog"] = backlog
+        print(f"  the dead backend's backlog at the kill (received, not yet written): {backlog}")
     if t_decision:
         figs["death_to_decision_ms"] = round((t_decision - t_death) * 1e3, 1)
         print(f"  death -> decision: {figs['death_to_decision_ms']} ms; lost in that window: "
@@ -229,12 +242,29 @@ def cmd_failover(a):
         figs["revival_to_up_ms"] = round((t_up - t_revive) * 1e3, 1)
         print(f"  revival -> up: {figs['revival_to_up_ms']} ms; share of the revived backend "
               f"after that: {share * 100:.1f} % of {after_up_total}")
-    print(f"  lost before the death: {lost_before}, after revival: {lost_late}; duplicated {dups}")
-    ok = dups == 0 and lost_before == 0 and lost_late == 0
+    print(f"  lost before the death: {lost_before}"
+          + (" (died in the backend's backlog)"
+             if lost_before and backlog is not None and lost_before <= backlog + a.backlog_slack
+             else "")
+          + f", after revival: {lost_late}; duplicated {dups}")
+    errors = []
+    if dups:
+        errors.append(f"{dups} duplicated")
+    if lost_before and (backlog is None or lost_before > backlog + a.backlog_slack):
+        errors.append(f"{lost_before} sent before the death lost"
+                      + (f", more than the dead backend's backlog ({backlog})" if backlog is not None else ""))
+    if lost_late:
+        errors.append(f"{lost_late} sent after the revival lost")
     if a.expect_decision:
-        ok = ok and lost_after == 0 and t_decision is not None
-        ok = ok and (t_up is not None and 0.2 <= share <= 0.45)
-    result(ok, **figs)
+        if t_decision is None:
+            errors.append("no decision")
+        if lost_after:
+            errors.append(f"{lost_after} sent after the decision missing at the survivors")
+        if t_up is None or not 0.2 <= share <= 0.45:
+            errors.append(f"revived backend's share {share * 100:.1f} % (expected ~33 %)")
+    for e in errors:
+        print(f"  error: {e}")
+    result(not errors, **figs)
 
 
 # ---------------------------------------------------------------- dns
@@ -377,6 +407,10 @@ def main():
     q.add_argument("--sent-prefix", required=True)
     q.add_argument("--sched-prefix", required=True)
     q.add_argument("--expect-decision", action="store_true")
+    q.add_argument("--dead-accepted", type=int, default=None,
+                   help="datagrams the dead backend's kernel delivered to its sockets between "
+                   "the senders' start and the kill (Udp InDatagrams)")
+    q.add_argument("--backlog-slack", type=int, default=20)
     q.add_argument("files", nargs="+")
     q.set_defaults(fn=cmd_failover)
     q = sub.add_parser("dns")

@@ -2,7 +2,8 @@
 # Shared pieces of the end-to-end suite (sourced by scripts/e2e/run.sh): the testbed, the
 # processes the suite starts (tracked by PID), and the real servers' configurations.
 #
-# The testbed, one Ethernet segment (bridge br0 inside e2e-lb), two IP networks on it:
+# The testbed, one Ethernet segment (bridge br0 inside e2e-lb), two IP networks on it
+# (e2e- stands for $E2E_NS_PREFIX, e2e-PID- by default):
 #
 #   e2e-cli   c0  198.18.0.1/24  2001:db8::1/64     02:00:00:00:00:01   client (NAT tests)
 #   e2e-cli2  c0  198.18.0.2/24  2001:db8::2/64     02:00:00:00:00:02   client (DR tests)
@@ -10,17 +11,25 @@
 #   e2e-lb    br0 (the switch) and, per dataplane:
 #     socket: br0 has 198.18.0.254/24 + the VIPs, 198.19.1.254/24 (2001:db8::fe, 2001:db8:1::fe);
 #             clients and backends route through those addresses;
-#     dpdk:   lb0 (veth, peer lb0-br in br0, no address, IPv6 off) is Spray's
+#     dpdk:   lb0 (veth, peer lb0-br in br0, no address, IPv6 off, arp_ignore=1) is Spray's
 #             net_af_packet port, MAC 02:00:00:00:00:10; every neighbour entry that would
-#             need ARP to Spray is static (the suite predates Spray's ARP/NDP; static entries still work).
+#             need ARP to Spray is static (the suite predates Spray's ARP/NDP; static entries
+#             still work). br0 has 198.19.1.253/24 only: the kernel of the Spray host, which
+#             runs the health checks (as in scripts/testbed.sh), reaches the backends through
+#             it; it does not route (ip_forward=0). br0 also holds nginx's VIPs (.12, .54)
+#             for the comparison, run while Spray is stopped.
 #
 # Only 198.18.0.0/15 and 2001:db8::/32; every link is created inside a namespace (the root
 # namespace is never touched); TX checksum offload is off on every veth.
 
-E2E_NS_LB=e2e-lb
-E2E_NS_CLI=e2e-cli
-E2E_NS_CLI2=e2e-cli2
-E2E_BACKENDS=(e2e-be1 e2e-be2 e2e-be3)
+# Namespace names: E2E_NS_PREFIX (default e2e-PID-, PID of run.sh), so that two runs of
+# the suite (other engineers' worktrees) and the other testbeds (spr-*, ha-*, bgp-*, the
+# benchmark's) never share a namespace.
+E2E_NS_PREFIX=${E2E_NS_PREFIX:-e2e-$$-}
+E2E_NS_LB=${E2E_NS_PREFIX}lb
+E2E_NS_CLI=${E2E_NS_PREFIX}cli
+E2E_NS_CLI2=${E2E_NS_PREFIX}cli2
+E2E_BACKENDS=("${E2E_NS_PREFIX}be1" "${E2E_NS_PREFIX}be2" "${E2E_NS_PREFIX}be3")
 E2E_ALL_NS=("$E2E_NS_CLI" "$E2E_NS_CLI2" "${E2E_BACKENDS[@]}" "$E2E_NS_LB")
 SPRAY_MAC=02:00:00:00:00:10
 CLI_MAC=02:00:00:00:00:01
@@ -229,6 +238,16 @@ topo_up() {
         in_ns "$E2E_NS_LB" ethtool -K lb0 tx off >/dev/null
         in_ns "$E2E_NS_LB" ethtool -K lb0-br tx off >/dev/null
         in_ns "$E2E_NS_LB" ip link set lb0 up
+        # The health checks' path (Spray's controller checks from the host kernel, not
+        # through the DPDK port): an address on br0, used only as the checks' source. lb0
+        # has no address; arp_ignore=1 keeps the kernel from answering ARP on it (the port
+        # is Spray's), ip_forward=0 from routing anything between the two networks.
+        in_ns "$E2E_NS_LB" sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.lb0.arp_ignore=1
+        in_ns "$E2E_NS_LB" ip addr add "$LB_CHECK_IP/24" dev br0
+        # nginx's VIPs, for the comparison on this testbed (nginx runs on kernel sockets,
+        # only while Spray does not: its datagrams to the backends leave from br0 too).
+        in_ns "$E2E_NS_LB" ip addr add "$VIP_NGINX/32" dev br0
+        in_ns "$E2E_NS_LB" ip addr add "$VIP_DNS_NGINX/32" dev br0
         for ns in "$E2E_NS_CLI" "$E2E_NS_CLI2"; do
             for v in "$VIP_A" "$VIP_B" "$VIP_DNS" "$VIP_DR"; do
                 in_ns "$ns" ip neigh replace "$v" lladdr "$SPRAY_MAC" dev c0 nud permanent
