@@ -1,5 +1,8 @@
 //! Quick run of the dataplane micro-benchmark:
-//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps] [--bursts N]`.
+//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps] [--bursts N] [--nic-checksum]`.
+//!
+//! `--nic-checksum`: the port acts as a NIC whose RX checksum offload vouched for every IPv4
+//! header, so the worker skips its own header-checksum check.
 //!
 //! With `--bursts N` each repetition runs exactly N bursts instead of for `millis`: a fixed
 //! amount of work, to count instructions per packet under callgrind (docs/benchmarks.md).
@@ -10,6 +13,10 @@ use spray_bench::micro::{run_case, Case, MicroSettings};
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut s = MicroSettings::default();
+    if let Some(i) = args.iter().position(|a| a == "--nic-checksum") {
+        s.nic_checksum = true;
+        args.remove(i);
+    }
     if let Some(i) = args.iter().position(|a| a == "--bursts") {
         s.bursts = args.get(i + 1).and_then(|a| a.parse().ok());
         args.drain(i..(i + 2).min(args.len()));

@@ -356,13 +356,14 @@ pub fn run(
         .flatten()
         .collect();
         println!(
-            "spray: dpdk port {} (port {}): mac {}, {} queue pair(s), rss {}, link {} {} Mbit/s, \
-             mempool {pool} mbufs, address(es) {}",
+            "spray: dpdk port {} (port {}): mac {}, {} queue pair(s), rss {}, rx ipv4 checksum \
+             offload {}, link {} {} Mbit/s, mempool {pool} mbufs, address(es) {}",
             port.device(),
             port.id(),
             port.mac(),
             port.queues(),
             if port.rss() { "on" } else { "off" },
+            if port.rx_ip_checksum() { "on" } else { "off" },
             if link.up { "up" } else { "down" },
             link.speed_mbps,
             if addrs.is_empty() {

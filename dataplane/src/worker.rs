@@ -29,14 +29,14 @@ use crate::counters::{DropReason, SharedCounters, WorkerCounters};
 use crate::flow::{flow_hash, NatFlows};
 use crate::frag::{FragAction, FragTable};
 use crate::neigh::{self, WorkerNeigh};
-use crate::port::{PacketBuf, Port};
+use crate::port::{PacketBuf, Port, RxIpChecksum};
 use crate::proxy::PassiveSink;
 use crate::rewrite::{
     decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
     nat_to_backend_v4_ttl, set_macs,
 };
 use crate::service::{MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute};
-use crate::wire::{classify, classify_ipv4_udp, FragInfo, IpFrame, Ipv4Udp, Packet, UdpFrame};
+use crate::wire::{classify, classify_ipv4_udp_with, FragInfo, IpFrame, Ipv4Udp, Packet, UdpFrame};
 
 /// Settings of one worker, fixed at start.
 #[derive(Debug, Clone)]
@@ -300,34 +300,17 @@ impl<P: Port> Worker<P> {
             self.tx.is_empty(),
             "send_neigh_frames transmitted its frames"
         );
-        let (mut rx_bytes, mut tx_bytes, mut kept) = (0usize, 0usize, 0usize);
+        // The two instances differ only in whether they read the NIC's checksum verdict:
+        // asked once per burst, and a port without the offload runs the loop it always had
+        // (a per-packet test cost ~20 instructions per packet in the memory-port benchmark,
+        // from register pressure rather than the test itself).
         let mut memo = RouteMemo::default();
-        let rx = &mut self.rx[..];
-        for i in 0..rx.len() {
-            let frame = rx[i].data_mut();
-            let len = frame.len();
-            rx_bytes += len;
-            let r = process(
-                frame,
-                &ctx,
-                &mut self.cursors,
-                &mut self.frags,
-                &mut now,
-                &mut memo,
-            );
-            match r {
-                Ok(Fwd::Tx) => {
-                    if kept != i {
-                        rx.swap(kept, i);
-                    }
-                    kept += 1;
-                    // A rewrite never changes a frame's length.
-                    tx_bytes += len;
-                }
-                Ok(Fwd::Consumed) => {}
-                Err(reason) => c.drop_packet(reason),
-            }
-        }
+        let (cursors, frags) = (&mut self.cursors[..], &mut self.frags);
+        let (rx_bytes, tx_bytes, kept) = if self.port.rx_ip_checksum_offload() {
+            deal::<_, true>(&mut self.rx, &ctx, cursors, frags, &mut now, &mut memo)
+        } else {
+            deal::<_, false>(&mut self.rx, &ctx, cursors, frags, &mut now, &mut memo)
+        };
         memo.flush(c);
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(rx_bytes as u64);
@@ -398,6 +381,40 @@ impl<P: Port> Worker<P> {
     }
 }
 
+/// Processes a received burst in place: forwarded buffers are compacted to the front of
+/// `rx` (a pointer swap, only once something was dropped); returns (bytes received, bytes
+/// to transmit, buffers to transmit). `NIC`: trust the NIC's "IPv4 header checksum good".
+#[inline(always)]
+fn deal<B: PacketBuf, const NIC: bool>(
+    rx: &mut [B],
+    ctx: &Ctx,
+    cursors: &mut [u32],
+    frags: &mut FragTable,
+    now: &mut Now,
+    memo: &mut RouteMemo,
+) -> (usize, usize, usize) {
+    let (mut rx_bytes, mut tx_bytes, mut kept) = (0usize, 0usize, 0usize);
+    for i in 0..rx.len() {
+        let verified = NIC && rx[i].rx_ip_checksum() == RxIpChecksum::Good;
+        let frame = rx[i].data_mut();
+        let len = frame.len();
+        rx_bytes += len;
+        match process(frame, verified, ctx, cursors, frags, now, memo) {
+            Ok(Fwd::Tx) => {
+                if kept != i {
+                    rx.swap(kept, i);
+                }
+                kept += 1;
+                // A rewrite never changes a frame's length.
+                tx_bytes += len;
+            }
+            Ok(Fwd::Consumed) => {}
+            Err(reason) => ctx.c.drop_packet(reason),
+        }
+    }
+    (rx_bytes, tx_bytes, kept)
+}
+
 /// The clock, read at most once per burst and only when a fragment needs it.
 struct Now(Option<Instant>);
 
@@ -437,7 +454,7 @@ impl Ctx<'_> {
 
 /// Decides and rewrites one frame in place.
 ///
-/// The common case (IPv4 without options, a whole UDP datagram; [`classify_ipv4_udp`]) goes
+/// The common case (IPv4 without options, a whole UDP datagram; [`classify_ipv4_udp_with`]) goes
 /// through a path specialised for it, on integers; everything else, and anything that case
 /// does not recognise, through [`process_general`], which classifies it fully. Both reach the
 /// same decisions and the same bytes (tests below check it frame by frame): the split only
@@ -446,13 +463,14 @@ impl Ctx<'_> {
 #[inline(always)]
 fn process(
     frame: &mut [u8],
+    header_verified: bool,
     ctx: &Ctx,
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
     memo: &mut RouteMemo,
 ) -> Result<Fwd, DropReason> {
-    if let Some(h) = classify_ipv4_udp(frame) {
+    if let Some(h) = classify_ipv4_udp_with(frame, header_verified) {
         let key = RouteMemo::key(h.dst_ip, h.dst_port);
         let r = if memo.key == key {
             memo.route
@@ -1004,6 +1022,45 @@ mod tests {
         );
     }
 
+    /// With the NIC's RX checksum offload on, a header it vouches for is not checked
+    /// again, which is the saving; every other verdict, and any frame while the offload is
+    /// off, still gets Spray's own check.
+    #[test]
+    fn the_nics_good_checksum_verdict_is_trusted_only_while_the_offload_is_on() {
+        let s = spec(
+            0,
+            "198.18.0.10:514",
+            Mode::Dr,
+            SchedulerKind::Rr,
+            &BACKENDS,
+            0,
+        );
+        let mut r = rig(vec![s]);
+        let mut bad = udp_frame(
+            &FrameSpec::new(
+                "198.18.0.1:40000".parse().unwrap(),
+                "198.18.0.10:514".parse().unwrap(),
+            ),
+            b"<13>x",
+        );
+        bad[24] ^= 0x55; // the IPv4 header checksum
+        let verdicts = |r: &mut Rig, v: RxIpChecksum| {
+            r.w.port_mut().push_rx_with(&bad, v);
+            r.w.poll();
+            (drain(r).len(), r.c.dropped(DropReason::BadIpChecksum))
+        };
+        // Offload off: the verdict is not even read.
+        assert_eq!(verdicts(&mut r, RxIpChecksum::Good), (0, 1));
+        r.w.port_mut()
+            .set_rx_ip_checksum_offload(Some(RxIpChecksum::Unknown));
+        assert_eq!(verdicts(&mut r, RxIpChecksum::Unknown), (0, 2));
+        assert_eq!(verdicts(&mut r, RxIpChecksum::Bad), (0, 3));
+        // The NIC says good: Spray trusts it and forwards (here the frame was damaged after
+        // the "NIC" looked, which a real NIC cannot do).
+        assert_eq!(verdicts(&mut r, RxIpChecksum::Good), (1, 3));
+        assert_eq!(r.c.backend(BackendId(0)).0, 1);
+    }
+
     #[test]
     fn a_backend_marked_down_gets_nothing_from_the_next_burst_on() {
         let mut s = spec(
@@ -1418,7 +1475,7 @@ mod tests {
             let (cursors, frags) = (&mut self.cursors, &mut self.frags);
             let r = if fast {
                 // The memo lives across frames here, as across a burst: one snapshot.
-                process(frame, &ctx, cursors, frags, &mut now, &mut self.memo)
+                process(frame, false, &ctx, cursors, frags, &mut now, &mut self.memo)
             } else {
                 process_general(frame, &ctx, cursors, frags, &mut now)
             };

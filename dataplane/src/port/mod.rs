@@ -16,6 +16,25 @@ pub trait PacketBuf {
     fn data(&self) -> &[u8];
     /// The frame, writable in place.
     fn data_mut(&mut self) -> &mut [u8];
+    /// Whether the NIC verified this frame's IPv4 header checksum (its RX checksum offload,
+    /// where the port turned it on: [`Port::rx_ip_checksum_offload`]). Only
+    /// [`RxIpChecksum::Good`] changes anything: the fast path then skips its own check.
+    #[inline]
+    fn rx_ip_checksum(&self) -> RxIpChecksum {
+        RxIpChecksum::Unknown
+    }
+}
+
+/// What the NIC says of a received frame's IPv4 header checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxIpChecksum {
+    /// Not checked (no offload, not IPv4, or the device does not say).
+    #[default]
+    Unknown,
+    /// Checked and valid: Spray need not check it again.
+    Good,
+    /// Checked and wrong (Spray checks it again and drops it as `BadIpChecksum`).
+    Bad,
 }
 
 /// A source and sink of Ethernet frames: one RX and one TX queue.
@@ -36,6 +55,14 @@ pub trait Port {
 
     /// This port's own MAC address: the source of every frame it sends.
     fn mac(&self) -> crate::service::MacAddr;
+
+    /// Whether this port's buffers carry the NIC's verdict on IPv4 header checksums
+    /// ([`PacketBuf::rx_ip_checksum`]); read once per burst, so ports without the offload
+    /// pay nothing per packet.
+    #[inline]
+    fn rx_ip_checksum_offload(&self) -> bool {
+        false
+    }
 
     /// A fresh buffer holding a copy of `frame`, for the few frames a worker originates
     /// (ARP/NDP from [`crate::neigh`]); `None` when the port cannot originate frames (the

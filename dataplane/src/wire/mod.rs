@@ -25,7 +25,10 @@ pub mod checksum;
 pub mod classify;
 pub mod vlan;
 
-pub use classify::{classify, classify_ipv4_udp, FragInfo, FragKey, IpFrame, Ipv4Udp, Packet};
+pub use classify::{
+    classify, classify_ipv4_udp, classify_ipv4_udp_with, FragInfo, FragKey, IpFrame, Ipv4Udp,
+    Packet,
+};
 
 /// Length of an Ethernet header without a tag.
 pub const ETH_HEADER_LEN: usize = 14;

@@ -16,7 +16,7 @@
 use std::ptr::NonNull;
 
 use super::ffi;
-use crate::port::PacketBuf;
+use crate::port::{PacketBuf, RxIpChecksum};
 
 /// One packet buffer, owned by the worker that received it; dropping it frees it.
 ///
@@ -134,4 +134,23 @@ impl PacketBuf for Mbuf {
         // writes to a received buffer.
         unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), self.len()) }
     }
+
+    #[inline]
+    fn rx_ip_checksum(&self) -> RxIpChecksum {
+        // SAFETY: the mbuf is live and owned by this handle (see `data`); `ol_flags` is a
+        // plain field the driver set on receive.
+        let flags = unsafe { (*self.0.as_ptr()).ol_flags };
+        match flags & RX_IP_CKSUM_MASK {
+            RX_IP_CKSUM_GOOD => RxIpChecksum::Good,
+            RX_IP_CKSUM_BAD => RxIpChecksum::Bad,
+            // UNKNOWN (0) and NONE (both bits: "not correct in the packet, but valid").
+            _ => RxIpChecksum::Unknown,
+        }
+    }
 }
+
+/// `RTE_MBUF_F_RX_IP_CKSUM_*` from rte_mbuf_core.h (shim.c asserts the values at compile
+/// time).
+const RX_IP_CKSUM_BAD: u64 = 1 << 4;
+const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
+const RX_IP_CKSUM_MASK: u64 = RX_IP_CKSUM_BAD | RX_IP_CKSUM_GOOD;

@@ -10,6 +10,12 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
+/* Constants the Rust side defines itself because they are function-like macros or
+ * shifts bindgen does not evaluate: a mismatch with these headers fails the build. */
+_Static_assert(RTE_ETH_RX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "ethdev.rs RX_OFFLOAD_IPV4_CKSUM");
+_Static_assert(RTE_MBUF_F_RX_IP_CKSUM_BAD == (1ULL << 4), "mbuf.rs RX_IP_CKSUM_BAD");
+_Static_assert(RTE_MBUF_F_RX_IP_CKSUM_GOOD == (1ULL << 7), "mbuf.rs RX_IP_CKSUM_GOOD");
+
 uint16_t spray_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts,
                             uint16_t nb_pkts)
 {
