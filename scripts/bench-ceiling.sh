@@ -7,9 +7,11 @@
 #
 #   client ns --veth-- lb ns --veth-- backend ns 1..3, addresses as in bench-peers.sh;
 #   dpdk: the lb namespace bridges the veths to Spray's port dp0 (net_af_packet, 1 worker);
+#   dpdk-xdp: the same with net_af_xdp (native XDP on dp0), as `start_dpdk xdp` in bench-peers;
 #   nft:  the lb namespace routes, with the prerouting `numgen inc mod 3` rule of bench-peers.
 #
-# Usage: scripts/bench-ceiling.sh [--senders N] [--seconds S] [--reps R] [--peers dpdk,nft] [--pin]
+# Usage: scripts/bench-ceiling.sh [--senders N] [--seconds S] [--reps R]
+#                                 [--peers dpdk,dpdk-xdp,nft] [--pin]
 # --pin: generators and sinks on CPU 0 only (taskset), Spray's DPDK worker on CPU 1
 # (`[dpdk] cores = [1]`): the balancer gets a core the test traffic does not use (nftables
 # then runs in the generators' softirq on CPU 0).
@@ -104,7 +106,12 @@ bridged() {
     flush
 }
 
-start_dpdk() {
+start_dpdk() { # [xdp]
+    local vdev=net_af_packet0,iface=dp0,framecnt=16384 dev=net_af_packet0
+    if [ "${1:-}" = xdp ]; then
+        vdev=net_af_xdp0,iface=dp0,start_queue=0,queue_count=1
+        dev=net_af_xdp0
+    fi
     bridged
     cat > "$WORK/spray.toml" <<EOF
 [runtime]
@@ -115,9 +122,9 @@ no_huge = true
 memory_mb = 256
 file_prefix = "$PREFIX"
 $WORKER_CORES
-vdevs = ["net_af_packet0,iface=dp0,framecnt=16384"]
+vdevs = ["$vdev"]
 [[dpdk.ports]]
-device = "net_af_packet0"
+device = "$dev"
 rx_ring = 4096
 tx_ring = 4096
 addresses = ["198.18.0.2"]
@@ -144,6 +151,14 @@ EOF
 stop_dpdk() {
     kill -TERM "$PEER" 2>/dev/null && wait "$PEER" 2>/dev/null || true
     grep -E "^spray ran|missed on rx" "$WORK/spray.log" | sed 's/^/  /' >&2
+}
+# Where net_af_xdp loses: frames dp0's XDP program could not redirect to Spray's socket (no
+# free buffer in its fill ring: the port's "missed on rx") count as dp0's rx_queue_0_drops.
+xdp_drops() { ip netns exec "$LB" ethtool -S dp0 2>/dev/null | awk '/rx_queue_0_drops:/ { d = $2 } END { print d + 0 }'; }
+start_dpdk-xdp() { XDP_DROPS0=$(xdp_drops); start_dpdk xdp; }
+stop_dpdk-xdp() {
+    echo "  dp0 XDP drops (rx_queue_0_drops) in this trial: $(( $(xdp_drops) - XDP_DROPS0 ))" >&2
+    stop_dpdk
 }
 start_nft() {
     routed
