@@ -7,9 +7,15 @@
 #
 #   client ns --veth-- lb ns --veth-- backend ns 1..3, addresses as in bench-peers.sh;
 #   dpdk: the lb namespace bridges the veths to Spray's port dp0 (net_af_packet, 1 worker);
+#   dpdk-xdp: the same with net_af_xdp (native XDP on dp0), as `start_dpdk xdp` in bench-peers;
 #   nft:  the lb namespace routes, with the prerouting `numgen inc mod 3` rule of bench-peers.
 #
-# Usage: scripts/bench-ceiling.sh [--senders N] [--seconds S] [--reps R] [--peers dpdk,nft] [--pin]
+# Usage: scripts/bench-ceiling.sh [--senders N] [--seconds S] [--reps R]
+#                                 [--peers dpdk,dpdk-xdp,nft] [--pin] [--rate R] [--stall-ms MS]
+# --rate R: each generator sends R datagrams/s instead of flat out (0, the default).
+# --stall-ms MS: 1 s into each trial, stop the DPDK peer (SIGSTOP) for MS ms, then let it go
+# on (SIGCONT): what the port's receive buffer absorbs while the worker does not run (the
+# nft peer is not stopped).
 # --pin: generators and sinks on CPU 0 only (taskset), Spray's DPDK worker on CPU 1
 # (`[dpdk] cores = [1]`): the balancer gets a core the test traffic does not use (nftables
 # then runs in the generators' softirq on CPU 0).
@@ -24,6 +30,8 @@ SECS=3
 REPS=3
 PEERS=dpdk,nft
 PIN=0
+RATE=0
+STALL_MS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --senders) SENDERS="$2"; shift ;;
@@ -31,6 +39,8 @@ while [ $# -gt 0 ]; do
         --reps) REPS="$2"; shift ;;
         --peers) PEERS="$2"; shift ;;
         --pin) PIN=1 ;;
+        --rate) RATE="$2"; shift ;;
+        --stall-ms) STALL_MS="$2"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench-ceiling: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -104,7 +114,12 @@ bridged() {
     flush
 }
 
-start_dpdk() {
+start_dpdk() { # [xdp]
+    local vdev=net_af_packet0,iface=dp0,framecnt=16384 dev=net_af_packet0
+    if [ "${1:-}" = xdp ]; then
+        vdev=net_af_xdp0,iface=dp0,start_queue=0,queue_count=1
+        dev=net_af_xdp0
+    fi
     bridged
     cat > "$WORK/spray.toml" <<EOF
 [runtime]
@@ -115,9 +130,9 @@ no_huge = true
 memory_mb = 256
 file_prefix = "$PREFIX"
 $WORKER_CORES
-vdevs = ["net_af_packet0,iface=dp0,framecnt=16384"]
+vdevs = ["$vdev"]
 [[dpdk.ports]]
-device = "net_af_packet0"
+device = "$dev"
 rx_ring = 4096
 tx_ring = 4096
 addresses = ["198.18.0.2"]
@@ -145,6 +160,14 @@ stop_dpdk() {
     kill -TERM "$PEER" 2>/dev/null && wait "$PEER" 2>/dev/null || true
     grep -E "^spray ran|missed on rx" "$WORK/spray.log" | sed 's/^/  /' >&2
 }
+# Where net_af_xdp loses: frames dp0's XDP program could not redirect to Spray's socket (no
+# free buffer in its fill ring: the port's "missed on rx") count as dp0's rx_queue_0_drops.
+xdp_drops() { ip netns exec "$LB" ethtool -S dp0 2>/dev/null | awk '/rx_queue_0_drops:/ { d = $2 } END { print d + 0 }'; }
+start_dpdk-xdp() { XDP_DROPS0=$(xdp_drops); start_dpdk xdp; }
+stop_dpdk-xdp() {
+    echo "  dp0 XDP drops (rx_queue_0_drops) in this trial: $(( $(xdp_drops) - XDP_DROPS0 ))" >&2
+    stop_dpdk
+}
 start_nft() {
     routed
     ip netns exec "$LB" nft -f - <<EOF
@@ -170,9 +193,15 @@ trial() { # peer rep
     sleep 0.5
     for k in $(seq 1 "$SENDERS"); do
         ip netns exec "$C" "${TS[@]}" "$TRAFFIC" send --quiet --json --raw eth0 --target 198.18.0.2:514 \
-            --rate 0 --seconds "$SECS" --stream $((1000 + k)) < /dev/null > "$WORK/send$k.json" &
+            --rate "$RATE" --seconds "$SECS" --stream $((1000 + k)) < /dev/null > "$WORK/send$k.json" &
         senders+=($!)
     done
+    if [ "$STALL_MS" != 0 ] && [ -n "$PEER" ]; then
+        sleep 1
+        kill -STOP "$PEER"
+        sleep "$(awk -v m="$STALL_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
+        kill -CONT "$PEER"
+    fi
     for k in "${senders[@]}"; do wait "$k"; done
     sleep 0.3
     for k in "${sinks[@]}"; do kill -TERM "$k"; wait "$k" 2>/dev/null || true; done
@@ -194,7 +223,7 @@ IFS=, read -r -a LIST <<< "$PEERS"
 for r in $(seq 1 "$REPS"); do
     for p in "${LIST[@]}"; do trial "$p" "$r"; done
 done
-echo "medians of forwarded/s over $REPS repetition(s), $SENDERS raw sender(s), $SECS s each$([ "$PIN" = 1 ] && echo ", pinned"):"
+echo "medians of forwarded/s over $REPS repetition(s), $SENDERS raw sender(s), $SECS s each$([ "$PIN" = 1 ] && echo ", pinned")$([ "$RATE" != 0 ] && echo ", $RATE/s each")$([ "$STALL_MS" != 0 ] && echo ", DPDK peer stopped for $STALL_MS ms"):"
 for p in "${LIST[@]}"; do
     grep "^$p rep" "$WORK/results.txt" | sed 's/.*forwarded \([0-9]*\).*/\1/' | sort -n |
         awk -v p="$p" '{ v[NR] = $1 } END { printf "  %s: %s/s\n", p, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
