@@ -364,6 +364,12 @@ pub enum ReverseNat {
     Shared(Vec<VipId>),
 }
 
+/// Longest rotation flattened into hops. A wrr table may hold up to 65536 entries; as hops
+/// (16 bytes each) that would be 1 MiB per VIP and, over [`MAX_VIPS`] such VIPs, 1 GiB per
+/// snapshot. Real rotations are the sum of gcd-reduced weights, far below this; a longer one
+/// keeps the general path (2 bytes per entry).
+pub const MAX_HOPS_PER_VIP: usize = 4096;
+
 /// `svc`'s route, appending its hops to `hops` when the fast path can serve it.
 fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
     let general = VipRoute {
@@ -375,6 +381,9 @@ fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
     let Some(rotation) = svc.sched.rotation() else {
         return general;
     };
+    if rotation.len() > MAX_HOPS_PER_VIP {
+        return general;
+    }
     let path = match (svc.spec.mode, svc.spec.vip.addr) {
         (Mode::Dr, SocketAddr::V4(_)) => Path::Dr,
         (Mode::Nat, SocketAddr::V4(_)) => Path::NatV4,
@@ -612,5 +621,94 @@ impl Snapshot {
     /// Whether `ip` is the address of any VIP.
     pub fn is_vip_addr(&self, ip: IpAddr) -> bool {
         self.services().any(|s| s.spec.vip.addr.ip() == ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: u16, vip: &str, mode: Mode, sched: SchedulerKind, weights: &[u32]) -> ServiceSpec {
+        let backends = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let addr = SocketAddr::from(([198, 19, 1, i as u8 + 1], 514));
+                let mut b = Backend::new(BackendId(id * 8 + i as u16), addr, w);
+                b.mac = Some(MacAddr([2, 0, 0, 0, 1, i as u8 + 1]));
+                b
+            })
+            .collect();
+        ServiceSpec::new(
+            VipId(id),
+            format!("s{id}"),
+            VipKey::udp(vip.parse().unwrap()),
+            mode,
+            sched,
+            backends,
+        )
+    }
+
+    fn route_of(snap: &Snapshot, vip: &str) -> VipRoute {
+        let SocketAddr::V4(a) = vip.parse().unwrap() else {
+            unreachable!()
+        };
+        snap.route_v4(a.ip().to_bits(), a.port()).unwrap()
+    }
+
+    /// Which VIPs the fast path serves from hops, and that their hops deal exactly the
+    /// scheduler's sequence from the same cursor.
+    #[test]
+    fn routes_flatten_short_rotations_only() {
+        let mut no_mac = spec(3, "198.18.0.13:514", Mode::Dr, SchedulerKind::Rr, &[1, 1]);
+        no_mac.backends[1].mac = None;
+        let snap = Snapshot::new(
+            1,
+            vec![
+                spec(
+                    0,
+                    "198.18.0.10:514",
+                    Mode::Dr,
+                    SchedulerKind::Wrr,
+                    &[3, 1, 2],
+                ),
+                spec(
+                    1,
+                    "198.18.0.11:514",
+                    Mode::Nat,
+                    SchedulerKind::Maglev,
+                    &[1, 1],
+                ),
+                // 5000 + 4999: a rotation of 9999 entries, beyond MAX_HOPS_PER_VIP.
+                spec(
+                    2,
+                    "198.18.0.12:514",
+                    Mode::Nat,
+                    SchedulerKind::Wrr,
+                    &[5000, 4999],
+                ),
+                no_mac,
+                spec(4, "198.18.0.14:514", Mode::Nat, SchedulerKind::Rr, &[0, 0]),
+            ],
+        )
+        .unwrap();
+        let r = route_of(&snap, "198.18.0.10:514");
+        assert_eq!(r.path, Path::Dr);
+        let svc = snap.service(VipId(0)).unwrap();
+        let (mut a, mut b) = (0, 0);
+        for _ in 0..20 {
+            let hop = snap.next_hop(r, &mut a).unwrap();
+            let (_, backend) = svc.pick_indexed(&mut b, 0).unwrap();
+            assert_eq!((hop.backend, Some(hop.mac)), (backend.id, backend.mac));
+            assert_eq!(a, b);
+        }
+        for vip in [
+            "198.18.0.11:514",
+            "198.18.0.12:514",
+            "198.18.0.13:514",
+            "198.18.0.14:514",
+        ] {
+            assert_eq!(route_of(&snap, vip).path, Path::General, "{vip}");
+        }
     }
 }
