@@ -17,8 +17,9 @@ use rustc_hash::FxHashMap;
 /// No IPv4 key can be all ones: a folded key uses only the low 48 bits.
 const EMPTY: u64 = u64::MAX;
 
+/// An IPv4 address and port folded into the low 48 bits of a key (never all ones).
 #[inline]
-fn fold_v4(ip: u32, port: u16) -> u64 {
+pub(crate) fn fold_v4(ip: u32, port: u16) -> u64 {
     (u64::from(ip) << 16) | u64::from(port)
 }
 

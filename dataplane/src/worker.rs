@@ -521,7 +521,7 @@ impl Default for RouteMemo {
 impl RouteMemo {
     #[inline(always)]
     fn key(ip: u32, port: u16) -> u64 {
-        (u64::from(ip) << 16) | u64::from(port)
+        crate::addr_table::fold_v4(ip, port)
     }
 
     /// Remembers `route` (for `key`), first adding what was counted for the previous one.
