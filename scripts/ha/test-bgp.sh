@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HA_DIR="$PWD/scripts/ha"
-skip() { echo "skipped: $*"; exit 0; }
+. "$HA_DIR/lib.sh" # skip, in_ns, wait_for
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
 for t in ip python3 bird birdc; do
     command -v "$t" >/dev/null || skip "$t not installed (apt-get install -y bird2)"
@@ -35,18 +35,6 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "logs in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-wait_for() { # DESCRIPTION SECONDS COMMAND...
-    local what=$1 secs=$2 i
-    shift 2
-    for ((i = 0; i < secs * 10; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "error: timed out waiting for $what" >&2
-    KEEP=1
-    return 1
-}
 
 for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
 in_ns bgp-rtr ip link add eth0 type veth peer name eth0 netns bgp-lb

@@ -34,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HA_DIR="$PWD/scripts/ha"
-skip() { echo "skipped: $*"; exit 0; }
+. "$HA_DIR/lib.sh" # skip, in_ns, wait_for
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
 for t in ip ethtool python3 jq bird birdc; do
     command -v "$t" >/dev/null || skip "$t not installed (apt-get install -y bird2 jq)"
@@ -79,24 +79,12 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "logs in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # bg ROLE NS CMD...: runs CMD in NS in the background, output in $work/ROLE.log.
 bg() { local role=$1 ns=$2; shift 2; ip netns exec "$ns" "$@" >>"$work/$role.log" 2>&1 & PID[$role]=$!; }
 stop() { # ROLE
     kill -TERM "${PID[$1]}" 2>/dev/null || true
     wait "${PID[$1]}" 2>/dev/null || true
     unset "PID[$1]"
-}
-wait_for() { # DESCRIPTION SECONDS COMMAND...   (polls every 50 ms)
-    local what=$1 secs=$2 i
-    shift 2
-    for ((i = 0; i < secs * 20; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.05
-    done
-    echo "error: timed out after ${secs}s waiting for $what" >&2
-    KEEP=1
-    return 1
 }
 fail() { echo "FAIL: $*" >&2; KEEP=1; failed=$((failed + 1)); }
 now() { echo "$EPOCHREALTIME"; }

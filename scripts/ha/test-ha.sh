@@ -18,8 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HA_DIR="$PWD/scripts/ha"
-
-skip() { echo "skipped: $*"; exit 0; }
+. "$HA_DIR/lib.sh" # skip, in_ns, wait_for
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
 for t in ip ethtool python3 keepalived; do
     command -v "$t" >/dev/null || skip "$t not installed (apt-get install -y keepalived)"
@@ -40,7 +39,6 @@ NSS=(ha-sw ha-client ha-lb1 ha-lb2 ha-be1 ha-be2)
 work=$(mktemp -d /tmp/spray-ha.XXXXXX)
 pids=()
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 stop_all() {
     local p
@@ -81,17 +79,6 @@ up() {
     done
     # Spray binds the VIP on both nodes; only the master holds the address.
     for ns in ha-lb1 ha-lb2; do in_ns "$ns" sysctl -qw net.ipv4.ip_nonlocal_bind=1; done
-}
-
-wait_for() { # DESCRIPTION SECONDS COMMAND...
-    local what=$1 secs=$2 i
-    shift 2
-    for ((i = 0; i < secs * 10; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "error: timed out waiting for $what" >&2
-    return 1
 }
 
 has_vip() { in_ns "$1" ip -4 addr show dev eth0 | grep -q "inet $VIP/"; }
