@@ -1,5 +1,6 @@
 //! The raw generator: the same datagrams as [`super::send`], written as whole Ethernet
-//! frames to an `AF_PACKET` socket (`sendmmsg`, `PACKET_QDISC_BYPASS`).
+//! frames to an `AF_PACKET` socket (`sendmmsg`, `PACKET_QDISC_BYPASS`). The frames come from
+//! the dataplane's own builder ([`udp_frame`], [`fix_udp_checksum`]).
 //!
 //! The UDP sender pays the kernel's socket, UDP and IP output path for every datagram; on a
 //! small machine that path, not the balancer, sets the highest rate a testbed can offer.
@@ -23,13 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dataplane::service::MacAddr;
+use dataplane::wire::build::{fix_udp_checksum, udp_frame, FrameSpec};
+
 use super::send::{pace, SendReport, SendSettings};
 use super::{monotonic_ns, Header, Timeline, MIN_PAYLOAD, PREFIX};
 
-const ETH: usize = 14;
-const IP: usize = 20;
-const UDP: usize = 8;
-const HEAD: usize = ETH + IP + UDP;
+/// Ethernet, IPv4 (no options) and UDP headers of an untagged frame: where the payload starts.
+const HEAD: usize = 14 + 20 + 8;
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
@@ -114,62 +116,6 @@ fn resolve(iface: &str, sock: &UdpSocket, target: SocketAddrV4) -> io::Result<[u
     }
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn add_be16(data: &[u8]) -> u32 {
-    let mut sum = 0u32;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-/// One frame: Ethernet, IPv4 (DF, checksum set), UDP (checksum 0, set per datagram), payload.
-fn frame(src: ([u8; 6], SocketAddrV4), dst: ([u8; 6], SocketAddrV4), payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; HEAD + payload.len()];
-    f[0..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&src.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[ETH..ETH + IP];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((IP + UDP + payload.len()) as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.1.ip().octets());
-    ip[16..20].copy_from_slice(&dst.1.ip().octets());
-    let c = !fold(add_be16(ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let udp = &mut f[ETH + IP..HEAD];
-    udp[0..2].copy_from_slice(&src.1.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&dst.1.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&((UDP + payload.len()) as u16).to_be_bytes());
-    f[HEAD..].copy_from_slice(payload);
-    f
-}
-
-/// Sets the UDP checksum of a frame built by [`frame`] (the payload may have changed).
-fn set_udp_checksum(f: &mut [u8]) {
-    f[ETH + IP + 6..ETH + IP + 8].copy_from_slice(&[0, 0]);
-    // Pseudo header: addresses, protocol, UDP length; then the UDP header and payload.
-    let len = (f.len() - ETH - IP) as u32;
-    let sum = add_be16(&f[ETH + 12..ETH + 20]) + 17 + len + add_be16(&f[ETH + IP..]);
-    let c = match !fold(sum) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[ETH + IP + 6..ETH + IP + 8].copy_from_slice(&c.to_be_bytes());
-}
-
 fn packet_socket(ifindex: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
@@ -233,9 +179,12 @@ pub fn send(s: &SendSettings, iface: &str, stop: &AtomicBool) -> io::Result<Send
     let size = s.size.max(MIN_PAYLOAD);
     let mut payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     payload[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut frames: Vec<Vec<u8>> = (0..n)
-        .map(|_| frame((src_mac, local), (dst_mac, target), &payload))
-        .collect();
+    let spec = FrameSpec {
+        src_mac: MacAddr(src_mac),
+        dst_mac: MacAddr(dst_mac),
+        ..FrameSpec::new(local.into(), target.into())
+    };
+    let mut frames: Vec<Vec<u8>> = (0..n).map(|_| udp_frame(&spec, &payload)).collect();
     let mut iov: Vec<libc::iovec> = frames
         .iter_mut()
         .map(|f| libc::iovec {
@@ -267,7 +216,7 @@ pub fn send(s: &SendSettings, iface: &str, stop: &AtomicBool) -> io::Result<Send
                 sent_ns: now_ns,
             }
             .emit(&mut f[HEAD + PREFIX.len()..]);
-            set_udp_checksum(f);
+            fix_udp_checksum(f);
         }
         let mut done = 0usize;
         while done < n {
@@ -323,17 +272,32 @@ pub fn send(s: &SendSettings, iface: &str, stop: &AtomicBool) -> io::Result<Send
 mod tests {
     use super::*;
 
+    /// What `send` does to each frame: the header stamped at `HEAD`, then the checksum.
     #[test]
-    fn frames_carry_valid_ip_and_udp_checksums() {
-        let src = ([2, 0, 0, 0, 0, 1], "198.18.0.1:40000".parse().unwrap());
-        let dst = ([2, 0, 0, 0, 0, 2], "198.18.0.2:514".parse().unwrap());
-        let mut f = frame(src, dst, b"<134>hello world!");
-        set_udp_checksum(&mut f);
-        assert_eq!(fold(add_be16(&f[ETH..ETH + IP])), 0xffff);
-        let len = (f.len() - ETH - IP) as u32;
-        let sum = add_be16(&f[ETH + 12..ETH + 20]) + 17 + len + add_be16(&f[ETH + IP..]);
-        assert_eq!(fold(sum), 0xffff);
-        assert_eq!(&f[12..14], &[0x08, 0x00]);
+    fn a_stamped_frame_is_the_datagram_sinks_parse_with_a_valid_checksum() {
+        use dataplane::wire::build::checksums_valid;
+        let spec = FrameSpec::new(
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:514".parse().unwrap(),
+        );
+        let mut payload = vec![b'a'; MIN_PAYLOAD];
+        payload[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut f = udp_frame(&spec, &payload);
+        let h = Header {
+            stream: 3,
+            seq: 7,
+            sent_ns: 42,
+        };
+        assert!(h.emit(&mut f[HEAD + PREFIX.len()..]));
+        assert!(!checksums_valid(&f), "stamping changes the checksum");
+        fix_udp_checksum(&mut f);
+        assert!(checksums_valid(&f));
+        assert_eq!(&f[HEAD..HEAD + PREFIX.len()], PREFIX);
+        assert_eq!(Header::parse(&f[HEAD + PREFIX.len()..]), Some(h));
+    }
+
+    #[test]
+    fn parses_macs() {
         assert_eq!(
             parse_mac("aa:0b:cc:dd:ee:0f"),
             Some([0xaa, 0x0b, 0xcc, 0xdd, 0xee, 0x0f])

@@ -133,6 +133,32 @@ pub fn fix_ipv4_checksum(frame: &mut [u8], l3: usize) {
     Ipv4Packet::new_unchecked(&mut frame[l3..]).fill_checksum();
 }
 
+/// Recomputes the UDP checksum of a frame as [`udp_frame`] builds it, after its payload
+/// changed (a computed zero is sent as `0xffff`, RFC 768).
+///
+/// # Panics
+/// When `frame` is not such a frame.
+pub fn fix_udp_checksum(frame: &mut [u8]) {
+    let l3 = l3_of(frame);
+    let (src, dst, l4) = if frame[l3] >> 4 == 6 {
+        let ip = Ipv6Packet::new_unchecked(&frame[l3..]);
+        (
+            IpAddress::Ipv6(ip.src_addr()),
+            IpAddress::Ipv6(ip.dst_addr()),
+            l3 + 40,
+        )
+    } else {
+        let ip = Ipv4Packet::new_unchecked(&frame[l3..]);
+        let hl = usize::from(ip.header_len());
+        (
+            IpAddress::Ipv4(ip.src_addr()),
+            IpAddress::Ipv4(ip.dst_addr()),
+            l3 + hl,
+        )
+    };
+    UdpPacket::new_unchecked(&mut frame[l4..]).fill_checksum(&src, &dst);
+}
+
 /// Whether every checksum of a parsed frame verifies by full recomputation.
 pub fn checksums_valid(frame: &[u8]) -> bool {
     let Ok(f) = super::parse_udp(frame) else {
@@ -299,6 +325,23 @@ pub fn ip_part(frame: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::wire::parse_udp;
+
+    #[test]
+    fn fix_udp_checksum_makes_a_changed_payload_verify_again() {
+        for (src, dst, vlan) in [
+            ("198.18.0.1:40000", "198.18.0.10:514", Some(42)),
+            ("[2001:db8::1]:40000", "[2001:db8::10]:514", None),
+        ] {
+            let mut spec = FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap());
+            spec.vlan = vlan;
+            let mut f = udp_frame(&spec, b"<13>hello");
+            let last = f.len() - 1;
+            f[last] ^= 0x5a;
+            assert!(!checksums_valid(&f), "{src}");
+            fix_udp_checksum(&mut f);
+            assert!(checksums_valid(&f), "{src}");
+        }
+    }
 
     /// 198.18.0.1:40000 -> 198.18.0.10:514, VLAN 42, payload "<13>hi"; checksums computed
     /// independently (Python, RFC 1071).
