@@ -556,14 +556,6 @@ impl Snapshot {
         Some((id, self.service(id)?))
     }
 
-    /// The UDP service listening on IPv4 address `ip` (host order of its big-endian bytes)
-    /// and `port`: [`Snapshot::lookup_addr`] for the packet path's fast case.
-    #[inline]
-    pub fn lookup_v4(&self, ip: u32, port: u16) -> Option<(VipId, &Service)> {
-        let id = self.by_vip.get_v4(ip, port)?.id;
-        Some((id, self.service(id)?))
-    }
-
     /// The route to the UDP service on IPv4 `ip` (host order of its big-endian bytes) and
     /// `port`, if any: the packet path's first step.
     #[inline]
