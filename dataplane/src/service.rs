@@ -355,6 +355,21 @@ pub struct VipRoute {
     len: u32,
 }
 
+/// The next hop of a rotation (`hops`, from [`Snapshot::hops`]) for a worker whose position
+/// is `cursor`, which it advances exactly as [`Service::pick`] does; `None` when there are no
+/// hops.
+#[inline(always)]
+pub fn next_hop<'h>(hops: &'h [Hop], cursor: &mut u32) -> Option<&'h Hop> {
+    // Reset rather than `%`, as the schedulers do: a cursor from a longer rotation.
+    let i = if (*cursor as usize) < hops.len() {
+        *cursor
+    } else {
+        0
+    };
+    *cursor = i + 1;
+    hops.get(i as usize)
+}
+
 /// Where a NAT reply from a backend address:port goes back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReverseNat {
@@ -563,15 +578,13 @@ impl Snapshot {
         self.by_vip.get_v4(ip, port)
     }
 
-    /// The next hop of `route`'s rotation for a worker whose position is `cursor`, which
-    /// it advances exactly as [`Service::pick`] does; `None` when the route has no hops
-    /// ([`Path::General`]).
+    /// `route`'s rotation as hops, in the scheduler's order; empty for [`Path::General`].
     #[inline]
-    pub fn next_hop(&self, route: VipRoute, cursor: &mut u32) -> Option<&Hop> {
-        // Reset rather than `%`, as the schedulers do: a cursor from a longer rotation.
-        let i = if *cursor < route.len { *cursor } else { 0 };
-        *cursor = i + 1;
-        self.hops.get((route.start + i) as usize)
+    pub fn hops(&self, route: VipRoute) -> &[Hop] {
+        let start = route.start as usize;
+        self.hops
+            .get(start..start + route.len as usize)
+            .unwrap_or(&[])
     }
 
     /// The service with id `id`, if any.
@@ -689,7 +702,7 @@ mod tests {
         let svc = snap.service(VipId(0)).unwrap();
         let (mut a, mut b) = (0, 0);
         for _ in 0..20 {
-            let hop = snap.next_hop(r, &mut a).unwrap();
+            let hop = next_hop(snap.hops(r), &mut a).unwrap();
             let (_, backend) = svc.pick_indexed(&mut b, 0).unwrap();
             assert_eq!((hop.backend, Some(hop.mac)), (backend.id, backend.mac));
             assert_eq!(a, b);

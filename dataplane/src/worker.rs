@@ -35,8 +35,13 @@ use crate::rewrite::{
     decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
     nat_to_backend_v4_ttl, set_macs,
 };
-use crate::service::{MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute};
-use crate::wire::{classify, classify_ipv4_udp_with, FragInfo, IpFrame, Ipv4Udp, Packet, UdpFrame};
+use crate::service::{
+    next_hop, Hop, MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute,
+};
+use crate::wire::{
+    classify, classify_tagged_ipv4_udp, classify_untagged_ipv4_udp, FragInfo, IpFrame, Ipv4Udp,
+    Packet, UdpFrame,
+};
 
 /// Settings of one worker, fixed at start.
 #[derive(Debug, Clone)]
@@ -311,7 +316,7 @@ impl<P: Port> Worker<P> {
         } else {
             deal::<_, false>(&mut self.rx, &ctx, cursors, frags, &mut now, &mut memo)
         };
-        memo.flush(c);
+        memo.flush(cursors, c);
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(rx_bytes as u64);
         for buf in self.rx.drain(kept..) {
@@ -385,13 +390,13 @@ impl<P: Port> Worker<P> {
 /// `rx` (a pointer swap, only once something was dropped); returns (bytes received, bytes
 /// to transmit, buffers to transmit). `NIC`: trust the NIC's "IPv4 header checksum good".
 #[inline(always)]
-fn deal<B: PacketBuf, const NIC: bool>(
+fn deal<'s, B: PacketBuf, const NIC: bool>(
     rx: &mut [B],
-    ctx: &Ctx,
+    ctx: &Ctx<'_, 's>,
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
-    memo: &mut RouteMemo,
+    memo: &mut RouteMemo<'s>,
 ) -> (usize, usize, usize) {
     let (mut rx_bytes, mut tx_bytes, mut kept) = (0usize, 0usize, 0usize);
     for i in 0..rx.len() {
@@ -433,9 +438,9 @@ enum Fwd {
     Consumed,
 }
 
-/// Read-only state of one burst.
-struct Ctx<'a> {
-    snap: &'a Snapshot,
+/// Read-only state of one burst (`'s`: the snapshot's borrow, which a [`RouteMemo`] shares).
+struct Ctx<'a, 's> {
+    snap: &'s Snapshot,
     nat_flows: &'a NatFlows,
     port_mac: MacAddr,
     gateway_mac: MacAddr,
@@ -444,7 +449,7 @@ struct Ctx<'a> {
     passive: Option<&'a PassiveSink>,
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     /// Next hop toward clients: the resolved gateway, else the configured one.
     #[inline]
     fn gateway(&self, ipv6: bool) -> MacAddr {
@@ -454,134 +459,199 @@ impl Ctx<'_> {
 
 /// Decides and rewrites one frame in place.
 ///
-/// The common case (IPv4 without options, a whole UDP datagram; [`classify_ipv4_udp_with`]) goes
-/// through a path specialised for it, on integers; everything else, and anything that case
-/// does not recognise, through [`process_general`], which classifies it fully. Both reach the
-/// same decisions and the same bytes (tests below check it frame by frame): the split only
-/// keeps the general enum, `SocketAddr`s and the rarer kinds of packet out of the hot loop,
-/// about 150 instructions per packet in the DR micro-benchmark (docs/benchmarks.md).
+/// The common case (an untagged IPv4 frame without options holding a whole UDP datagram;
+/// [`classify_untagged_ipv4_udp`]) goes through a path specialised for it, on integers; the
+/// rest through [`process_rest`]: the same path for a tagged frame, else
+/// [`process_general`], which classifies it fully. All reach the same decisions and the same
+/// bytes (tests below check it frame by frame): the split only keeps the general enum,
+/// `SocketAddr`s and the rarer kinds of packet out of the hot loop, about 150 instructions
+/// per packet in the DR micro-benchmark (docs/benchmarks.md).
 #[inline(always)]
-fn process(
+fn process<'s>(
     frame: &mut [u8],
     header_verified: bool,
-    ctx: &Ctx,
+    ctx: &Ctx<'_, 's>,
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
-    memo: &mut RouteMemo,
+    memo: &mut RouteMemo<'s>,
 ) -> Result<Fwd, DropReason> {
-    if let Some(h) = classify_ipv4_udp_with(frame, header_verified) {
-        let key = RouteMemo::key(h.dst_ip, h.dst_port);
-        let r = if memo.key == key {
-            memo.route
-        } else {
-            match ctx.snap.route_v4(h.dst_ip, h.dst_port) {
-                Some(r) => {
-                    memo.switch(key, r, ctx.c);
-                    r
-                }
-                None => return from_backend(frame, h, None, ctx, frags, now),
-            }
-        };
-        if r.path == Path::General {
-            let svc = ctx.snap.service(r.id).ok_or(DropReason::NoVip)?;
-            return to_backend(frame, &h, None, r.id, svc, ctx, cursors, frags, now);
-        }
-        return to_hop_v4(frame, &h, r, ctx, cursors, memo);
+    match classify_untagged_ipv4_udp(frame, header_verified) {
+        Some(h) => process_v4(frame, h, ctx, cursors, frags, now, memo),
+        None => process_rest(frame, header_verified, ctx, cursors, frags, now, memo),
     }
-    process_general(frame, ctx, cursors, frags, now)
 }
 
-/// The last VIP route the fast path looked up in this burst, and the VIP packets and bytes
-/// counted for it but not yet added to the shared counters. Datagrams in a burst mostly go
-/// to one VIP: reusing its route saves the table lookup, and adding its counts once per run
-/// of packets saves a counter update per packet (together ~20 instructions per packet in
-/// the DPDK micro-benchmark; docs/benchmarks.md). Lives for one burst, so it never outlives
-/// the snapshot it was read from; [`RouteMemo::flush`] must run before the burst ends.
+/// [`process`] for a frame its common case did not take. Out of line, and with its own
+/// instance of [`process_v4`] for tagged frames: where tagged and untagged frames shared one,
+/// the hot loop spilled the parsed header to the stack (16 instructions per packet in the DPDK micro-benchmark).
+#[inline(never)]
+fn process_rest<'s>(
+    frame: &mut [u8],
+    header_verified: bool,
+    ctx: &Ctx<'_, 's>,
+    cursors: &mut [u32],
+    frags: &mut FragTable,
+    now: &mut Now,
+    memo: &mut RouteMemo<'s>,
+) -> Result<Fwd, DropReason> {
+    match classify_tagged_ipv4_udp(frame, header_verified) {
+        Some(h) => process_v4(frame, h, ctx, cursors, frags, now, memo),
+        None => {
+            // The general path reads and advances the cursors itself: the memo's position
+            // goes back first, and is read again after.
+            memo.release(cursors, ctx.c);
+            process_general(frame, ctx, cursors, frags, now)
+        }
+    }
+}
+
+/// [`process`] for a whole IPv4 UDP datagram without options, `h`.
+#[inline(always)]
+fn process_v4<'s>(
+    frame: &mut [u8],
+    h: Ipv4Udp,
+    ctx: &Ctx<'_, 's>,
+    cursors: &mut [u32],
+    frags: &mut FragTable,
+    now: &mut Now,
+    memo: &mut RouteMemo<'s>,
+) -> Result<Fwd, DropReason> {
+    let key = RouteMemo::key(h.dst_ip, h.dst_port);
+    if memo.key != key {
+        match ctx.snap.route_v4(h.dst_ip, h.dst_port) {
+            Some(r) => memo.switch(key, r, ctx.snap, cursors, ctx.c),
+            None => return from_backend(frame, h, None, ctx, frags, now),
+        }
+    }
+    let r = memo.route;
+    if r.path == Path::General {
+        // The memo holds no position for a route without hops: `to_backend` reads and
+        // advances the VIP's cursor itself.
+        let svc = ctx.snap.service(r.id).ok_or(DropReason::NoVip)?;
+        return to_backend(frame, &h, None, r.id, svc, ctx, cursors, frags, now);
+    }
+    to_hop_v4(frame, &h, ctx, memo)
+}
+
+/// The last VIP route the fast path looked up in this burst: its hops, the worker's position
+/// in them, and the VIP packets and bytes counted for it but not yet added to the shared
+/// counters. Datagrams in a burst mostly go to one VIP: reusing its route saves the table
+/// lookup, keeping its position here saves the cursor array's load, bounds check and store
+/// (7–8 instructions per packet), and adding its counts once per run of packets saves a
+/// counter update per packet (docs/benchmarks.md). Lives for one burst, so it never outlives the snapshot it was read
+/// from; [`RouteMemo::flush`] must run before the burst ends.
 #[derive(Debug)]
-struct RouteMemo {
+struct RouteMemo<'s> {
     /// [`RouteMemo::key`] of `route`'s VIP, or `u64::MAX` (no IPv4 key is all ones).
     key: u64,
     route: VipRoute,
+    /// `route`'s hops ([`Snapshot::hops`]); empty for [`Path::General`].
+    hops: &'s [Hop],
+    /// The worker's position in `hops`: its cursor for the VIP, which the cursor array gets
+    /// back from [`RouteMemo::flush`]. Unused while `hops` is empty.
+    cursor: u32,
     packets: u64,
     bytes: usize,
 }
 
-impl Default for RouteMemo {
+impl Default for RouteMemo<'_> {
     fn default() -> Self {
         Self {
             key: u64::MAX,
             route: VipRoute::default(),
+            hops: &[],
+            cursor: 0,
             packets: 0,
             bytes: 0,
         }
     }
 }
 
-impl RouteMemo {
+impl<'s> RouteMemo<'s> {
     #[inline(always)]
     fn key(ip: u32, port: u16) -> u64 {
         crate::addr_table::fold_v4(ip, port)
     }
 
-    /// Remembers `route` (for `key`), first adding what was counted for the previous one.
+    /// Remembers `route` (for `key`), first handing back what it held for the previous one.
     #[inline]
-    fn switch(&mut self, key: u64, route: VipRoute, c: &WorkerCounters) {
-        self.flush(c);
+    fn switch(
+        &mut self,
+        key: u64,
+        route: VipRoute,
+        snap: &'s Snapshot,
+        cursors: &mut [u32],
+        c: &WorkerCounters,
+    ) {
+        self.flush(cursors, c);
         self.key = key;
         self.route = route;
+        self.hops = snap.hops(route);
+        self.cursor = cursors.get(usize::from(route.id.0)).copied().unwrap_or(0);
     }
 
-    /// Counts one packet of `len` bytes for the remembered VIP.
+    /// The next hop of the remembered route, counting one packet of `len` bytes for its VIP.
     #[inline(always)]
-    fn count(&mut self, len: usize) {
+    fn next(&mut self, len: usize) -> Option<&'s Hop> {
         self.packets += 1;
         self.bytes += len;
+        next_hop(self.hops, &mut self.cursor)
     }
 
-    /// Adds the pending counts to the shared counters.
+    /// Adds the pending counts to the shared counters and gives the cursor array the
+    /// position.
     #[inline]
-    fn flush(&mut self, c: &WorkerCounters) {
+    fn flush(&mut self, cursors: &mut [u32], c: &WorkerCounters) {
         if self.packets > 0 {
             c.vip_packets(self.route.id, self.packets, self.bytes);
             self.packets = 0;
             self.bytes = 0;
         }
+        self.store_cursor(cursors);
+    }
+
+    /// Gives the cursor array the position in the remembered route's hops, if any.
+    #[inline]
+    fn store_cursor(&self, cursors: &mut [u32]) {
+        if !self.hops.is_empty() {
+            if let Some(slot) = cursors.get_mut(usize::from(self.route.id.0)) {
+                *slot = self.cursor;
+            }
+        }
+    }
+
+    /// [`RouteMemo::flush`], and forgets the route.
+    #[inline]
+    fn release(&mut self, cursors: &mut [u32], c: &WorkerCounters) {
+        self.flush(cursors, c);
+        *self = Self::default();
     }
 }
 
-/// [`to_backend`] for an IPv4 datagram to a VIP whose route has hops (rr or wrr, every
-/// backend in rotation resolved): the same decisions, counters and bytes, from the flat
-/// [`crate::service::Hop`] records instead of the service, its scheduler and its backends
-/// (tests below compare both paths frame by frame).
+/// [`to_backend`] for an IPv4 datagram to the memo's VIP, whose route has hops (rr or wrr,
+/// every backend in rotation resolved): the same decisions, counters and bytes, from the
+/// flat [`crate::service::Hop`] records instead of the service, its scheduler and its
+/// backends (tests below compare both paths frame by frame).
 #[inline(always)]
 fn to_hop_v4(
     frame: &mut [u8],
     h: &Ipv4Udp,
-    r: VipRoute,
     ctx: &Ctx,
-    cursors: &mut [u32],
     memo: &mut RouteMemo,
 ) -> Result<Fwd, DropReason> {
-    let c = ctx.c;
     let len = frame.len();
-    // `r` is the memo's route (the caller just looked it up or reused it).
-    memo.count(len);
-    let mut scratch = 0;
-    let cursor = cursors.get_mut(usize::from(r.id.0)).unwrap_or(&mut scratch);
-    let hop = ctx
-        .snap
-        .next_hop(r, cursor)
-        .ok_or(DropReason::NoHealthyBackend)?;
-    if r.path == Path::NatV4 {
+    let (vip, path) = (memo.route.id, memo.route.path);
+    let hop = memo.next(len).ok_or(DropReason::NoHealthyBackend)?;
+    if path == Path::NatV4 {
         nat_to_backend_v4_ttl(frame, h, hop.ip4, hop.port)?;
         if hop.shared {
             let to = SocketAddr::from((Ipv4Addr::from(hop.ip4), hop.port));
-            ctx.nat_flows.record(&h.src(), &to, r.id);
+            ctx.nat_flows.record(&h.src(), &to, vip);
         }
     }
     set_macs(frame, ctx.port_mac, hop.mac);
-    c.backend_packet(hop.backend, len);
+    ctx.c.backend_packet(hop.backend, len);
     Ok(Fwd::Tx)
 }
 
@@ -1436,15 +1506,15 @@ mod tests {
     }
 
     /// One side of the comparison: its own cursors, counters, fragment and flow tables.
-    struct Side {
+    struct Side<'s> {
         cursors: Vec<u32>,
-        memo: RouteMemo,
+        memo: RouteMemo<'s>,
         frags: FragTable,
         c: SharedCounters,
         flows: NatFlows,
     }
 
-    impl Side {
+    impl<'s> Side<'s> {
         fn new(snap: &Snapshot) -> Self {
             Self {
                 cursors: vec![0; snap.vip_slots()],
@@ -1458,7 +1528,7 @@ mod tests {
         fn run(
             &mut self,
             fast: bool,
-            snap: &Snapshot,
+            snap: &'s Snapshot,
             at: Instant,
             frame: &mut [u8],
         ) -> Result<Fwd, DropReason> {
@@ -1486,7 +1556,7 @@ mod tests {
         }
 
         fn counts(&mut self) -> Vec<u64> {
-            self.memo.flush(&self.c);
+            self.memo.flush(&mut self.cursors, &self.c);
             let c = &self.c;
             let mut v: Vec<u64> = (0..32)
                 .flat_map(|i| [c.vip(VipId(i)), c.backend(BackendId(i))])
@@ -1520,7 +1590,10 @@ mod tests {
                 (rg.as_ref().map(|_| ()), &g),
                 "frame #{k} ({i}, {edit:?})"
             );
-            assert_eq!(fast.cursors, general.cursors, "frame #{k}");
+            // The fast side's position for its last VIP is in its memo until a flush.
+            let mut cursors = fast.cursors.clone();
+            fast.memo.store_cursor(&mut cursors);
+            assert_eq!(cursors, general.cursors, "frame #{k}");
         }
         assert_eq!(fast.counts(), general.counts());
     }

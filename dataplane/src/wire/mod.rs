@@ -26,8 +26,8 @@ pub mod classify;
 pub mod vlan;
 
 pub use classify::{
-    classify, classify_ipv4_udp, classify_ipv4_udp_with, FragInfo, FragKey, IpFrame, Ipv4Udp,
-    Packet,
+    classify, classify_ipv4_udp, classify_ipv4_udp_with, classify_tagged_ipv4_udp,
+    classify_untagged_ipv4_udp, FragInfo, FragKey, IpFrame, Ipv4Udp, Packet,
 };
 
 /// Length of an Ethernet header without a tag.
