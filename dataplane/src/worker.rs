@@ -251,6 +251,13 @@ impl<P: Port> Worker<P> {
     /// state matters.
     #[inline]
     pub fn check_updates(&mut self) {
+        // Almost always nothing is pending, and `try_recv` on an empty unbounded channel runs
+        // a full fence (`lock or` on x86), which waits for every store the burst left in the
+        // store buffer; `is_empty` is two plain loads there. A snapshot sent while they run
+        // is seen by the next burst's check; neither way orders it against a datagram.
+        if self.updates.is_empty() {
+            return;
+        }
         let mut newest = None;
         while let Ok(s) = self.updates.try_recv() {
             newest = Some(s);
@@ -348,6 +355,10 @@ impl<P: Port> Worker<P> {
         let Some(rx) = &self.neigh.from_control else {
             return;
         };
+        // Nothing queued, the usual case: no `try_recv` and its fence (see `check_updates`).
+        if rx.is_empty() {
+            return;
+        }
         let mut bytes = 0;
         for _ in 0..self.settings.burst {
             let Ok(f) = rx.try_recv() else { break };
