@@ -495,7 +495,8 @@ fn process<'s>(
 
 /// [`process`] for a frame its common case did not take. Out of line, and with its own
 /// instance of [`process_v4`] for tagged frames: where tagged and untagged frames shared one,
-/// the hot loop spilled the parsed header to the stack (16 instructions per packet in the DPDK micro-benchmark).
+/// the hot loop spilled the parsed header to the stack (16 instructions per packet in the
+/// DPDK micro-benchmark).
 #[inline(never)]
 fn process_rest<'s>(
     frame: &mut [u8],
@@ -549,9 +550,10 @@ fn process_v4<'s>(
 /// in them, and the VIP packets and bytes counted for it but not yet added to the shared
 /// counters. Datagrams in a burst mostly go to one VIP: reusing its route saves the table
 /// lookup, keeping its position here saves the cursor array's load, bounds check and store
-/// (7–8 instructions per packet), and adding its counts once per run of packets saves a
-/// counter update per packet (docs/benchmarks.md). Lives for one burst, so it never outlives the snapshot it was read
-/// from; [`RouteMemo::flush`] must run before the burst ends.
+/// (6–9 instructions per packet), and adding its counts once per run of packets saves a
+/// counter update per packet (docs/benchmarks.md). Lives for one burst, so it never
+/// outlives the snapshot it was read from; [`RouteMemo::flush`] must run before the burst
+/// ends.
 #[derive(Debug)]
 struct RouteMemo<'s> {
     /// [`RouteMemo::key`] of `route`'s VIP, or `u64::MAX` (no IPv4 key is all ones).
