@@ -51,13 +51,14 @@ SPRAY=$ROOT/target/release/spray
 TRAFFIC=$ROOT/target/release/spray-traffic
 for t in "$SPRAY" "$TRAFFIC"; do [ -x "$t" ] || { echo "bench-ceiling: $t missing (build first)" >&2; exit 2; }; done
 TS=()
-WORKER_CORES=""
-if [ "$PIN" = 1 ]; then TS=(taskset -c 0); WORKER_CORES="cores = [1]"; fi
+if [ "$PIN" = 1 ]; then TS=(taskset -c 0); fi
 command -v jq >/dev/null || { echo "bench-ceiling: needs jq" >&2; exit 2; }
 
 P="bc$$"
 C="$P-c"; LB="$P-lb"; B=("$P-b1" "$P-b2" "$P-b3")
-PREFIX="spray-bench-ceiling-$$"
+DPDK_PREFIX="spray-bench-ceiling-$$"
+VIP=198.18.0.2
+PORT=514
 WORK=$(mktemp -d /tmp/bench-ceiling.XXXXXX)
 PIDS=()
 cleanup() {
@@ -65,100 +66,29 @@ cleanup() {
     set +e
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     for n in "$C" "$LB" "${B[@]}"; do ip netns del "$n" 2>/dev/null; done
-    rm -rf "$WORK" "/var/run/dpdk/$PREFIX"
+    rm -rf "$WORK" "/var/run/dpdk/$DPDK_PREFIX"
     exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for n in "$C" "$LB" "${B[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
-ip -n "$LB" link add cli type veth peer name eth0 netns "$C"
-ip -n "$C" addr add 198.18.0.1/24 dev eth0
-for i in 1 2 3; do
-    ip -n "$LB" link add "be$i" type veth peer name eth0 netns "${B[$((i - 1))]}"
-    ip -n "${B[$((i - 1))]}" addr add "198.18.$i.2/24" dev eth0
-done
-ip -n "$LB" link add brdp type bridge mcast_snooping 0
-ip -n "$LB" link add dp0 type veth peer name dp0-br
-ip -n "$LB" link set dp0-br master brdp
-ip netns exec "$LB" sysctl -qw net.ipv6.conf.dp0.disable_ipv6=1 net.ipv6.conf.brdp.disable_ipv6=1
-ip -n "$LB" link set brdp up
-for n in "$C" "$LB" "${B[@]}"; do
-    for d in $(ip -n "$n" -o link show type veth | awk -F'[:@ ]+' '{print $2}'); do
-        ip -n "$n" link set "$d" up
-        ip netns exec "$n" ethtool -K "$d" tx off >/dev/null 2>&1
-    done
-done
-ip -n "$C" route add 198.18.0.0/15 via 198.18.0.2
-for i in 1 2 3; do ip -n "${B[$((i - 1))]}" route add default via "198.18.$i.1" dev eth0 onlink; done
-
-flush() {
-    local n
-    for n in "$C" "${B[@]}"; do ip -n "$n" neigh flush dev eth0; done
-}
-routed() {
-    local d i
-    for d in cli be1 be2 be3; do ip -n "$LB" link set "$d" nomaster; done
-    ip -n "$LB" addr add 198.18.0.2/24 dev cli 2>/dev/null || true
-    for i in 1 2 3; do ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i" 2>/dev/null || true; done
-    ip netns exec "$LB" sysctl -qw net.ipv4.ip_forward=1
-    flush
-}
-bridged() {
-    local d
-    ip netns exec "$LB" sysctl -qw net.ipv4.ip_forward=0
-    for d in cli be1 be2 be3; do
-        ip -n "$LB" addr flush dev "$d"
-        ip -n "$LB" link set "$d" master brdp
-    done
-    flush
-}
+# shellcheck source=scripts/lib/bench-testbed.sh
+. "$ROOT/scripts/lib/bench-testbed.sh"
+testbed_create
 
 start_dpdk() { # [xdp]
-    local vdev=net_af_packet0,iface=dp0,framecnt=16384 dev=net_af_packet0
-    if [ "${1:-}" = xdp ]; then
-        vdev=net_af_xdp0,iface=dp0,start_queue=0,queue_count=1
-        dev=net_af_xdp0
-    fi
-    bridged
-    cat > "$WORK/spray.toml" <<EOF
-[runtime]
-dataplane = "dpdk"
-log = "info"
-[dpdk]
-no_huge = true
-memory_mb = 256
-file_prefix = "$PREFIX"
-$WORKER_CORES
-vdevs = ["$vdev"]
-[[dpdk.ports]]
-device = "$dev"
-rx_ring = 4096
-tx_ring = 4096
-addresses = ["198.18.0.2"]
-gateways = ["198.18.0.1"]
-[control]
-socket = "$WORK/spray.sock"
-[services.bench]
-vip = "198.18.0.2:514"
-backends = [{ addr = "198.18.1.2:514" }, { addr = "198.18.2.2:514" }, { addr = "198.18.3.2:514" }]
-EOF
-    ip netns exec "$LB" "$SPRAY" run -c "$WORK/spray.toml" --stats-interval 0 \
-        < /dev/null > "$WORK/spray.log" 2>&1 &
+    topo_bridged
+    dpdk_conf "${1:-}" "$([ "$PIN" = 1 ] && echo "[1]")" > "$WORK/spray-dpdk.toml"
+    ip netns exec "$LB" "$SPRAY" run -c "$WORK/spray-dpdk.toml" --stats-interval 0 \
+        < /dev/null > "$WORK/spray-dpdk.log" 2>&1 &
     PEER=$!
     PIDS+=("$PEER")
-    local i
-    for i in $(seq 1 100); do
-        if grep -q "spray: serving" "$WORK/spray.log" &&
-            [ "$(grep -c 'neighbour resolved' "$WORK/spray.log")" -ge 4 ]; then return 0; fi
-        sleep 0.1
-    done
-    cat "$WORK/spray.log" >&2
-    return 1
+    dpdk_wait_ready "$PEER" "$WORK/spray-dpdk.log"
 }
 stop_dpdk() {
     kill -TERM "$PEER" 2>/dev/null && wait "$PEER" 2>/dev/null || true
-    grep -E "^spray ran|missed on rx" "$WORK/spray.log" | sed 's/^/  /' >&2
+    grep -E "^spray ran|missed on rx" "$WORK/spray-dpdk.log" | sed 's/^/  /' >&2
+    topo_routed
 }
 # Where net_af_xdp loses: frames dp0's XDP program could not redirect to Spray's socket (no
 # free buffer in its fill ring: the port's "missed on rx") count as dp0's rx_queue_0_drops.
@@ -168,18 +98,8 @@ stop_dpdk-xdp() {
     echo "  dp0 XDP drops (rx_queue_0_drops) in this trial: $(( $(xdp_drops) - XDP_DROPS0 ))" >&2
     stop_dpdk
 }
-start_nft() {
-    routed
-    ip netns exec "$LB" nft -f - <<EOF
-table ip spraybench {
-    chain pre {
-        type filter hook prerouting priority raw; policy accept;
-        ip daddr 198.18.0.2 udp dport 514 notrack ip daddr set numgen inc mod 3 map { 0 : 198.18.1.2, 1 : 198.18.2.2, 2 : 198.18.3.2 }
-    }
-}
-EOF
-}
-stop_nft() { ip netns exec "$LB" nft delete table ip spraybench; }
+start_nft() { nft_start; }
+stop_nft() { nft_stop; }
 
 trial() { # peer rep
     local peer=$1 i k sinks=() senders=() sent=0 got=0 s g

@@ -137,41 +137,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-in_ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
+# shellcheck source=scripts/lib/bench-testbed.sh
+. "$ROOT/scripts/lib/bench-testbed.sh"
 
 make_testbed() {
     log "testbed: namespaces $C, $LB, ${B[*]}"
-    for n in "$C" "$LB" "${B[@]}"; do
-        ip netns add "$n"
-        ip -n "$n" link set lo up
-    done
-    # Links are created inside the namespaces: nothing appears in the root namespace.
-    ip -n "$LB" link add cli type veth peer name eth0 netns "$C"
-    ip -n "$LB" addr add 198.18.0.2/24 dev cli
-    ip -n "$C" addr add 198.18.0.1/24 dev eth0
-    for i in 1 2 3; do
-        ip -n "$LB" link add "be$i" type veth peer name eth0 netns "${B[$((i - 1))]}"
-        ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i"
-        ip -n "${B[$((i - 1))]}" addr add "198.18.$i.2/24" dev eth0
-    done
-    # For the DPDK peer (one-armed): a bridge and Spray's port dp0 (peer dp0-br), idle until
-    # topo_bridged puts cli and be1..3 into the bridge.
-    ip -n "$LB" link add brdp type bridge mcast_snooping 0
-    ip -n "$LB" link add dp0 type veth peer name dp0-br
-    ip -n "$LB" link set dp0-br master brdp
-    # No kernel IPv6 on Spray's port or the bridge: no router solicitations on the wire.
-    in_ns "$LB" sysctl -qw net.ipv6.conf.dp0.disable_ipv6=1 net.ipv6.conf.brdp.disable_ipv6=1
-    ip -n "$LB" link set brdp up
-    for n in "$C" "$LB" "${B[@]}"; do
-        for dev in $(ip -n "$n" -o link show type veth | awk -F'[:@ ]+' '{print $2}'); do
-            ip -n "$n" link set "$dev" up
-            # veth TX checksum offload leaves partial checksums (LAB-NOTES): off everywhere.
-            in_ns "$n" ethtool -K "$dev" tx off >/dev/null 2>&1
-        done
-    done
-    ip -n "$C" route add 198.18.0.0/15 via 198.18.0.2
-    for i in 1 2 3; do ip -n "${B[$((i - 1))]}" route add default via "198.18.$i.1"; done
-    in_ns "$LB" sysctl -qw net.ipv4.ip_forward=1
+    testbed_create
     # A source address for health checks that carries no data traffic: the kernel rate-limits
     # ICMP errors per peer (~1/s under load), and a UDP check that expects no reply learns of
     # a dead backend only from its port-unreachable answer (docs/config.md, `source`).
@@ -227,15 +198,7 @@ rcvbuf = 4194304
 [control]
 socket = "$WORK/spray.sock"
 
-[services.bench]
-vip = "$VIP:$PORT"
-scheduler = "rr"
-mode = "nat"
-backends = [
-  { addr = "198.18.1.2:$PORT" },
-  { addr = "198.18.2.2:$PORT" },
-  { addr = "198.18.3.2:$PORT" },
-]
+$(service_conf)
 $check
 EOF
     # `ip netns exec` execs the program, so $! is the balancer itself (never background a
@@ -299,14 +262,7 @@ EOF
 }
 
 start_nft() {
-    in_ns "$LB" nft -f - <<EOF
-table ip spraybench {
-    chain pre {
-        type filter hook prerouting priority raw; policy accept;
-        ip daddr $VIP udp dport $PORT notrack ip daddr set numgen inc mod 3 map { 0 : 198.18.1.2, 1 : 198.18.2.2, 2 : 198.18.3.2 }
-    }
-}
-EOF
+    nft_start
     PEER_PID=""
 }
 
@@ -317,46 +273,14 @@ stop_peer() { # $1 = peer
         cat "$WORK/spray-dpdk.log" >> "$OUT/runs/$1.log" 2>/dev/null || true
         topo_routed
     elif [ "$1" = nft ]; then
-        in_ns "$LB" nft delete table ip spraybench 2>/dev/null || true
+        nft_stop
     elif [ -n "${PEER_PID:-}" ]; then
         stop_pid "$PEER_PID"
     fi
     PEER_PID=""
 }
 
-# Spray's DPDK port is one-armed (each worker sends on the port it received from), so for
-# the dpdk peers the lb namespace stops routing and becomes a switch: cli and be1..3 lose
-# their addresses and join bridge brdp with dp0-br, whose peer dp0 is Spray's port. The
-# client, the backends, their addresses and routes, the veths they sit on and the traffic
-# stay the same; the path gains the bridge and one veth pair (dp0) in the lb namespace.
-# Spray answers ARP for the VIP (198.18.0.2, also its port address) and resolves the
-# backends' and the client's MACs itself.
-topo_bridged() {
-    local dev
-    in_ns "$LB" sysctl -qw net.ipv4.ip_forward=0
-    for dev in cli be1 be2 be3; do
-        ip -n "$LB" addr flush dev "$dev"
-        ip -n "$LB" link set "$dev" master brdp
-    done
-    ip -n "$LB" link set dp0-br up
-    ip -n "$LB" link set dp0 up
-    flush_neigh
-}
-topo_routed() {
-    local dev i
-    ip -n "$LB" link set dp0 down
-    ip -n "$LB" link set dp0-br down
-    for dev in cli be1 be2 be3; do ip -n "$LB" link set "$dev" nomaster; done
-    ip -n "$LB" addr add 198.18.0.2/24 dev cli 2>/dev/null || true
-    for i in 1 2 3; do ip -n "$LB" addr add "198.18.$i.1/24" dev "be$i" 2>/dev/null || true; done
-    in_ns "$LB" sysctl -qw net.ipv4.ip_forward=1
-    flush_neigh
-}
-flush_neigh() { # the VIP and the backends' gateways change MAC between the two topologies
-    local n
-    ip -n "$C" neigh flush dev eth0
-    for n in "${B[@]}"; do ip -n "$n" neigh flush dev eth0; done
-}
+# topo_bridged / topo_routed / flush_neigh: scripts/lib/bench-testbed.sh.
 
 # Whether this spray accepts `dataplane = "dpdk"` (built with the dpdk feature).
 dpdk_available() {
@@ -376,70 +300,16 @@ EOF
 }
 
 # start_dpdk [xdp]: Spray's DPDK port on dp0 (net_af_packet, or net_af_xdp with "xdp"),
-# one worker, the same service as start_spray; no hugepages (LAB-NOTES: nr_hugepages is not
-# ours to change), EAL files under a prefix unique to this run.
+# one worker, the same service as start_spray (dpdk_conf in scripts/lib/bench-testbed.sh).
 start_dpdk() {
-    local vdev dev
-    if [ "${1:-}" = xdp ]; then
-        dev=net_af_xdp0
-        vdev="net_af_xdp0,iface=dp0,start_queue=0,queue_count=1"
-    else
-        dev=net_af_packet0
-        vdev="net_af_packet0,iface=dp0,framecnt=16384"
-    fi
     topo_bridged
-    cat > "$WORK/spray-dpdk.toml" <<EOF
-[runtime]
-dataplane = "dpdk"
-log = "info"
-
-[dpdk]
-no_huge = true
-memory_mb = 256
-file_prefix = "$DPDK_PREFIX"
-vdevs = ["$vdev"]
-
-[[dpdk.ports]]
-device = "$dev"
-rx_ring = 4096
-tx_ring = 4096
-addresses = ["$VIP"]
-gateways = ["198.18.0.1"]
-
-[control]
-socket = "$WORK/spray-dpdk.sock"
-
-[services.bench]
-vip = "$VIP:$PORT"
-scheduler = "rr"
-mode = "nat"
-backends = [
-  { addr = "198.18.1.2:$PORT" },
-  { addr = "198.18.2.2:$PORT" },
-  { addr = "198.18.3.2:$PORT" },
-]
-EOF
+    dpdk_conf "${1:-}" > "$WORK/spray-dpdk.toml"
     : > "$WORK/spray-dpdk.log"
     ip netns exec "$LB" "$SPRAY" run --config "$WORK/spray-dpdk.toml" --stats-interval 0 \
         < /dev/null > "$WORK/spray-dpdk.log" 2>&1 &
     PEER_PID=$!
     PIDS+=("$PEER_PID")
-    # Serving, then the three backends and the client resolved (ARP), or give up.
-    local i
-    for i in $(seq 1 100); do
-        if ! kill -0 "$PEER_PID" 2>/dev/null; then
-            sed 's/^/  spray-dpdk: /' "$WORK/spray-dpdk.log" >&2
-            return 1
-        fi
-        if grep -q "spray: serving" "$WORK/spray-dpdk.log" &&
-            [ "$(grep -c 'neighbour resolved' "$WORK/spray-dpdk.log")" -ge 4 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench-peers: the DPDK port did not serve and resolve its neighbours within 10 s" >&2
-    sed 's/^/  spray-dpdk: /' "$WORK/spray-dpdk.log" >&2
-    return 1
+    dpdk_wait_ready "$PEER_PID" "$WORK/spray-dpdk.log"
 }
 start_dpdk-xdp() { start_dpdk xdp; }
 
