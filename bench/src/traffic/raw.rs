@@ -251,21 +251,14 @@ pub fn send(s: &SendSettings, iface: &str, stop: &AtomicBool) -> io::Result<Send
             t.add(now_ns, done as u64);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(SendReport {
-        target: s.target.to_string(),
-        rate: s.rate,
-        batch: n,
-        size,
-        stream: s.stream,
-        sent: seq,
+    Ok(SendReport::finish(
+        s,
+        (n, size),
+        (start, start_ns),
+        seq,
         send_errors,
-        secs,
-        offered_per_sec: if secs > 0.0 { seq as f64 / secs } else { 0.0 },
-        start_ns,
-        end_ns: monotonic_ns(),
         timeline,
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -95,6 +95,35 @@ pub struct SendReport {
     pub timeline: Option<Timeline>,
 }
 
+impl SendReport {
+    /// The report of a run over `s` in batches of `batch` datagrams of `size` bytes, begun
+    /// at `start` (`start_ns` on `CLOCK_MONOTONIC`) and ending now: both senders' last step.
+    pub(crate) fn finish(
+        s: &SendSettings,
+        (batch, size): (usize, usize),
+        (start, start_ns): (Instant, u64),
+        sent: u64,
+        send_errors: u64,
+        timeline: Option<Timeline>,
+    ) -> Self {
+        let secs = start.elapsed().as_secs_f64();
+        Self {
+            target: s.target.to_string(),
+            rate: s.rate,
+            batch,
+            size,
+            stream: s.stream,
+            sent,
+            send_errors,
+            secs,
+            offered_per_sec: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+            start_ns,
+            end_ns: monotonic_ns(),
+            timeline,
+        }
+    }
+}
+
 fn sender_socket(s: &SendSettings) -> io::Result<UdpSocket> {
     let local = s.bind.unwrap_or(match s.target {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
@@ -197,21 +226,14 @@ pub fn send(s: &SendSettings, stop: &AtomicBool) -> io::Result<SendReport> {
             last_progress = (Instant::now(), seq);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(SendReport {
-        target: s.target.to_string(),
-        rate: s.rate,
-        batch: n,
-        size,
-        stream: s.stream,
-        sent: seq,
+    Ok(SendReport::finish(
+        s,
+        (n, size),
+        (start, start_ns),
+        seq,
         send_errors,
-        secs,
-        offered_per_sec: if secs > 0.0 { seq as f64 / secs } else { 0.0 },
-        start_ns,
-        end_ns: monotonic_ns(),
         timeline,
-    })
+    ))
 }
 
 /// A one-line human summary of a report.
