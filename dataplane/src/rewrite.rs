@@ -21,6 +21,26 @@ pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     frame[6..12].copy_from_slice(&src.0);
 }
 
+/// The source MAC `mac` and the two bytes after it in a frame, `next` (its EtherType, or the
+/// 802.1Q TPID), as the word [`set_mac_words`] stores.
+#[inline]
+pub fn eth_src_word(mac: MacAddr, next: u16) -> u64 {
+    let [a, b, c, d, e, f] = mac.0;
+    let [g, h] = next.to_be_bytes();
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}
+
+/// [`set_macs`] from words: the destination MAC in the first six bytes of `dst`'s
+/// little-endian bytes (the other two are overwritten), and [`eth_src_word`] of the source
+/// MAC and the two bytes the frame already holds after it. Two 8-byte stores instead of
+/// four narrower ones and the shifts that split the addresses for them (the DR fast path
+/// needs 5 instructions per packet less, docs/benchmarks.md).
+#[inline(always)]
+pub fn set_mac_words(frame: &mut [u8], dst: u64, src_next: u64) {
+    frame[0..8].copy_from_slice(&dst.to_le_bytes());
+    frame[6..14].copy_from_slice(&src_next.to_le_bytes());
+}
+
 /// Which end of the datagram a NAT rewrite changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {

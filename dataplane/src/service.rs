@@ -317,16 +317,50 @@ impl Service {
 /// per packet in the DPDK micro-benchmark; docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hop {
+    /// Its MAC address in the low six bytes and its counter index ([`BackendId`]) in the top
+    /// two, as one little-endian word: the destination MAC goes into a frame with one 8-byte
+    /// store ([`Hop::mac_word`]).
+    mac_backend: u64,
     /// The backend's IPv4 address (host order of its big-endian bytes); NAT only.
     pub ip4: u32,
-    /// Its MAC address.
-    pub mac: MacAddr,
-    /// Its counter index.
-    pub backend: BackendId,
     /// Its port; NAT only.
     pub port: u16,
     /// Whether replies from it need the NAT flow table ([`Service::backend_is_shared`]).
     pub shared: bool,
+}
+
+impl Hop {
+    /// The hop to backend `backend`, at `mac` (and `ip4`:`port` for NAT).
+    pub fn new(mac: MacAddr, backend: BackendId, ip4: u32, port: u16, shared: bool) -> Self {
+        let [a, b, c, d, e, f] = mac.0;
+        let [g, h] = backend.0.to_le_bytes();
+        Self {
+            mac_backend: u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+            ip4,
+            port,
+            shared,
+        }
+    }
+
+    /// Its MAC address.
+    #[inline]
+    pub fn mac(&self) -> MacAddr {
+        let [a, b, c, d, e, f, _, _] = self.mac_backend.to_le_bytes();
+        MacAddr([a, b, c, d, e, f])
+    }
+
+    /// Its counter index.
+    #[inline]
+    pub fn backend(&self) -> BackendId {
+        BackendId((self.mac_backend >> 48) as u16)
+    }
+
+    /// Its MAC address as the first six bytes of `to_le_bytes` (the last two are not part of
+    /// it).
+    #[inline(always)]
+    pub fn mac_word(&self) -> u64 {
+        self.mac_backend
+    }
 }
 
 /// How the packet path handles datagrams to a VIP.
@@ -415,13 +449,13 @@ fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
         let (Some(mac), SocketAddr::V4(a)) = (b.mac, b.addr) else {
             return general;
         };
-        mine.push(Hop {
-            ip4: a.ip().to_bits(),
+        mine.push(Hop::new(
             mac,
-            backend: b.id,
-            port: a.port(),
-            shared: svc.backend_is_shared(i),
-        });
+            b.id,
+            a.ip().to_bits(),
+            a.port(),
+            svc.backend_is_shared(i),
+        ));
     }
     // Zero hops: no backend in rotation, so the fallback (or a drop) decides.
     if mine.is_empty() {
@@ -704,7 +738,7 @@ mod tests {
         for _ in 0..20 {
             let hop = next_hop(snap.hops(r), &mut a).unwrap();
             let (_, backend) = svc.pick_indexed(&mut b, 0).unwrap();
-            assert_eq!((hop.backend, Some(hop.mac)), (backend.id, backend.mac));
+            assert_eq!((hop.backend(), Some(hop.mac())), (backend.id, backend.mac));
             assert_eq!(a, b);
         }
         for vip in [

@@ -32,15 +32,15 @@ use crate::neigh::{self, WorkerNeigh};
 use crate::port::{PacketBuf, Port, RxIpChecksum};
 use crate::proxy::PassiveSink;
 use crate::rewrite::{
-    decrement_ttl, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
-    nat_to_backend_v4_ttl, set_macs,
+    decrement_ttl, eth_src_word, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
+    nat_to_backend_v4_ttl, set_mac_words, set_macs,
 };
 use crate::service::{
     next_hop, Hop, MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute,
 };
 use crate::wire::{
-    classify, classify_tagged_ipv4_udp, classify_untagged_ipv4_udp, FragInfo, IpFrame, Ipv4Udp,
-    Packet, UdpFrame,
+    classify, classify_tagged_ipv4_udp, classify_untagged_ipv4_udp, vlan, FragInfo, IpFrame,
+    Ipv4Udp, Packet, UdpFrame, ETHERTYPE_IPV4,
 };
 
 /// Settings of one worker, fixed at start.
@@ -299,15 +299,15 @@ impl<P: Port> Worker<P> {
         }
         let c = &self.counters;
         c.rx_bursts.add(1);
-        let ctx = Ctx {
-            snap: &self.snap,
-            nat_flows: &self.nat_flows,
-            port_mac: self.port.mac(),
-            gateway_mac: self.settings.gateway_mac,
+        let ctx = Ctx::new(
+            &self.snap,
+            &self.nat_flows,
+            self.port.mac(),
+            self.settings.gateway_mac,
             c,
-            neigh: &self.neigh,
-            passive: self.passive.as_ref(),
-        };
+            &self.neigh,
+            self.passive.as_ref(),
+        );
         // The burst is processed in place: forwarded buffers are compacted to the front of
         // `rx` (a pointer swap, only once something was dropped), the rest are freed after
         // the loop, and `rx` then becomes the TX burst by swapping the two `Vec`s. Bytes are
@@ -490,13 +490,38 @@ struct Ctx<'a, 's> {
     snap: &'s Snapshot,
     nat_flows: &'a NatFlows,
     port_mac: MacAddr,
+    /// [`eth_src_word`] of `port_mac` before the IPv4 EtherType and before the 802.1Q TPID.
+    eth_src_ipv4: u64,
+    eth_src_8021q: u64,
     gateway_mac: MacAddr,
     c: &'a WorkerCounters,
     neigh: &'a WorkerNeigh,
     passive: Option<&'a PassiveSink>,
 }
 
-impl Ctx<'_, '_> {
+impl<'a, 's> Ctx<'a, 's> {
+    fn new(
+        snap: &'s Snapshot,
+        nat_flows: &'a NatFlows,
+        port_mac: MacAddr,
+        gateway_mac: MacAddr,
+        c: &'a WorkerCounters,
+        neigh: &'a WorkerNeigh,
+        passive: Option<&'a PassiveSink>,
+    ) -> Self {
+        Self {
+            snap,
+            nat_flows,
+            port_mac,
+            eth_src_ipv4: eth_src_word(port_mac, ETHERTYPE_IPV4),
+            eth_src_8021q: eth_src_word(port_mac, vlan::TPID_8021Q),
+            gateway_mac,
+            c,
+            neigh,
+            passive,
+        }
+    }
+
     /// Next hop toward clients: the resolved gateway, else the configured one.
     #[inline]
     fn gateway(&self, ipv6: bool) -> MacAddr {
@@ -775,8 +800,12 @@ fn rewrite_to_hop_v4(
             ctx.nat_flows.record(&h.src(), &to, route.id);
         }
     }
-    set_macs(frame, ctx.port_mac, hop.mac);
-    ctx.c.backend_packet(hop.backend, frame.len());
+    let src_next = match h.vlan {
+        None => ctx.eth_src_ipv4,
+        Some(_) => ctx.eth_src_8021q,
+    };
+    set_mac_words(frame, hop.mac_word(), src_next);
+    ctx.c.backend_packet(hop.backend(), frame.len());
     Ok(())
 }
 
@@ -1669,15 +1698,8 @@ mod tests {
             at: Instant,
             frame: &mut [u8],
         ) -> Result<Fwd, DropReason> {
-            let ctx = Ctx {
-                snap,
-                nat_flows: &self.flows,
-                port_mac: PORT_MAC,
-                gateway_mac: GW_MAC,
-                c: &self.c,
-                neigh: &WorkerNeigh::default(),
-                passive: None,
-            };
+            let neigh = WorkerNeigh::default();
+            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
             let mut now = Now(Some(at));
             let (cursors, frags) = (&mut self.cursors, &mut self.frags);
             if fast {
