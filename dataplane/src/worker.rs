@@ -413,13 +413,14 @@ impl<P: Port> Worker<P> {
 /// `rx` (a pointer swap, only once something was dropped); returns (bytes received, bytes
 /// to transmit, buffers to transmit). `NIC`: trust the NIC's "IPv4 header checksum good".
 ///
-/// The common case is decided here, inline; every other frame goes to [`process_slow`], out
-/// of line. The memo is copied into a local for the loop and handed back around every such
-/// call: a memo reached through a pointer that an out-of-line call receives stays in
-/// memory, and every packet then loaded and stored its position and counts. With the
-/// verdict of the common case handled apart from the others, this loop needs 19
-/// instructions per packet less than one call per frame deciding every kind (DPDK
-/// micro-benchmark, DR: 284.5 → 265.5; docs/benchmarks.md).
+/// Runs of the common case go through [`common_run`], inline, one instance per path of the
+/// memo's route (DR or NAT); the frame a run stops at goes to [`process_slow`], out of line,
+/// which may switch the memo to another VIP, and the next run starts after it. The memo is
+/// copied into a local for the burst and handed back around every such call: a memo
+/// reached through a pointer that an out-of-line call receives stays in memory, and every
+/// packet then loaded and stored its position and counts. In the DPDK micro-benchmark (DR,
+/// docs/benchmarks.md) one call per frame deciding every kind took 19 instructions per
+/// packet more, and one run loop for both paths 7 more (NAT: 11).
 #[inline(always)]
 fn deal<'s, B: PacketBuf, const NIC: bool>(
     rx: &mut [B],
@@ -429,47 +430,99 @@ fn deal<'s, B: PacketBuf, const NIC: bool>(
     now: &mut Now,
     memo: &mut RouteMemo<'s>,
 ) -> (usize, usize, usize) {
-    let (mut rx_bytes, mut tx_bytes, mut kept) = (0usize, 0usize, 0usize);
+    let mut d = Dealt::default();
     let mut m = *memo;
-    for i in 0..rx.len() {
-        let verified = NIC && rx[i].rx_ip_checksum() == RxIpChecksum::Good;
-        let frame = rx[i].data_mut();
+    let mut i = 0;
+    loop {
+        i = match m.route.path {
+            Path::Dr => common_run::<B, NIC, false>(rx, i, ctx, &mut m, &mut d),
+            Path::NatV4 => common_run::<B, NIC, true>(rx, i, ctx, &mut m, &mut d),
+            Path::General => i,
+        };
+        let Some(buf) = rx.get_mut(i) else { break };
+        let verified = NIC && buf.rx_ip_checksum() == RxIpChecksum::Good;
+        let frame = buf.data_mut();
         let len = frame.len();
-        rx_bytes += len;
-        // The common case: an untagged IPv4 datagram to the memo's VIP, which has hops.
-        let common = match classify_untagged_ipv4_udp(frame, verified) {
-            Some(h) if RouteMemo::key(&h) == m.key => next_hop(m.hops, &mut m.cursor)
-                .map(|hop| (h, hop))
-                .ok_or(true),
-            h => Err(h.is_some()),
-        };
-        let verdict = match common {
-            Ok((h, hop)) => {
-                m.count(len);
-                rewrite_to_hop_v4(frame, &h, hop, m.route, ctx).map(|()| Fwd::Tx)
-            }
-            Err(untagged_v4) => {
-                *memo = m;
-                let v = process_slow(frame, untagged_v4, verified, ctx, cursors, frags, now, memo);
-                m = *memo;
-                v
-            }
-        };
-        match verdict {
-            Ok(Fwd::Tx) => {
-                if kept != i {
-                    rx.swap(kept, i);
-                }
-                kept += 1;
-                // A rewrite never changes a frame's length.
-                tx_bytes += len;
-            }
-            Ok(Fwd::Consumed) => {}
-            Err(reason) => ctx.c.drop_packet(reason),
-        }
+        d.rx_bytes += len;
+        *memo = m;
+        let v = process_slow(frame, verified, ctx, cursors, frags, now, memo);
+        m = *memo;
+        d.settle(rx, i, len, v, ctx.c);
+        i += 1;
     }
     *memo = m;
-    (rx_bytes, tx_bytes, kept)
+    (d.rx_bytes, d.tx_bytes, d.kept)
+}
+
+/// Deals `rx[i..]` while each frame is the common case (an untagged IPv4 datagram to the
+/// memo's VIP, whose route has hops and is DR, or NAT when `NAT`); returns the index of the
+/// first frame that is not, untouched, or `rx.len()`.
+#[inline(always)]
+fn common_run<B: PacketBuf, const NIC: bool, const NAT: bool>(
+    rx: &mut [B],
+    mut i: usize,
+    ctx: &Ctx,
+    m: &mut RouteMemo,
+    d: &mut Dealt,
+) -> usize {
+    let vip = m.route.id;
+    while let Some(buf) = rx.get_mut(i) {
+        let verified = NIC && buf.rx_ip_checksum() == RxIpChecksum::Good;
+        let frame = buf.data_mut();
+        let Some(h) = classify_untagged_ipv4_udp(frame, verified) else {
+            break;
+        };
+        if RouteMemo::key(&h) != m.key {
+            break;
+        }
+        let Some(hop) = next_hop(m.hops, &mut m.cursor) else {
+            break;
+        };
+        let len = frame.len();
+        d.rx_bytes += len;
+        m.count(len);
+        // The path as a constant: each instance holds only what its rewrite needs.
+        let v = rewrite_to_hop_v4(frame, &h, hop, vip, NAT, ctx).map(|()| Fwd::Tx);
+        d.settle(rx, i, len, v, ctx.c);
+        i += 1;
+    }
+    i
+}
+
+/// What [`deal`] has done with a burst so far.
+#[derive(Debug, Default)]
+struct Dealt {
+    rx_bytes: usize,
+    tx_bytes: usize,
+    /// Buffers kept for transmission, at the front of the burst.
+    kept: usize,
+}
+
+impl Dealt {
+    /// Acts on the verdict `v` for `rx[i]`, of `len` bytes: keeps it (moved to the front) or
+    /// counts its drop.
+    #[inline(always)]
+    fn settle<B>(
+        &mut self,
+        rx: &mut [B],
+        i: usize,
+        len: usize,
+        v: Result<Fwd, DropReason>,
+        c: &WorkerCounters,
+    ) {
+        match v {
+            Ok(Fwd::Tx) => {
+                if self.kept != i {
+                    rx.swap(self.kept, i);
+                }
+                self.kept += 1;
+                // A rewrite never changes a frame's length.
+                self.tx_bytes += len;
+            }
+            Ok(Fwd::Consumed) => {}
+            Err(reason) => c.drop_packet(reason),
+        }
+    }
 }
 
 /// The clock, read at most once per burst and only when a fragment needs it.
@@ -535,8 +588,7 @@ impl<'a, 's> Ctx<'a, 's> {
 }
 
 /// Decides and rewrites one frame in place, for every frame [`deal`]'s common case did not
-/// take; `untagged_v4`: [`classify_untagged_ipv4_udp`] recognised it (the VIP was not the
-/// memo's, or its route has no hops).
+/// take: another VIP than the memo's, a route without hops, or another kind of frame.
 ///
 /// An untagged IPv4 frame without options holding a whole UDP datagram goes through a path
 /// specialised for it, on integers; the rest through [`process_rest`]: the same path for a
@@ -545,10 +597,8 @@ impl<'a, 's> Ctx<'a, 's> {
 /// the general enum, `SocketAddr`s and the rarer kinds of packet out of the hot loop, about
 /// 150 instructions per packet in the DR micro-benchmark (docs/benchmarks.md).
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn process_slow<'s>(
     frame: &mut [u8],
-    untagged_v4: bool,
     header_verified: bool,
     ctx: &Ctx<'_, 's>,
     cursors: &mut [u32],
@@ -556,15 +606,13 @@ fn process_slow<'s>(
     now: &mut Now,
     memo: &mut RouteMemo<'s>,
 ) -> Result<Fwd, DropReason> {
-    // Classified again rather than handed over: a parsed header passed to this call was
-    // built on the stack ahead of the common case's test, for every packet (~10 instructions
-    // per packet). The checksum, already verified, is not checked twice.
-    if untagged_v4 {
-        if let Some(h) = classify_untagged_ipv4_udp(frame, true) {
-            return process_v4(frame, h, ctx, cursors, frags, now, memo);
-        }
+    // Classified again rather than handed over from the common case's test: a parsed
+    // header passed to this call was built on the stack ahead of that test, for every packet
+    // (~10 instructions per packet).
+    match classify_untagged_ipv4_udp(frame, header_verified) {
+        Some(h) => process_v4(frame, h, ctx, cursors, frags, now, memo),
+        None => process_rest(frame, header_verified, ctx, cursors, frags, now, memo),
     }
-    process_rest(frame, header_verified, ctx, cursors, frags, now, memo)
 }
 
 /// [`process_slow`] for a frame that is not an untagged IPv4 UDP datagram. Out of line, and
@@ -784,25 +832,26 @@ fn to_hop_v4(
 ) -> Result<Fwd, DropReason> {
     let route = memo.route;
     let hop = memo.next(frame.len()).ok_or(DropReason::NoHealthyBackend)?;
-    rewrite_to_hop_v4(frame, h, hop, route, ctx)?;
+    rewrite_to_hop_v4(frame, h, hop, route.id, route.path == Path::NatV4, ctx)?;
     Ok(Fwd::Tx)
 }
 
-/// The rewrite of [`to_hop_v4`] once `hop` is chosen from `route`'s hops, and the backend's
-/// count.
+/// The rewrite of [`to_hop_v4`] once `hop` is chosen from the hops of VIP `vip` (NAT when
+/// `nat`, else DR), and the backend's count.
 #[inline(always)]
 fn rewrite_to_hop_v4(
     frame: &mut [u8],
     h: &Ipv4Udp,
     hop: &Hop,
-    route: VipRoute,
+    vip: VipId,
+    nat: bool,
     ctx: &Ctx,
 ) -> Result<(), DropReason> {
-    if route.path == Path::NatV4 {
+    if nat {
         nat_to_backend_v4_ttl(frame, h, hop.ip4, hop.port)?;
         if hop.shared {
             let to = SocketAddr::from((Ipv4Addr::from(hop.ip4), hop.port));
-            ctx.nat_flows.record(&h.src(), &to, route.id);
+            ctx.nat_flows.record(&h.src(), &to, vip);
         }
     }
     let src_next = match h.vlan {
@@ -1734,6 +1783,25 @@ mod tests {
             r
         }
 
+        /// The fast side over a whole burst: the worker's loop on `frames` at once, which
+        /// hands the memo to the slow path and back between runs of the common case.
+        /// Returns the frames it kept for transmission, in order.
+        fn run_burst(
+            &mut self,
+            snap: &'s Snapshot,
+            at: Instant,
+            frames: &mut [Vec<u8>],
+        ) -> Vec<Vec<u8>> {
+            let neigh = WorkerNeigh::default();
+            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
+            let mut now = Now(Some(at));
+            let mut burst: Vec<TestBuf> = frames.iter_mut().map(|f| TestBuf(f)).collect();
+            let (cursors, frags) = (&mut self.cursors, &mut self.frags);
+            let (_, _, kept) =
+                deal::<_, false>(&mut burst, &ctx, cursors, frags, &mut now, &mut self.memo);
+            burst[..kept].iter().map(|b| b.0.to_vec()).collect()
+        }
+
         fn counts(&mut self) -> Vec<u64> {
             self.memo.flush(&mut self.cursors, &self.c);
             let c = &self.c;
@@ -1777,6 +1845,42 @@ mod tests {
         assert_eq!(fast.counts(), general.counts());
     }
 
+    /// [`paths_agree`] with the fast side taking `burst` frames at a time: the frames it
+    /// transmits and their bytes, the positions and the counters after each burst are the
+    /// general path's, frame by frame.
+    fn paths_agree_in_bursts(order: &[(usize, Option<(usize, u8)>)], burst: usize) {
+        let snap = branchy_snapshot();
+        let frames = branchy_frames();
+        let (mut fast, mut general) = (Side::new(&snap), Side::new(&snap));
+        let at = Instant::now();
+        for (b, chunk) in order.chunks(burst.max(1)).enumerate() {
+            let mut batch: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|&(i, edit)| {
+                    let mut f = frames[i % frames.len()].clone();
+                    if let Some((at, v)) = edit {
+                        let n = f.len();
+                        f[at % n] = v;
+                    }
+                    f
+                })
+                .collect();
+            let mut want = Vec::new();
+            for f in &batch {
+                let mut g = f.clone();
+                if let Ok(Fwd::Tx) = general.run(false, &snap, at, &mut g) {
+                    want.push(g);
+                }
+            }
+            let sent = fast.run_burst(&snap, at, &mut batch);
+            assert_eq!(sent, want, "burst #{b} {chunk:?}");
+            let mut cursors = fast.cursors.clone();
+            fast.memo.store_cursor(&mut cursors);
+            assert_eq!(cursors, general.cursors, "burst #{b}");
+            assert_eq!(fast.counts(), general.counts(), "burst #{b}");
+        }
+    }
+
     #[test]
     fn the_fast_path_and_the_general_path_agree_on_every_branch() {
         let n = branchy_frames().len();
@@ -1788,6 +1892,10 @@ mod tests {
             .map(|i| (i, None))
             .collect();
         paths_agree(&order);
+        // Runs of one VIP broken by other VIPs and other kinds of frame within a burst.
+        for burst in [2, 5, 32] {
+            paths_agree_in_bursts(&order, burst);
+        }
     }
 
     proptest::proptest! {
@@ -1799,6 +1907,17 @@ mod tests {
             ),
         ) {
             paths_agree(&order);
+        }
+
+        #[test]
+        fn the_fast_path_and_the_general_path_agree_on_damaged_frames_in_bursts(
+            order in proptest::collection::vec(
+                (0usize..1000, proptest::option::of((0usize..80, proptest::prelude::any::<u8>()))),
+                1..80,
+            ),
+            burst in 1usize..40,
+        ) {
+            paths_agree_in_bursts(&order, burst);
         }
     }
 }
