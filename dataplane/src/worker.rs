@@ -466,6 +466,10 @@ fn common_run<B: PacketBuf, const NIC: bool, const NAT: bool>(
     d: &mut Dealt,
 ) -> usize {
     let vip = m.route.id;
+    // Frames the run keeps all add the same length to the bytes received, transmitted and
+    // counted for the VIP, and one to its packets: summed once here and added to the three
+    // after the run (3 instructions per packet less, and two registers fewer in the loop).
+    let (kept_before, mut kept, mut bytes) = (d.kept, d.kept, 0);
     while let Some(buf) = rx.get_mut(i) {
         let verified = NIC && buf.rx_ip_checksum() == RxIpChecksum::Good;
         let frame = buf.data_mut();
@@ -479,13 +483,27 @@ fn common_run<B: PacketBuf, const NIC: bool, const NAT: bool>(
             break;
         };
         let len = frame.len();
-        d.rx_bytes += len;
-        m.count(len);
         // The path as a constant: each instance holds only what its rewrite needs.
-        let v = rewrite_to_hop_v4(frame, &h, hop, vip, NAT, ctx).map(|()| Fwd::Tx);
-        d.settle(rx, i, len, v, ctx.c);
+        if let Err(reason) = rewrite_to_hop_v4(frame, &h, hop, vip, NAT, ctx) {
+            // NAT only (a TTL at its end): received and counted for the VIP, then dropped.
+            d.rx_bytes += len;
+            m.count(len);
+            ctx.c.drop_packet(reason);
+            i += 1;
+            continue;
+        }
+        if kept != i {
+            rx.swap(kept, i);
+        }
+        kept += 1;
+        bytes += len;
         i += 1;
     }
+    d.kept = kept;
+    d.rx_bytes += bytes;
+    d.tx_bytes += bytes;
+    m.packets += (kept - kept_before) as u64;
+    m.bytes += bytes;
     i
 }
 
