@@ -166,12 +166,13 @@ pub fn nat_to_backend_v4_ttl(
 /// congruent to it modulo 0xffff (the same as [`Delta::apply`] folds).
 #[inline(always)]
 fn fold_to_16(s: u64) -> u16 {
-    // Below 2^34 on entry; then at most 2^32 + 3, 0x1ffff, 0x10000 and 0xffff.
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    s as u16
+    // Each step adds the high half to the low half and the carry back in (an add with
+    // carry): 64 to 32 bits, then 32 to 16. The carry cannot carry again: a sum that
+    // wrapped is at most 2^n - 2.
+    let (s, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = s + u32::from(c);
+    let (s, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    s + u16::from(c)
 }
 
 #[inline]
