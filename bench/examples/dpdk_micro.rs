@@ -1,6 +1,7 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat] [--vips N]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
+//! `--vips N`: N VIPs of three backends each, consecutive frames to consecutive VIPs.
 //! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
 //! amount of work, to count instructions per packet under callgrind; docs/benchmarks.md).
 
@@ -15,6 +16,14 @@ fn main() {
             s.null = true;
         } else if a == "--nat" {
             s.nat = true;
+        } else if a == "--vips" {
+            s.vips = match args.next().map(|v| v.parse()) {
+                Some(Ok(v)) => v,
+                _ => {
+                    eprintln!("error: --vips needs a number of VIPs (1 to 200)");
+                    std::process::exit(2);
+                }
+            };
         } else if a == "--bursts" {
             s.bursts = args.next().and_then(|b| b.parse().ok());
         } else if a == "--huge-dir" {

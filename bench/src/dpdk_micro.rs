@@ -15,6 +15,10 @@
 //! difference between the two loops is again Spray's own work. Since every frame is
 //! rewritten from the template, NAT works there too ([`DpdkMicroSettings::nat`]).
 //!
+//! With [`DpdkMicroSettings::vips`] above 1 (`net_null` only), consecutive frames go to
+//! consecutive VIPs, each with its own backends: the worst case for the worker's memo of the
+//! last VIP, which must switch for every frame.
+//!
 //! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
 
 use std::sync::Arc;
@@ -55,13 +59,18 @@ pub struct DpdkMicroSettings {
     /// so it cannot circulate in a `net_ring`). Adds the TTL decrement, the address and port
     /// rewrite and both checksum patches.
     pub nat: bool,
+    /// VIPs, each with its own three backends; consecutive frames go to consecutive VIPs
+    /// (`net_null` only), the worst case for the worker's memo of the last VIP.
+    pub vips: usize,
 }
 
-/// A port that copies a template frame into every received buffer (for `net_null`).
+/// A port that copies a template frame into every received buffer (for `net_null`), the
+/// templates in turn.
 #[derive(Debug)]
 struct FillPort<P> {
     inner: P,
-    frame: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+    next: usize,
     fill: bool,
 }
 
@@ -71,11 +80,27 @@ impl<P: Port> Port for FillPort<P> {
     fn rx_burst(&mut self, bufs: &mut Vec<P::Buf>, max: usize) -> usize {
         let start = bufs.len();
         let n = self.inner.rx_burst(bufs, max);
-        if self.fill {
+        if self.fill && self.frames.len() == 1 {
+            // One template: the loop of the rounds before `--vips` existed, so that their
+            // figures stay comparable (the turn-taking below costs ~11 instructions per packet
+            // in both loops).
+            let frame = &self.frames[0];
             for b in &mut bufs[start..] {
                 let d = dataplane::port::PacketBuf::data_mut(b);
-                let k = d.len().min(self.frame.len());
-                d[..k].copy_from_slice(&self.frame[..k]);
+                let k = d.len().min(frame.len());
+                d[..k].copy_from_slice(&frame[..k]);
+            }
+        } else if self.fill {
+            for b in &mut bufs[start..] {
+                let frame = &self.frames[self.next];
+                self.next = if self.next + 1 == self.frames.len() {
+                    0
+                } else {
+                    self.next + 1
+                };
+                let d = dataplane::port::PacketBuf::data_mut(b);
+                let k = d.len().min(frame.len());
+                d[..k].copy_from_slice(&frame[..k]);
             }
         }
         n
@@ -104,6 +129,7 @@ impl Default for DpdkMicroSettings {
             null: false,
             bursts: None,
             nat: false,
+            vips: 1,
         }
     }
 }
@@ -130,30 +156,36 @@ pub struct DpdkMicroResult {
     pub ratio_cpu: Option<f64>,
 }
 
-fn snapshot(mode: Mode) -> Snapshot {
-    let backends = (1..=3u8)
-        .map(|i| {
-            let mut b = Backend::new(
-                BackendId(u16::from(i) - 1),
-                format!("198.19.1.{i}:514").parse().expect("literal"),
-                1,
-            );
-            b.mac = Some(MacAddr([2, 0, 0, 0, 1, i]));
-            b
+/// VIP `v`'s address: 198.18.0.10 and up, port 514.
+fn vip_addr(v: u8) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([198, 18, 0, 10 + v], 514))
+}
+
+fn snapshot(mode: Mode, vips: u8) -> Snapshot {
+    let services = (0..vips)
+        .map(|v| {
+            let backends = (1..=3u8)
+                .map(|i| {
+                    let mut b = Backend::new(
+                        BackendId(3 * u16::from(v) + u16::from(i) - 1),
+                        std::net::SocketAddr::from(([198, 19, 1 + v, i], 514)),
+                        1,
+                    );
+                    b.mac = Some(MacAddr([2, 0, 0, v, 1, i]));
+                    b
+                })
+                .collect();
+            ServiceSpec::new(
+                VipId(u16::from(v)),
+                "bench",
+                VipKey::udp(vip_addr(v)),
+                mode,
+                SchedulerKind::Rr,
+                backends,
+            )
         })
         .collect();
-    Snapshot::new(
-        1,
-        vec![ServiceSpec::new(
-            VipId(0),
-            "bench",
-            VipKey::udp("198.18.0.10:514".parse().expect("literal")),
-            mode,
-            SchedulerKind::Rr,
-            backends,
-        )],
-    )
-    .expect("one valid service")
+    Snapshot::new(1, services).expect("valid services")
 }
 
 /// The io-forward loop: RX burst straight to TX burst through the same port (template copy
@@ -191,6 +223,13 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     if s.nat && !s.null {
         return Err("NAT needs net_null (--null): NAT-rewritten frames cannot circulate".into());
     }
+    let vips = match u8::try_from(s.vips) {
+        Ok(v @ 1..=200) => v,
+        _ => return Err(format!("--vips {}: from 1 to 200", s.vips)),
+    };
+    if vips > 1 && !s.null {
+        return Err("--vips needs net_null (--null): the ring circulates one VIP's frames".into());
+    }
     let mut args = vec![
         "-l".to_owned(),
         s.core.to_string(),
@@ -224,12 +263,15 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let mut spec = FrameSpec::new(
-        "198.18.0.1:40000".parse().expect("literal"),
-        "198.18.0.10:514".parse().expect("literal"),
-    );
-    spec.dst_mac = port.mac();
-    let frame = udp_frame(&spec, &[b'x'; 64 - 42]);
+    let frames: Vec<Vec<u8>> = (0..vips)
+        .map(|v| {
+            let mut spec =
+                FrameSpec::new("198.18.0.1:40000".parse().expect("literal"), vip_addr(v));
+            spec.dst_mac = port.mac();
+            udp_frame(&spec, &[b'x'; 64 - 42])
+        })
+        .collect();
+    let frame = frames[0].clone();
     let mut q = port.queue(0).ok_or("no queue 0")?;
     let mut prime: Vec<Mbuf> = (0..s.in_flight)
         // SAFETY: the port's pool is live until `port.close()` below.
@@ -244,7 +286,8 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     let counters = WorkerCounters::shared();
     let q = FillPort {
         inner: q,
-        frame: frame.clone(),
+        frames,
+        next: 0,
         fill: s.null,
     };
     let mut w = Worker::new(
@@ -254,7 +297,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             gateway_mac: MacAddr::default(),
             idle: Idle::Off,
         },
-        Arc::new(snapshot(if s.nat { Mode::Nat } else { Mode::Dr })),
+        Arc::new(snapshot(if s.nat { Mode::Nat } else { Mode::Dr }, vips)),
         rx,
         counters.clone(),
         Arc::new(NatFlows::new(1024)),
