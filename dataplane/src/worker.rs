@@ -413,14 +413,15 @@ impl<P: Port> Worker<P> {
 /// `rx` (a pointer swap, only once something was dropped); returns (bytes received, bytes
 /// to transmit, buffers to transmit). `NIC`: trust the NIC's "IPv4 header checksum good".
 ///
-/// Runs of the common case go through [`common_run`], inline, one instance per path of the
-/// memo's route (DR or NAT); the frame a run stops at goes to [`process_slow`], out of line,
-/// which may switch the memo to another VIP, and the next run starts after it. The memo is
-/// copied into a local for the burst and handed back around every such call: a memo
-/// reached through a pointer that an out-of-line call receives stays in memory, and every
-/// packet then loaded and stored its position and counts. In the DPDK micro-benchmark (DR,
-/// docs/benchmarks.md) one call per frame deciding every kind took 19 instructions per
-/// packet more, and one run loop for both paths 7 more (NAT: 11).
+/// Runs of the common case go through [`common_run`], one call per run, one instance per
+/// path of the memo's route (DR or NAT); the frame a run stops at (another kind of frame, or
+/// a VIP whose route is of the other kind or has no hops) goes to [`process_slow`], which may
+/// switch the memo, and the next run starts after it. The memo is copied into a local for
+/// the burst and handed back around every such call: a memo reached through a pointer that
+/// an out-of-line call receives stays in memory, and every packet then loaded and stored its
+/// position and counts. In the DPDK micro-benchmark (DR, docs/benchmarks.md) one call per
+/// frame deciding every kind took 19 instructions per packet more, and one run loop for both
+/// paths 7 more (NAT: 11).
 #[inline(always)]
 fn deal<'s, B: PacketBuf, const NIC: bool>(
     rx: &mut [B],
@@ -493,7 +494,7 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
             // Datagrams to several VIPs interleave: another VIP of this run's kind is switched
             // to here, without leaving the run. Through `process_slow`, two interleaved VIPs
             // cost 330 instructions per packet more than one in the DPDK micro-benchmark
-            // (`--vips 2`), here 110; this branch costs one VIP 15. Out of line (a cold call
+            // (`--vips 2`), here 105; this branch costs one VIP 11. Out of line (a cold call
             // with the memo handed over through `memo`) it cost one VIP 10 and two 155.
             m.packets += (kept - since) as u64;
             m.bytes += bytes;
@@ -1804,19 +1805,12 @@ mod tests {
             at: Instant,
             frame: &mut [u8],
         ) -> Result<Fwd, DropReason> {
-            let neigh = WorkerNeigh::default();
-            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
-            let mut now = Now(Some(at));
-            let (cursors, frags) = (&mut self.cursors, &mut self.frags);
             if fast {
                 // The worker's own loop, over a burst of one; the memo lives across frames
                 // here, as across a burst: one snapshot. Its verdict is read back from what
                 // it did: kept the frame, counted a drop, or neither.
                 let drops = DropReason::ALL.map(|r| self.c.dropped(r));
-                let mut burst = [TestBuf(frame)];
-                let (_, _, kept) =
-                    deal::<_, false>(&mut burst, &ctx, cursors, frags, &mut now, &mut self.memo);
-                if kept == 1 {
+                if self.deal(snap, at, &mut [TestBuf(frame)]) == 1 {
                     return Ok(Fwd::Tx);
                 }
                 return match DropReason::ALL
@@ -1828,11 +1822,23 @@ mod tests {
                     None => Ok(Fwd::Consumed),
                 };
             }
-            let r = process_general(frame, &ctx, cursors, frags, &mut now);
+            let neigh = WorkerNeigh::default();
+            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
+            let mut now = Now(Some(at));
+            let r = process_general(frame, &ctx, &mut self.cursors, &mut self.frags, &mut now);
             if let Err(reason) = r {
                 self.c.drop_packet(reason);
             }
             r
+        }
+
+        /// The worker's loop over `burst`; returns how many buffers it kept, at the front.
+        fn deal(&mut self, snap: &'s Snapshot, at: Instant, burst: &mut [TestBuf]) -> usize {
+            let neigh = WorkerNeigh::default();
+            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
+            let mut now = Now(Some(at));
+            let (cursors, frags) = (&mut self.cursors, &mut self.frags);
+            deal::<_, false>(burst, &ctx, cursors, frags, &mut now, &mut self.memo).2
         }
 
         /// The fast side over a whole burst: the worker's loop on `frames` at once, which
@@ -1844,13 +1850,8 @@ mod tests {
             at: Instant,
             frames: &mut [Vec<u8>],
         ) -> Vec<Vec<u8>> {
-            let neigh = WorkerNeigh::default();
-            let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
-            let mut now = Now(Some(at));
             let mut burst: Vec<TestBuf> = frames.iter_mut().map(|f| TestBuf(f)).collect();
-            let (cursors, frags) = (&mut self.cursors, &mut self.frags);
-            let (_, _, kept) =
-                deal::<_, false>(&mut burst, &ctx, cursors, frags, &mut now, &mut self.memo);
+            let kept = self.deal(snap, at, &mut burst);
             burst[..kept].iter().map(|b| b.0.to_vec()).collect()
         }
 
@@ -1867,6 +1868,17 @@ mod tests {
         }
     }
 
+    /// Frame `i` of `frames` (modulo their number), with byte `at` (modulo its length) set to
+    /// `v` when `edit` is `Some((at, v))`.
+    fn edited(frames: &[Vec<u8>], i: usize, edit: Option<(usize, u8)>) -> Vec<u8> {
+        let mut f = frames[i % frames.len()].clone();
+        if let Some((at, v)) = edit {
+            let n = f.len();
+            f[at % n] = v;
+        }
+        f
+    }
+
     /// Sends `frames` (indices into [`branchy_frames`], each with an optional byte changed)
     /// through the fast path and through the general one alone, and checks that they agree
     /// on every verdict, every byte and every counter.
@@ -1876,11 +1888,7 @@ mod tests {
         let (mut fast, mut general) = (Side::new(&snap), Side::new(&snap));
         let at = Instant::now();
         for (k, &(i, edit)) in order.iter().enumerate() {
-            let mut f = frames[i % frames.len()].clone();
-            if let Some((at, v)) = edit {
-                let n = f.len();
-                f[at % n] = v;
-            }
+            let mut f = edited(&frames, i, edit);
             let mut g = f.clone();
             let rf = fast.run(true, &snap, at, &mut f);
             let rg = general.run(false, &snap, at, &mut g);
@@ -1908,14 +1916,7 @@ mod tests {
         for (b, chunk) in order.chunks(burst.max(1)).enumerate() {
             let mut batch: Vec<Vec<u8>> = chunk
                 .iter()
-                .map(|&(i, edit)| {
-                    let mut f = frames[i % frames.len()].clone();
-                    if let Some((at, v)) = edit {
-                        let n = f.len();
-                        f[at % n] = v;
-                    }
-                    f
-                })
+                .map(|&(i, edit)| edited(&frames, i, edit))
                 .collect();
             let mut want = Vec::new();
             for f in &batch {
