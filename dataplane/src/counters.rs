@@ -156,8 +156,8 @@ impl Counter {
 /// about 10 instructions more per packet, docs/benchmarks.md).
 ///
 /// `N`, the number of entries, is a constant so that an index is checked against an
-/// immediate: the backend count on the packet path then needs no load of the length (2
-/// instructions per packet in the DPDK micro-benchmark).
+/// immediate: the backend count on the packet path then loads no length (nor the pointer
+/// to it) first.
 #[derive(Debug)]
 pub struct Traffic<const N: usize> {
     /// `[packets, bytes]` per index; bytes are frame bytes on the wire ports, payload bytes

@@ -109,9 +109,16 @@ pub fn ipv4_header_valid(header: &[u8]) -> bool {
 /// five 32-bit words (docs/benchmarks.md).
 #[inline]
 pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
-    let (a, rest) = h.split_first_chunk::<8>().expect("20 bytes");
-    let (b, c) = rest.split_first_chunk::<8>().expect("12 bytes");
-    let c: &[u8; 4] = c.first_chunk().expect("4 bytes");
+    // Always there (20 bytes); the `else` arms compile away.
+    let Some((a, rest)) = h.split_first_chunk::<8>() else {
+        return false;
+    };
+    let Some((b, c)) = rest.split_first_chunk::<8>() else {
+        return false;
+    };
+    let Some(c) = c.first_chunk::<4>() else {
+        return false;
+    };
     let (s, c1) = u64::from_ne_bytes(*a).overflowing_add(u64::from_ne_bytes(*b));
     let (s, c2) = s.overflowing_add(u64::from(u32::from_ne_bytes(*c)));
     // The carries go back in (end-around). That can carry once more, only from a sum of
