@@ -640,12 +640,15 @@ impl<'a, 's> Ctx<'a, 's> {
 /// Decides and rewrites one frame in place, for every frame [`deal`]'s common case did not
 /// take: another VIP than the memo's, a route without hops, or another kind of frame.
 ///
-/// An untagged IPv4 frame without options holding a whole UDP datagram goes through a path
-/// specialised for it, on integers; the rest through [`process_rest`]: the same path for a
-/// tagged frame, else [`process_general`], which classifies it fully. All reach the same
-/// decisions and the same bytes (tests below check it frame by frame): the split only keeps
-/// the general enum, `SocketAddr`s and the rarer kinds of packet out of the hot loop, about
-/// 150 instructions per packet in the DR micro-benchmark (docs/benchmarks.md).
+/// A whole IPv4 UDP datagram without options, untagged or with one 802.1Q tag, goes through a
+/// path specialised for it, on integers ([`process_v4`]); every other frame through
+/// [`process_general`], which classifies it fully. All reach the same decisions and the same
+/// bytes (tests below check it frame by frame): the split only keeps the general enum,
+/// `SocketAddr`s and the rarer kinds of packet off the datagram path, about 150 instructions
+/// per packet in the DR micro-benchmark (docs/benchmarks.md). Out of line, apart from the
+/// common case's loop ([`common_run`]), so the two kinds of header need no separate copies
+/// here (in the loop, one path for both spilled the parsed header: 16 instructions per
+/// packet).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn process_slow<'s>(
@@ -662,35 +665,19 @@ fn process_slow<'s>(
     // header passed to this call was built on the stack ahead of that test, for every packet
     // (~10 instructions per packet). `classified`: that test recognised the frame, so its
     // header checksum is known to be good and is not summed twice.
-    match classify_untagged_ipv4_udp(frame, header_verified || classified) {
-        Some(h) => process_v4(frame, h, ctx, cursors, frags, now, memo),
-        None => process_rest(frame, header_verified, ctx, cursors, frags, now, memo),
-    }
-}
-
-/// [`process_slow`] for a frame that is not an untagged IPv4 UDP datagram. Out of line, and
-/// with its own instance of [`process_v4`] for tagged frames: where tagged and untagged
-/// frames shared one, the hot loop spilled the parsed header to the stack (16 instructions
-/// per packet in the DPDK micro-benchmark).
-#[inline(never)]
-fn process_rest<'s>(
-    frame: &mut [u8],
-    header_verified: bool,
-    ctx: &Ctx<'_, 's>,
-    cursors: &mut [u32],
-    frags: &mut FragTable,
-    now: &mut Now,
-    memo: &mut RouteMemo<'s>,
-) -> Result<Fwd, DropReason> {
-    match classify_tagged_ipv4_udp(frame, header_verified) {
-        Some(h) => process_v4(frame, h, ctx, cursors, frags, now, memo),
-        None => {
-            // The general path reads and advances the cursors itself: the memo's position
-            // goes back first, and is read again after.
-            memo.release(cursors, ctx.c);
-            process_general(frame, ctx, cursors, frags, now)
-        }
-    }
+    let h = match classify_untagged_ipv4_udp(frame, header_verified || classified) {
+        Some(h) => h,
+        None => match classify_tagged_ipv4_udp(frame, header_verified) {
+            Some(h) => h,
+            None => {
+                // The general path reads and advances the cursors itself: the memo's
+                // position goes back first, and is read again after.
+                memo.release(cursors, ctx.c);
+                return process_general(frame, ctx, cursors, frags, now);
+            }
+        },
+    };
+    process_v4(frame, h, ctx, cursors, frags, now, memo)
 }
 
 /// [`process_slow`] for a whole IPv4 UDP datagram without options, `h`.
