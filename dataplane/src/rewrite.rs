@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::DropReason;
 use crate::service::MacAddr;
-use crate::wire::checksum::Delta;
+use crate::wire::checksum::{self, Delta};
 use crate::wire::{Ipv4Packet, Ipv4Udp, Ipv6Packet, UdpFrame, UdpPacket};
 
 /// Sets the Ethernet source and destination (DR, and the last step of NAT).
@@ -34,7 +34,7 @@ pub fn eth_src_word(mac: MacAddr, next: u16) -> u64 {
 /// little-endian bytes (the other two are overwritten), and [`eth_src_word`] of the source
 /// MAC and the two bytes the frame already holds after it. Two 8-byte stores instead of
 /// four narrower ones and the shifts that split the addresses for them (the DR fast path
-/// needs 5 instructions per packet less, docs/benchmarks.md).
+/// needs 4 instructions per packet less, docs/benchmarks.md).
 #[inline(always)]
 pub fn set_mac_words(frame: &mut [u8], dst: u64, src_next: u64) {
     frame[0..8].copy_from_slice(&dst.to_le_bytes());
@@ -146,33 +146,19 @@ pub fn nat_to_backend_v4_ttl(
     let addr = u64::from(!ip_old) + u64::from(ip_new);
     let ip_sum = u64::from(!word(b, 10)) + addr + u64::from(!ttl_old) + u64::from(ttl_new);
     b[16..20].copy_from_slice(&ip_new.to_ne_bytes());
-    b[10..12].copy_from_slice(&(!fold_to_16(ip_sum)).to_ne_bytes());
+    b[10..12].copy_from_slice(&(!checksum::fold_to_16(ip_sum)).to_ne_bytes());
     b[22..24].copy_from_slice(&port_new.to_ne_bytes());
     // RFC 768: zero means "no checksum" and stays zero; a computed zero goes out as 0xffff.
     let udp_old = word(b, 26);
     if udp_old != 0 {
         let sum = u64::from(!udp_old) + addr + u64::from(!port_old) + u64::from(port_new);
-        let c = match !fold_to_16(sum) {
+        let c = match !checksum::fold_to_16(sum) {
             0 => 0xffff,
             c => c,
         };
         b[26..28].copy_from_slice(&c.to_ne_bytes());
     }
     Ok(())
-}
-
-/// A wide sum of 16- and 32-bit words folded to 16 bits with end-around carry, as RFC 1624's
-/// one's-complement sum: 0 only when the wide sum is 0, else the value in 1..=0xffff
-/// congruent to it modulo 0xffff (the same as [`Delta::apply`] folds).
-#[inline(always)]
-fn fold_to_16(s: u64) -> u16 {
-    // Each step adds the high half to the low half and the carry back in (an add with
-    // carry): 64 to 32 bits, then 32 to 16. The carry cannot carry again: a sum that
-    // wrapped is at most 2^n - 2.
-    let (s, c) = (s as u32).overflowing_add((s >> 32) as u32);
-    let s = s + u32::from(c);
-    let (s, c) = (s as u16).overflowing_add((s >> 16) as u16);
-    s + u16::from(c)
 }
 
 #[inline]

@@ -69,6 +69,20 @@ fn fold32(mut s: u32) -> u32 {
     (s & 0xffff) + (s >> 16)
 }
 
+/// A wide sum of 16- and 32-bit words folded to 16 bits with end-around carry, as RFC 1624's
+/// one's-complement sum: 0 only when the wide sum is 0, else the value in 1..=0xffff
+/// congruent to it modulo 0xffff (the same as [`Delta::apply`] folds).
+#[inline(always)]
+pub(crate) fn fold_to_16(s: u64) -> u16 {
+    // Each step adds the high half to the low half and the carry back in (an add with
+    // carry): 64 to 32 bits, then 32 to 16. The carry cannot carry again: a sum that
+    // wrapped is at most 2^n - 2.
+    let (s, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let s = s + u32::from(c);
+    let (s, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    s + u16::from(c)
+}
+
 /// One's-complement sum of `data` as big-endian 16-bit words (odd length padded with zero),
 /// not yet complemented (RFC 1071).
 pub fn sum(data: &[u8]) -> u16 {
