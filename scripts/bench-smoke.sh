@@ -42,4 +42,16 @@ if command -v jq >/dev/null && [ -s "$OUT/results.json" ]; then
             { echo "bench-smoke: libdpdk is installed but the dpdk peer was not measured" >&2; fail=1; }
     fi
 fi
+# The DPDK micro-benchmark's loops (docs/benchmarks.md, "DPDK"), briefly: it fails if the
+# worker dropped a frame or the mempool is not full again after the port closed.
+if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
+    cargo build --release -q -p spray-bench --features dpdk --example dpdk_micro
+    for args in "--null 100 1" "--null --nat --vips 2 100 1" "100 1"; do
+        # shellcheck disable=SC2086
+        target/release/examples/dpdk_micro $args >"$OUT/dpdk_micro.txt" 2>&1 ||
+            { cat "$OUT/dpdk_micro.txt" >&2; echo "bench-smoke: dpdk_micro $args failed" >&2; fail=1; }
+        grep -q "ratio" "$OUT/dpdk_micro.txt" ||
+            { echo "bench-smoke: dpdk_micro $args reported no ratio" >&2; fail=1; }
+    done
+fi
 [ "$fail" = 0 ] && echo "bench-smoke: ok" || { echo "bench-smoke: FAILED" >&2; exit 1; }

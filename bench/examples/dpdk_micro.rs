@@ -59,12 +59,26 @@ fn main() {
                 r.spray,
                 r.spray / r.io_forward
             );
-            println!("  io-forward runs {:.2?}", r.io_forward_runs);
-            println!("  spray runs      {:.2?}", r.spray_runs);
+            if let Some(m) = r.mac_forward {
+                println!(
+                    "  mac-forward (both MACs of every frame written, nothing else) {m:.2} Mpps"
+                );
+            }
+            println!("  io-forward runs  {:.2?}", r.io_forward_runs);
+            if !r.mac_forward_runs.is_empty() {
+                println!("  mac-forward runs {:.2?}", r.mac_forward_runs);
+            }
+            println!("  spray runs       {:.2?}", r.spray_runs);
             if let (Some(i), Some(f), Some(q)) = (r.io_forward_cpu, r.spray_cpu, r.ratio_cpu) {
                 println!(
                     "  per on-CPU second: io-forward {i:.2} Mpps, spray {f:.2} Mpps, \
                      median ratio {q:.2}"
+                );
+            }
+            if let (Some(m), Some(q)) = (r.mac_forward_cpu, r.mac_ratio_cpu) {
+                println!(
+                    "  per on-CPU second: mac-forward {m:.2} Mpps, median ratio to io-forward \
+                     {q:.2} (the ceiling for any work that writes every frame)"
                 );
             }
         }

@@ -1,9 +1,12 @@
 //! The DPDK micro-benchmark: one core, a `net_ring` vdev (TX loops back to RX), 64-byte
 //! frames, burst 32.
 //!
-//! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Two loops
-//! run over the same port in the same process, alternating repetitions:
+//! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Three loops
+//! run over the same port in the same process, in turn within every repetition:
 //! - io-forward: `rx_burst` straight to `tx_burst`, the framework's own cost;
+//! - mac-forward: io-forward plus both MAC addresses of every frame written (DPDK testpmd's
+//!   `mac` forwarding mode, with Spray's own two-store MAC write): the cheapest rewrite any
+//!   per-packet work can do, so the ceiling for Spray's ratio against io-forward;
 //! - spray: [`Worker::poll`], Spray's full per-packet work (parse with the IPv4 header
 //!   checksum check, VIP lookup, round-robin pick, MAC rewrite, counters). DR keeps each
 //!   frame addressed to the VIP, so the same frames can go round forever.
@@ -28,9 +31,11 @@ use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
 use dataplane::port::dpdk::{DpdkPort, Eal, EthPort, Mbuf, PortSettings};
 use dataplane::port::Port;
+use dataplane::rewrite::{eth_src_word, set_mac_words};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::wire::ETHERTYPE_IPV4;
 use dataplane::worker::{Idle, Worker, WorkerSettings};
 
 use crate::micro::{drive, median};
@@ -139,18 +144,28 @@ impl Default for DpdkMicroSettings {
 pub struct DpdkMicroResult {
     /// io-forward Mpps (median).
     pub io_forward: f64,
+    /// mac-forward Mpps (median; `net_null` only, `None` on `net_ring`, whose circulating
+    /// frames must keep their MACs).
+    pub mac_forward: Option<f64>,
     /// Spray's full work Mpps (median).
     pub spray: f64,
     /// Every io-forward repetition.
     pub io_forward_runs: Vec<f64>,
     /// Every spray repetition.
     pub spray_runs: Vec<f64>,
+    /// Every mac-forward repetition.
+    pub mac_forward_runs: Vec<f64>,
     /// io-forward Mpps per second the thread was on a CPU (median; `None` without
     /// `/proc/thread-self/schedstat`): unlike wall-clock Mpps, not lowered by time the
     /// thread spent preempted on a shared machine.
     pub io_forward_cpu: Option<f64>,
     /// Spray's full work Mpps per on-CPU second (median).
     pub spray_cpu: Option<f64>,
+    /// mac-forward Mpps per on-CPU second (median).
+    pub mac_forward_cpu: Option<f64>,
+    /// Median of the per-repetition ratios mac-forward / io-forward, on-CPU time: the most
+    /// that any work touching every frame reached in this run.
+    pub mac_ratio_cpu: Option<f64>,
     /// Median of the per-repetition ratios spray / io-forward, on-CPU time (each
     /// repetition's two loops ran back to back, so they shared the machine's state).
     pub ratio_cpu: Option<f64>,
@@ -200,6 +215,33 @@ fn io_forward_loop(
     let mut n = 0u64;
     for _ in 0..bursts {
         n += port.rx_burst(burst, max) as u64;
+        port.tx_burst(burst);
+    }
+    n
+}
+
+/// The mac-forward loop: io-forward plus both MAC addresses of every frame written, with the
+/// same two 8-byte stores as Spray's DR rewrite (`dst` and `src_type`: the words
+/// [`set_mac_words`] takes). Not inlined (see [`io_forward_loop`]).
+#[inline(never)]
+fn mac_forward_loop(
+    port: &mut FillPort<DpdkPort>,
+    burst: &mut Vec<Mbuf>,
+    max: usize,
+    bursts: u64,
+    (dst, src_type): (u64, u64),
+) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..bursts {
+        n += port.rx_burst(burst, max) as u64;
+        for b in burst.iter_mut() {
+            let frame = dataplane::port::PacketBuf::data_mut(b);
+            // net_null's frames are the 64-byte templates, so every frame holds both MACs;
+            // a shorter one would be left alone (never happens here).
+            if frame.len() >= 14 {
+                set_mac_words(frame, dst, src_type);
+            }
+        }
         port.tx_burst(burst);
     }
     n
@@ -303,14 +345,33 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         Arc::new(NatFlows::new(1024)),
     );
     let mut burst = Vec::with_capacity(s.burst);
-    let (mut io, mut full) = (Vec::new(), Vec::new());
+    // The first backend's MAC (dst) and the port's (src): what a DR rewrite writes.
+    let mut dst = [0u8; 8];
+    dst[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
+    let macs = (
+        u64::from_le_bytes(dst),
+        eth_src_word(w.port_mut().mac(), ETHERTYPE_IPV4),
+    );
+    let (mut io, mut full, mut mac) = (Vec::new(), Vec::new(), Vec::new());
     let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut mac_cpu, mut mac_ratios) = (Vec::new(), Vec::new());
     for _ in 0..s.reps.max(1) {
         let (n, secs, cpu_io) = drive(s.bursts, s.duration, |b| {
             io_forward_loop(w.port_mut(), &mut burst, s.burst, b)
         });
         io.push(n as f64 / secs / 1e6);
         let cpu_io = cpu_io.map(|c| n as f64 / c / 1e6);
+        if s.null {
+            let (n, secs, cpu) = drive(s.bursts, s.duration, |b| {
+                mac_forward_loop(w.port_mut(), &mut burst, s.burst, b, macs)
+            });
+            mac.push(n as f64 / secs / 1e6);
+            if let (Some(a), Some(c)) = (cpu_io, cpu) {
+                let m = n as f64 / c / 1e6;
+                mac_cpu.push(m);
+                mac_ratios.push(m / a);
+            }
+        }
         let (n, secs, cpu_full) = drive(s.bursts, s.duration, |b| worker_loop(&mut w, b));
         full.push(n as f64 / secs / 1e6);
         let cpu_full = cpu_full.map(|c| n as f64 / c / 1e6);
@@ -338,11 +399,15 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     }
     Ok(DpdkMicroResult {
         io_forward: median(&io),
+        mac_forward: (!mac.is_empty()).then(|| median(&mac)),
         spray: median(&full),
         io_forward_runs: io,
+        mac_forward_runs: mac,
         spray_runs: full,
         io_forward_cpu: (!io_cpu.is_empty()).then(|| median(&io_cpu)),
         spray_cpu: (!full_cpu.is_empty()).then(|| median(&full_cpu)),
         ratio_cpu: (!ratios.is_empty()).then(|| median(&ratios)),
+        mac_forward_cpu: (!mac_cpu.is_empty()).then(|| median(&mac_cpu)),
+        mac_ratio_cpu: (!mac_ratios.is_empty()).then(|| median(&mac_ratios)),
     })
 }
