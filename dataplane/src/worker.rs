@@ -446,12 +446,14 @@ fn deal<'s, B: PacketBuf, const NIC: bool>(
         let frame = buf.data_mut();
         let len = frame.len();
         d.rx_bytes += len;
+        d.parked.release(cursors, ctx.c);
         *memo = m;
         let v = process_slow(frame, verified, classified, ctx, cursors, frags, now, memo);
         m = *memo;
         d.settle(rx, i, len, v, ctx.c);
         i += 1;
     }
+    d.parked.release(cursors, ctx.c);
     *memo = m;
     (d.rx_bytes, d.tx_bytes, d.kept)
 }
@@ -473,7 +475,7 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
     ctx: &Ctx<'_, 's>,
     cursors: &mut [u32],
     memo: &mut RouteMemo<'s>,
-    d: &mut Dealt,
+    d: &mut Dealt<'s>,
 ) -> (usize, bool) {
     let path = if NAT { Path::NatV4 } else { Path::Dr };
     let mut m = *memo;
@@ -492,21 +494,33 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
         let key = RouteMemo::key(&h);
         if key != m.key {
             // Datagrams to several VIPs interleave: another VIP of this run's kind is switched
-            // to here, without leaving the run. Through `process_slow`, two interleaved VIPs
-            // cost 330 instructions per packet more than one in the DPDK micro-benchmark
-            // (`--vips 2`), here 105; this branch costs one VIP 11. Out of line (a cold call
-            // with the memo handed over through `memo`) it cost one VIP 10 and two 155.
+            // to here, without leaving the run, by a swap with its parked memo (DR: 42
+            // instructions per switch in the DPDK micro-benchmark, `--vips 2`), else by a
+            // lookup (~105). Through `process_slow` a switch cost 330. This branch costs one
+            // VIP 4 to 11 instructions per packet, depending on register allocation. Out of
+            // line (a cold call with the memo handed over through `memo`), it cost one VIP 10
+            // and two 155.
             m.packets += (kept - since) as u64;
             m.bytes += bytes;
             d.rx_bytes += bytes;
             d.tx_bytes += bytes;
             (since, bytes) = (kept, 0);
-            match ctx.snap.route_v4(h.dst_ip, h.dst_port) {
-                Some(r) if r.path == path => m.switch(key, r, ctx.snap, cursors, ctx.c),
-                _ => {
-                    classified = true;
-                    break;
+            match d.parked.find(key) {
+                Some(j) => {
+                    debug_assert_eq!(d.parked.slots[j].route.path, path, "parked by another run");
+                    std::mem::swap(&mut m, &mut d.parked.slots[j]);
                 }
+                None => match ctx.snap.route_v4(h.dst_ip, h.dst_port) {
+                    Some(r) if r.path == path => {
+                        let next = RouteMemo::resume(MemoSeed { key, route: r }, ctx.snap, cursors);
+                        d.parked
+                            .park(std::mem::replace(&mut m, next), cursors, ctx.c);
+                    }
+                    _ => {
+                        classified = true;
+                        break;
+                    }
+                },
             }
         }
         let Some(hop) = next_hop(m.hops, &mut m.cursor) else {
@@ -541,14 +555,67 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
 
 /// What [`deal`] has done with a burst so far.
 #[derive(Debug, Default)]
-struct Dealt {
+struct Dealt<'s> {
     rx_bytes: usize,
     tx_bytes: usize,
     /// Buffers kept for transmission, at the front of the burst.
     kept: usize,
+    parked: Parked<'s>,
 }
 
-impl Dealt {
+/// Memos a run of the common case switched away from, for datagrams to several VIPs that
+/// interleave: switching back to one of them swaps two memos instead of handing one's counts
+/// and position back, looking the VIP up and reading the other's (~105 instructions per
+/// switch in the DPDK micro-benchmark with `--vips 2`, docs/benchmarks.md).
+///
+/// A parked VIP's position is in its memo, not in the cursor array, so nothing else may
+/// read or move that VIP's cursor while it is parked: [`deal`] hands every parked memo back
+/// ([`Parked::release`]) before the slow path, which reads the cursor array, and at the end
+/// of the burst. No VIP is ever in two memos: a run parks only the memo it leaves, and
+/// takes a VIP from here before it looks one up. Every parked memo is of the kind of the run
+/// that parked it (DR or NAT), since the slots are empty again before another run starts.
+#[derive(Debug, Default)]
+struct Parked<'s> {
+    /// Empty slots hold the default memo (key `u64::MAX`, which no VIP has).
+    slots: [RouteMemo<'s>; PARKED],
+}
+
+/// VIPs parked beside the run's own. With up to four VIPs of one kind interleaving, every
+/// switch is a swap. Once the slots are full, a switch to a fifth hands the memo it leaves
+/// back instead of parking it. The VIPs parked first stay, so the other VIPs pay the full
+/// switch (as before parking existed) and the parked ones still swap. Evicting the oldest
+/// instead made every switch a full one plus an eviction when five VIPs took turns (DR, 422
+/// instructions per packet against 358 without parking).
+const PARKED: usize = 3;
+
+impl<'s> Parked<'s> {
+    /// The slot parking the VIP with [`RouteMemo::key`] `key`.
+    #[inline]
+    fn find(&self, key: u64) -> Option<usize> {
+        self.slots.iter().position(|m| m.key == key)
+    }
+
+    /// Parks `m` in a free slot, or hands its counts and position back if there is none.
+    #[inline]
+    fn park(&mut self, mut m: RouteMemo<'s>, cursors: &mut [u32], c: &WorkerCounters) {
+        match self.slots.iter_mut().find(|s| s.key == u64::MAX) {
+            Some(slot) => *slot = m,
+            None => m.flush(cursors, c),
+        }
+    }
+
+    /// Hands every parked memo's counts and position back, and empties the slots.
+    #[inline]
+    fn release(&mut self, cursors: &mut [u32], c: &WorkerCounters) {
+        for m in &mut self.slots {
+            if m.key != u64::MAX {
+                m.release(cursors, c);
+            }
+        }
+    }
+}
+
+impl Dealt<'_> {
     /// Acts on the verdict `v` for `rx[i]`, of `len` bytes: keeps it (moved to the front) or
     /// counts its drop.
     #[inline(always)]
@@ -1896,23 +1963,31 @@ mod tests {
     /// transmits and their bytes, the positions and the counters after each burst are the
     /// general path's, frame by frame.
     fn paths_agree_in_bursts(order: &[(usize, Option<(usize, u8)>)], burst: usize) {
-        let snap = branchy_snapshot();
-        let frames = branchy_frames();
-        let (mut fast, mut general) = (Side::new(&snap), Side::new(&snap));
+        agree_in_bursts(&branchy_snapshot(), &branchy_frames(), order, burst);
+    }
+
+    /// [`paths_agree_in_bursts`] for the frames and snapshot given.
+    fn agree_in_bursts(
+        snap: &Snapshot,
+        frames: &[Vec<u8>],
+        order: &[(usize, Option<(usize, u8)>)],
+        burst: usize,
+    ) {
+        let (mut fast, mut general) = (Side::new(snap), Side::new(snap));
         let at = Instant::now();
         for (b, chunk) in order.chunks(burst.max(1)).enumerate() {
             let mut batch: Vec<Vec<u8>> = chunk
                 .iter()
-                .map(|&(i, edit)| edited(&frames, i, edit))
+                .map(|&(i, edit)| edited(frames, i, edit))
                 .collect();
             let mut want = Vec::new();
             for f in &batch {
                 let mut g = f.clone();
-                if let Ok(Fwd::Tx) = general.run(false, &snap, at, &mut g) {
+                if let Ok(Fwd::Tx) = general.run(false, snap, at, &mut g) {
                     want.push(g);
                 }
             }
-            let sent = fast.run_burst(&snap, at, &mut batch);
+            let sent = fast.run_burst(snap, at, &mut batch);
             assert_eq!(sent, want, "burst #{b} {chunk:?}");
             let mut cursors = fast.cursors.clone();
             fast.memo.store_cursor(&mut cursors);
@@ -1957,7 +2032,79 @@ mod tests {
         paths_agree_in_bursts(&alternating, 8);
     }
 
+    /// VIPs 198.18.1.1, .2 … (port 514), VIP `v` in mode `mode(v)` with three backends of its
+    /// own (rr), and a datagram to each: frame `v` goes to VIP `v`.
+    fn many_vips(count: u8, mode: impl Fn(u8) -> Mode) -> (Snapshot, Vec<Vec<u8>>) {
+        let specs = (0..count)
+            .map(|v| {
+                let backends: Vec<String> = (1..=3)
+                    .map(|b| format!("198.19.{}.{b}:514", 10 + v))
+                    .collect();
+                let backends: Vec<(&str, u32)> = backends.iter().map(|b| (&b[..], 1)).collect();
+                let vip = format!("198.18.1.{}:514", v + 1);
+                spec(
+                    v.into(),
+                    &vip,
+                    mode(v),
+                    SchedulerKind::Rr,
+                    &backends,
+                    3 * u16::from(v),
+                )
+            })
+            .collect();
+        let frames = (0..count)
+            .map(|v| {
+                let to = format!("198.18.1.{}:514", v + 1).parse().unwrap();
+                let fs = FrameSpec::new("198.18.0.1:40000".parse().unwrap(), to);
+                udp_frame(&fs, b"<13>parked")
+            })
+            .collect();
+        (Snapshot::new(1, specs).unwrap(), frames)
+    }
+
+    #[test]
+    fn interleaved_vips_keep_their_own_positions_and_counts() {
+        // Up to four VIPs of one kind take turns within a burst (a switch swaps parked
+        // memos), more than four (the fifth and later hand their memo back at each switch),
+        // one VIP among others, and DR and NAT VIPs mixed (a run stops at the other kind,
+        // and the parked memos are handed back before the slow path).
+        let dr = |_| Mode::Dr;
+        let nat = |_| Mode::Nat;
+        let mixed = |v: u8| if v % 3 == 2 { Mode::Nat } else { Mode::Dr };
+        let modes: [&dyn Fn(u8) -> Mode; 3] = [&dr, &nat, &mixed];
+        for mode in modes {
+            let (snap, frames) = many_vips(7, mode);
+            let mut orders: Vec<Vec<usize>> =
+                (2..=7).map(|n| (0..70).map(|k| k % n).collect()).collect();
+            orders.push(
+                (0..70)
+                    .map(|k| if k % 2 == 0 { 0 } else { k / 2 % 7 })
+                    .collect(),
+            );
+            orders.push((0..70).map(|k| (k * k + k / 3) % 7).collect());
+            for order in &orders {
+                let order: Vec<_> = order.iter().map(|&v| (v, None)).collect();
+                for burst in [1, 5, 9, 32] {
+                    agree_in_bursts(&snap, &frames, &order, burst);
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn interleaved_vips_agree_with_the_general_path(
+            order in proptest::collection::vec(
+                (0usize..7, proptest::option::of((0usize..60, proptest::prelude::any::<u8>()))),
+                1..100,
+            ),
+            burst in 1usize..40,
+            nat_vips in 0u8..128,
+        ) {
+            let (snap, frames) = many_vips(7, |v| if nat_vips >> v & 1 == 1 { Mode::Nat } else { Mode::Dr });
+            agree_in_bursts(&snap, &frames, &order, burst);
+        }
+
         #[test]
         fn the_fast_path_and_the_general_path_agree_on_damaged_frames(
             order in proptest::collection::vec(
