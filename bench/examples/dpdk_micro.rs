@@ -81,6 +81,12 @@ fn main() {
                      {q:.2} (the ceiling for any work that writes every frame)"
                 );
             }
+            if let (Some(m), Some(q)) = (r.hand_dr_cpu, r.hand_ratio_cpu) {
+                println!(
+                    "  per on-CPU second: hand-written DR {m:.2} Mpps, median ratio to \
+                     io-forward {q:.2} (Spray's DR work for one VIP, without the worker)"
+                );
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

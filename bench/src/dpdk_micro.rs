@@ -7,6 +7,10 @@
 //! - mac-forward: io-forward plus both MAC addresses of every frame written (DPDK testpmd's
 //!   `mac` forwarding mode, with Spray's own two-store MAC write): the cheapest rewrite any
 //!   per-packet work can do, so the ceiling for Spray's ratio against io-forward;
+//! - hand-written DR (one VIP, `net_null` only): the checks, header checksum, VIP compare,
+//!   round-robin pick, MAC write and per-backend counts of Spray's DR fast path, written
+//!   inline for the benchmark's one VIP, without the worker (no snapshot, memo, slow path or
+//!   shared counters): about the most scalar code could make of the full work;
 //! - spray: [`Worker::poll`], Spray's full per-packet work (parse with the IPv4 header
 //!   checksum check, VIP lookup, round-robin pick, MAC rewrite, counters). DR keeps each
 //!   frame addressed to the VIP, so the same frames can go round forever.
@@ -35,6 +39,7 @@ use dataplane::rewrite::{eth_src_word, set_mac_words};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::wire::checksum::ipv4_header20_valid;
 use dataplane::wire::ETHERTYPE_IPV4;
 use dataplane::worker::{Idle, Worker, WorkerSettings};
 
@@ -155,6 +160,10 @@ pub struct DpdkMicroResult {
     pub spray_runs: Vec<f64>,
     /// Every mac-forward repetition.
     pub mac_forward_runs: Vec<f64>,
+    /// Hand-written DR Mpps per on-CPU second (median; `net_null`, DR, one VIP only).
+    pub hand_dr_cpu: Option<f64>,
+    /// Median of the per-repetition ratios hand-written DR / io-forward, on-CPU time.
+    pub hand_ratio_cpu: Option<f64>,
     /// io-forward Mpps per second the thread was on a CPU (median; `None` without
     /// `/proc/thread-self/schedstat`): unlike wall-clock Mpps, not lowered by time the
     /// thread spent preempted on a shared machine.
@@ -244,6 +253,79 @@ fn mac_forward_loop(
         }
         port.tx_burst(burst);
     }
+    n
+}
+
+/// The hand-written DR loop's fixed state: the VIP's key as the frame holds it (destination
+/// address and port, [`frame_key`]), its three backends' MAC words, the port's source word.
+struct HandDr {
+    key: u64,
+    hops: [u64; 3],
+    src_type: u64,
+    /// Per backend: packets and bytes (added once per burst).
+    counts: [[u64; 2]; 3],
+    /// The next backend.
+    cursor: usize,
+    /// Frames that failed a check (none should: they are the VIP's own datagrams).
+    missed: u64,
+}
+
+/// The destination address and port of an IPv4 frame without options, as loaded from it.
+fn frame_key(h: &[u8; 42]) -> u64 {
+    let ip = u32::from_ne_bytes([h[30], h[31], h[32], h[33]]);
+    let port = u16::from_ne_bytes([h[36], h[37]]);
+    u64::from(ip) << 16 | u64::from(port)
+}
+
+/// The hand-written DR loop (see the module doc): Spray's DR fast path for one VIP with
+/// three backends, inline, counting per burst. Not inlined (see [`io_forward_loop`]).
+#[inline(never)]
+fn hand_dr_loop(
+    port: &mut FillPort<DpdkPort>,
+    burst: &mut Vec<Mbuf>,
+    max: usize,
+    bursts: u64,
+    st: &mut HandDr,
+) -> u64 {
+    let mut n = 0u64;
+    let mut cursor = st.cursor;
+    for _ in 0..bursts {
+        n += port.rx_burst(burst, max) as u64;
+        let mut counts = [[0u64; 2]; 3];
+        for b in burst.iter_mut() {
+            let frame = dataplane::port::PacketBuf::data_mut(b);
+            let len = frame.len();
+            let Some(h) = frame.first_chunk::<42>() else {
+                st.missed += 1;
+                continue;
+            };
+            let w = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+            let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+            let udp = usize::from(u16::from_be_bytes([h[38], h[39]]));
+            let ip: &[u8; 20] = h[14..34].try_into().expect("20 of 42 bytes");
+            if w(12) & 0x00ff_ffff != 0x0045_0008
+                || w(20) & 0xff00_ff3f != 0x1100_0000
+                || total.wrapping_sub(28) > len - 42
+                || udp.wrapping_sub(8) > total - 28
+                || !ipv4_header20_valid(ip)
+                || frame_key(h) != st.key
+            {
+                st.missed += 1;
+                continue;
+            }
+            let c = cursor.min(2);
+            cursor = if c == 2 { 0 } else { c + 1 };
+            set_mac_words(frame, st.hops[c], st.src_type);
+            counts[c][0] += 1;
+            counts[c][1] += len as u64;
+        }
+        for (t, c) in st.counts.iter_mut().zip(counts) {
+            t[0] += c[0];
+            t[1] += c[1];
+        }
+        port.tx_burst(burst);
+    }
+    st.cursor = cursor;
     n
 }
 
@@ -355,6 +437,19 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     let (mut io, mut full, mut mac) = (Vec::new(), Vec::new(), Vec::new());
     let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mac_cpu, mut mac_ratios) = (Vec::new(), Vec::new());
+    let (mut hand_cpu, mut hand_ratios) = (Vec::new(), Vec::new());
+    let mut hand = (s.null && !s.nat && vips == 1).then(|| HandDr {
+        key: frame_key(
+            w.port_mut().frames[0]
+                .first_chunk()
+                .expect("a 64-byte frame"),
+        ),
+        hops: [1u8, 2, 3].map(|i| u64::from_le_bytes([2, 0, 0, 0, 1, i, 0, 0])),
+        src_type: macs.1,
+        counts: [[0; 2]; 3],
+        cursor: 0,
+        missed: 0,
+    });
     for _ in 0..s.reps.max(1) {
         let (n, secs, cpu_io) = drive(s.bursts, s.duration, |b| {
             io_forward_loop(w.port_mut(), &mut burst, s.burst, b)
@@ -372,6 +467,16 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
                 mac_ratios.push(m / a);
             }
         }
+        if let Some(st) = hand.as_mut() {
+            let (n, _, cpu) = drive(s.bursts, s.duration, |b| {
+                hand_dr_loop(w.port_mut(), &mut burst, s.burst, b, st)
+            });
+            if let (Some(a), Some(c)) = (cpu_io, cpu) {
+                let m = n as f64 / c / 1e6;
+                hand_cpu.push(m);
+                hand_ratios.push(m / a);
+            }
+        }
         let (n, secs, cpu_full) = drive(s.bursts, s.duration, |b| worker_loop(&mut w, b));
         full.push(n as f64 / secs / 1e6);
         let cpu_full = cpu_full.map(|c| n as f64 / c / 1e6);
@@ -382,6 +487,15 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         }
     }
     let dropped = counters.dropped_total();
+    if let Some(st) = &hand {
+        let sent: u64 = st.counts.iter().map(|c| c[0]).sum();
+        if st.missed > 0 || st.counts.iter().any(|c| c[0].abs_diff(sent / 3) > 1) {
+            return Err(format!(
+                "the hand-written loop missed {} frames and spread {:?}",
+                st.missed, st.counts
+            ));
+        }
+    }
     // net_ring keeps what is in its ring across close: take the frames back first (net_null
     // never runs dry and holds nothing).
     let p = w.port_mut();
@@ -409,5 +523,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         ratio_cpu: (!ratios.is_empty()).then(|| median(&ratios)),
         mac_forward_cpu: (!mac_cpu.is_empty()).then(|| median(&mac_cpu)),
         mac_ratio_cpu: (!mac_ratios.is_empty()).then(|| median(&mac_ratios)),
+        hand_dr_cpu: (!hand_cpu.is_empty()).then(|| median(&hand_cpu)),
+        hand_ratio_cpu: (!hand_ratios.is_empty()).then(|| median(&hand_ratios)),
     })
 }
