@@ -43,7 +43,8 @@ if command -v jq >/dev/null && [ -s "$OUT/results.json" ]; then
     fi
 fi
 # The DPDK micro-benchmark's loops (docs/benchmarks.md, "DPDK"), briefly: it fails if the
-# worker dropped a frame or the mempool is not full again after the port closed.
+# worker dropped a frame, the hand-written loop missed one or spread them unevenly, or the
+# mempool is not full again after the port closed.
 if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
     cargo build --release -q -p spray-bench --features dpdk --example dpdk_micro
     for args in "--null 100 1" "--null --nat --vips 2 100 1" "100 1"; do

@@ -1,8 +1,8 @@
 //! The DPDK micro-benchmark: one core, a `net_ring` vdev (TX loops back to RX), 64-byte
 //! frames, burst 32.
 //!
-//! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Three loops
-//! run over the same port in the same process, in turn within every repetition:
+//! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Up to four
+//! loops run over the same port in the same process, in turn within every repetition:
 //! - io-forward: `rx_burst` straight to `tx_burst`, the framework's own cost;
 //! - mac-forward: io-forward plus both MAC addresses of every frame written (DPDK testpmd's
 //!   `mac` forwarding mode, with Spray's own two-store MAC write): the cheapest rewrite any
@@ -176,7 +176,7 @@ pub struct DpdkMicroResult {
     /// that any work touching every frame reached in this run.
     pub mac_ratio_cpu: Option<f64>,
     /// Median of the per-repetition ratios spray / io-forward, on-CPU time (each
-    /// repetition's two loops ran back to back, so they shared the machine's state).
+    /// repetition's loops ran back to back, so they shared the machine's state).
     pub ratio_cpu: Option<f64>,
 }
 

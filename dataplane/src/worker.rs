@@ -2065,9 +2065,9 @@ mod tests {
     #[test]
     fn interleaved_vips_keep_their_own_positions_and_counts() {
         // Up to four VIPs of one kind take turns within a burst (a switch swaps parked
-        // memos), more than four (the fifth and later hand their memo back at each switch),
-        // one VIP among others, and DR and NAT VIPs mixed (a run stops at the other kind,
-        // and the parked memos are handed back before the slow path).
+        // memos), more than four (with the slots full, a switch to an unparked VIP hands the
+        // memo it leaves back), one VIP among others, and DR and NAT VIPs mixed (a run stops
+        // at the other kind, and the parked memos are handed back before the slow path).
         let dr = |_| Mode::Dr;
         let nat = |_| Mode::Nat;
         let mixed = |v: u8| if v % 3 == 2 { Mode::Nat } else { Mode::Dr };
