@@ -47,7 +47,7 @@ fi
 # mempool is not full again after the port closed.
 if pkg-config --exists 'libdpdk >= 22.11' 2>/dev/null; then
     cargo build --release -q -p spray-bench --features dpdk --example dpdk_micro
-    for args in "--null 100 1" "--null --nat --vips 2 100 1" "100 1"; do
+    for args in "--null 100 1" "--null --nat --vips 2 100 1" "--null --nic-checksum 100 1" "100 1"; do
         # shellcheck disable=SC2086
         target/release/examples/dpdk_micro $args >"$OUT/dpdk_micro.txt" 2>&1 ||
             { cat "$OUT/dpdk_micro.txt" >&2; echo "bench-smoke: dpdk_micro $args failed" >&2; fail=1; }

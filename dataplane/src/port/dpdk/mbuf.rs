@@ -149,6 +149,25 @@ impl PacketBuf for Mbuf {
     }
 }
 
+impl Mbuf {
+    /// Sets the IPv4 header checksum verdict as a NIC's RX offload would (`Unknown` clears
+    /// it): for stand-ins of a NIC, such as the DPDK micro-benchmark's template port.
+    #[inline]
+    pub fn set_rx_ip_checksum(&mut self, verdict: RxIpChecksum) {
+        let bits = match verdict {
+            RxIpChecksum::Good => RX_IP_CKSUM_GOOD,
+            RxIpChecksum::Bad => RX_IP_CKSUM_BAD,
+            RxIpChecksum::Unknown => 0,
+        };
+        // SAFETY: the mbuf is live and owned by this handle (see `data`), and `&mut self`
+        // makes this the only access; `ol_flags` is a plain field.
+        unsafe {
+            let m = self.0.as_ptr();
+            (*m).ol_flags = (*m).ol_flags & !RX_IP_CKSUM_MASK | bits;
+        }
+    }
+}
+
 /// `RTE_MBUF_F_RX_IP_CKSUM_*` from rte_mbuf_core.h (shim.c asserts the values at compile
 /// time).
 const RX_IP_CKSUM_BAD: u64 = 1 << 4;
