@@ -43,7 +43,7 @@ use dataplane::wire::checksum::ipv4_header20_valid;
 use dataplane::wire::ETHERTYPE_IPV4;
 use dataplane::worker::{Idle, Worker, WorkerSettings};
 
-use crate::micro::{drive, median};
+use crate::micro::{drive, io_forward_loop, median};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -242,18 +242,6 @@ fn snapshot(mode: Mode, vips: u8) -> Snapshot {
         })
         .collect();
     Snapshot::new(1, services).expect("valid services")
-}
-
-/// The io-forward loop: RX burst straight to TX burst through the same port (template copy
-/// included). Not inlined, so that profilers and callgrind can attribute its cost.
-#[inline(never)]
-fn io_forward_loop(port: &mut FillPort, burst: &mut Vec<Mbuf>, max: usize, bursts: u64) -> u64 {
-    let mut n = 0u64;
-    for _ in 0..bursts {
-        n += port.rx_burst(burst, max) as u64;
-        port.tx_burst(burst);
-    }
-    n
 }
 
 /// The mac-forward loop: io-forward plus both MAC addresses of every frame written, with the

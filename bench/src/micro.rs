@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
-use dataplane::port::memory::{MemBuf, MemoryPort};
+use dataplane::port::memory::MemoryPort;
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
@@ -211,10 +211,15 @@ fn once(case: Case, s: &MicroSettings) -> (f64, Option<f64>) {
     (mpps, cpu)
 }
 
-/// The io-forward loop: RX burst straight to TX burst. Not inlined, so that profilers and
-/// callgrind can attribute its cost.
+/// The io-forward loop: RX burst straight to TX burst (this benchmark's and the DPDK one's).
+/// Not inlined, so that profilers and callgrind can attribute its cost.
 #[inline(never)]
-fn io_forward_loop(port: &mut MemoryPort, burst: &mut Vec<MemBuf>, max: usize, bursts: u64) -> u64 {
+pub(crate) fn io_forward_loop<P: Port>(
+    port: &mut P,
+    burst: &mut Vec<P::Buf>,
+    max: usize,
+    bursts: u64,
+) -> u64 {
     let mut n = 0u64;
     for _ in 0..bursts {
         n += port.rx_burst(burst, max) as u64;
