@@ -2112,11 +2112,11 @@ mod tests {
         #[test]
         fn interleaved_vips_agree_with_the_general_path(
             order in proptest::collection::vec(
-                (0usize..10, proptest::option::of((0usize..60, proptest::prelude::any::<u8>()))),
+                (0..usize::from(VIPS), proptest::option::of((0usize..60, proptest::prelude::any::<u8>()))),
                 1..100,
             ),
             burst in 1usize..40,
-            nat_vips in 0u16..1024,
+            nat_vips in 0u16..1 << VIPS,
         ) {
             let (snap, frames) = many_vips(VIPS, |v| if nat_vips >> v & 1 == 1 { Mode::Nat } else { Mode::Dr });
             agree_in_bursts(&snap, &frames, &order, burst);
