@@ -34,12 +34,6 @@ impl Delta {
         self.replace32(old as u32, new as u32);
     }
 
-    /// Adds the changes `other` recorded (for a checksum that covers both sets of words).
-    #[inline]
-    pub fn merge(&mut self, other: Delta) {
-        self.sum += other.sum;
-    }
-
     /// Returns checksum `hc` patched for the recorded changes (RFC 1624, eqn. 3).
     #[inline]
     pub fn apply(&self, hc: u16) -> u16 {
