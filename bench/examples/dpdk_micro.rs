@@ -23,18 +23,26 @@ fn main() {
         } else if a == "--vips" {
             s.vips = match args.next().map(|v| v.parse()) {
                 Some(Ok(v)) => v,
-                _ => {
-                    eprintln!("error: --vips needs a number of VIPs (1 to 200)");
-                    std::process::exit(2);
-                }
+                _ => usage("--vips needs a number of VIPs (1 to 200)"),
             };
         } else if a == "--bursts" {
-            s.bursts = args.next().and_then(|b| b.parse().ok());
+            s.bursts = match args.next().map(|b| b.parse()) {
+                Some(Ok(b)) => Some(b),
+                _ => usage("--bursts needs a number of bursts"),
+            };
         } else if a == "--huge-dir" {
-            s.huge_dir = args.next();
+            s.huge_dir = Some(
+                args.next()
+                    .unwrap_or_else(|| usage("--huge-dir needs a folder")),
+            );
         } else if let Ok(n) = a.parse::<u64>() {
             nums.push(n);
+        } else {
+            usage(&format!("unknown argument {a:?}"));
         }
+    }
+    if nums.len() > 2 {
+        usage("at most two numbers: millis and reps");
     }
     if let Some(ms) = nums.first() {
         s.duration = std::time::Duration::from_millis(*ms);
@@ -97,6 +105,16 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints `msg` and the usage line, and exits with status 2.
+#[cfg(spray_dpdk)]
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "error: {msg}\nusage: dpdk_micro [--null [--nat] [--vips N] [--nic-checksum]] \
+         [--huge-dir DIR] [--bursts N] [millis] [reps]"
+    );
+    std::process::exit(2);
 }
 
 #[cfg(not(spray_dpdk))]
