@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dataplane::counters::WorkerCounters;
 use dataplane::flow::NatFlows;
 use dataplane::port::dpdk::{Eal, EthPort, Mbuf, PortSettings};
-use dataplane::port::{PacketBuf, Port};
+use dataplane::port::{PacketBuf, Port, RxIpChecksum};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::wire::build::{checksums_valid, udp_frame, FrameSpec};
@@ -53,6 +53,29 @@ fn ring_round_trip_rewrites_and_returns_every_mbuf() {
     );
     let (free, size) = port.pool_level();
     assert_eq!(free, size, "a fresh pool is full");
+
+    // The checksum verdict a NIC stand-in (the DPDK micro-benchmark's template port) sets is
+    // the one the worker reads.
+    {
+        // SAFETY: the port's pool is live until `port.close()` below; the mbuf is dropped
+        // (freed) before that.
+        let mut m = unsafe { Mbuf::alloc_with(port.mempool(), &[0u8; 60]) }.expect("an mbuf");
+        assert_eq!(
+            m.rx_ip_checksum(),
+            RxIpChecksum::Unknown,
+            "a fresh mbuf has no verdict"
+        );
+        for v in [
+            RxIpChecksum::Good,
+            RxIpChecksum::Bad,
+            RxIpChecksum::Unknown,
+            RxIpChecksum::Good,
+        ] {
+            m.set_rx_ip_checksum(v);
+            assert_eq!(m.rx_ip_checksum(), v);
+        }
+        assert_eq!(m.data(), &[0u8; 60][..]);
+    }
 
     let backends: Vec<Backend> = (1..=3u8)
         .map(|i| {
