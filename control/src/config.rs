@@ -712,7 +712,7 @@ impl Validator<'_> {
                     scheduler,
                     backends,
                     fallback,
-                    passive: svc.passive.unwrap_or(false),
+                    passive: svc.passive.unwrap_or(true),
                 });
             }
         }

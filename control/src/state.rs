@@ -94,8 +94,6 @@ struct TargetState {
     next_due: Instant,
     /// When the probe in flight started.
     in_flight: Option<Instant>,
-    /// Check again as soon as the probe in flight returns.
-    recheck: bool,
     /// How long the last probe took.
     latency: Option<Duration>,
 }
@@ -291,7 +289,6 @@ impl State {
                 entries,
                 next_due: now + first,
                 in_flight: None,
-                recheck: false,
                 latency: None,
             });
             self.next_key += 1;
@@ -375,16 +372,6 @@ impl State {
                     e.backend, e.check, e.failures, e.reason, e.generation
                 )
             }
-            EventKind::Suspect => {
-                tracing::warn!(
-                    backend = %e.backend, services = ?e.services, reason = %e.reason,
-                    "backend suspect: checking now"
-                );
-                format!(
-                    "backend {} suspect for {services}: {}; checking now",
-                    e.backend, e.reason
-                )
-            }
             EventKind::Up => {
                 tracing::info!(
                     backend = %e.backend, services = ?e.services, check = %e.check,
@@ -435,13 +422,9 @@ impl State {
         t.latency = Some(o.finished.saturating_duration_since(o.started));
         let interval = t.target.check.interval;
         t.next_due = o.started + interval.mul_f64(jitter);
-        if std::mem::take(&mut t.recheck) {
-            t.next_due = now;
-        }
-        // A probe that started before the ICMP error that made the backend suspect says
-        // nothing about it: check again instead.
-        if t.machine.suspect_since().is_some_and(|s| o.started < s) {
-            t.next_due = now;
+        // A success from a probe that started before the last failure (an unreachable for
+        // data that came in while it ran) says nothing about the backend now.
+        if o.result.is_ok() && t.machine.last_failure().is_some_and(|f| o.started < f) {
             return Ok(None);
         }
         let reason = match &o.result {
@@ -458,7 +441,14 @@ impl State {
         let Some(ok) = verdict else {
             return Ok(None);
         };
-        let Some(tr) = t.machine.handle_result(now, ok, &reason) else {
+        let decided = t.machine.handle_result(now, ok, &reason);
+        if !ok && t.machine.state() == HealthState::Up {
+            // Confirm a failure fast: the next check starts as this one ends, at most twice
+            // per interval, so `fall` failures take (fall - 1) * interval / 2 + timeout
+            // rather than fall intervals (docs/config.md gives the bound).
+            t.next_due = now.max(o.started + interval / 2);
+        }
+        let Some(tr) = decided else {
             if let Err(e) = &o.result {
                 tracing::debug!(backend = %t.target.addr, check = t.target.check.probe.name(),
                     error = %e, failures = t.machine.counts().1, "check failed");
@@ -471,11 +461,6 @@ impl State {
             t.entries.clone(),
         );
         let snap = self.rebuild()?;
-        let check = if tr.suspected {
-            format!("{check} (after a passive report)")
-        } else {
-            check
-        };
         self.record(
             HealthEvent {
                 time: SystemTime::now(),
@@ -497,47 +482,56 @@ impl State {
         Ok(Some(snap))
     }
 
-    /// A worker saw an ICMP error from a backend: each up target of that address becomes
-    /// suspect and is checked at once (or as soon as its probe in flight returns).
-    pub fn handle_passive(&mut self, r: &PassiveReport, now: Instant) {
-        let mut newly = Vec::new();
+    /// A worker saw a destination unreachable come back for a datagram it sent to a
+    /// backend: every target of that address that decides for the report's VIP goes down at
+    /// once. Returns the snapshot to publish when one went down.
+    ///
+    /// # Errors
+    /// When the dataplane refuses the new table (a Spray bug).
+    pub fn handle_passive(
+        &mut self,
+        r: &PassiveReport,
+        now: Instant,
+    ) -> Result<Option<Arc<Snapshot>>, StateError> {
+        let reason = format!(
+            "icmp type {} code {} for a data datagram ({})",
+            r.icmp.0,
+            r.icmp.1,
+            std::io::Error::from_raw_os_error(r.errno)
+                .to_string()
+                .to_lowercase()
+        );
+        let mut downs = Vec::new();
         for t in &mut self.targets {
             if t.target.addr != r.backend || !t.entries.iter().any(|(v, _)| *v == r.vip) {
                 continue;
             }
-            if t.machine.handle_suspect(now) {
-                if t.in_flight.is_some() {
-                    t.recheck = true;
-                } else {
-                    t.next_due = now;
-                }
-                newly.push(t.entries.clone());
+            if let Some(tr) = t.machine.handle_unreachable(now, &reason) {
+                downs.push((tr, t.entries.clone()));
             }
         }
-        for entries in newly {
+        if downs.is_empty() {
+            return Ok(None);
+        }
+        let snap = self.rebuild()?;
+        for (tr, entries) in downs {
             self.record(
                 HealthEvent {
                     time: SystemTime::now(),
-                    instant: now,
-                    generation: 0,
-                    kind: EventKind::Suspect,
+                    instant: tr.at,
+                    generation: snap.generation,
+                    kind: EventKind::Down,
                     backend: r.backend,
                     services: self.services_of(&entries),
                     check: "passive".into(),
-                    reason: format!(
-                        "icmp type {} code {} ({})",
-                        r.icmp.0,
-                        r.icmp.1,
-                        std::io::Error::from_raw_os_error(r.errno)
-                            .to_string()
-                            .to_lowercase()
-                    ),
+                    reason: tr.reason,
                     successes: 0,
-                    failures: 0,
+                    failures: tr.failures,
                 },
                 &entries,
             );
         }
+        Ok(Some(snap))
     }
 
     /// Applies an operator's `change` at `now`; returns the reply and the snapshot to
@@ -910,8 +904,20 @@ impl Controller {
                             Err(e) => tracing::error!(error = %e, "health update not applied"),
                         }
                     } else if i == i_passive {
-                        if let Ok(r) = op.recv(&passive) {
-                            state.handle_passive(&r, Instant::now());
+                        let Ok(first) = op.recv(&passive) else {
+                            continue;
+                        };
+                        // A dead backend's errors come in bursts: one snapshot for all queued.
+                        let mut last = None;
+                        for r in std::iter::once(first).chain(passive.try_iter()) {
+                            match state.handle_passive(&r, Instant::now()) {
+                                Ok(Some(s)) => last = Some(s),
+                                Ok(None) => {}
+                                Err(e) => tracing::error!(error = %e, "health update not applied"),
+                            }
+                        }
+                        if let Some(s) = last {
+                            publish(&workers, &cur, &s);
                         }
                     } else if i == i_command {
                         let Ok(c) = op.recv(&cmd_rx) else { break };
@@ -1086,6 +1092,7 @@ mod tests {
 [services.a]
 vip = "127.0.0.10:5514"
 fallback = "127.0.0.1:7000"
+passive = false
 backends = [{ addr = "127.0.0.1:6001" }, { addr = "127.0.0.1:6002" }]
 [services.a.check]
 type = "udp"
@@ -1576,12 +1583,11 @@ fall = 3
     }
 
     #[test]
-    fn a_passive_report_triggers_a_check_and_one_failure_decides() {
+    fn an_unreachable_for_data_takes_the_backend_down_at_once_for_every_vip() {
         let (mut s, mut now) = state();
         // Run the first round so nothing is due for a while.
         checks(&mut s, &mut now, 1, true, false);
         let at = now + Duration::from_millis(1);
-        assert!(!s.poll_due(at).iter().any(|j| j.index == 0));
         let r = PassiveReport {
             vip: VipId(0),
             backend: "127.0.0.1:6001".parse().unwrap(),
@@ -1589,31 +1595,61 @@ fall = 3
             icmp: (3, 3),
             at,
         };
-        s.handle_passive(&r, at);
-        s.handle_passive(&r, at);
-        let jobs = s.poll_due(at);
-        assert_eq!(jobs.len(), 1, "an immediate check of the suspect only");
         let snap = s
-            .handle_outcome(&outcome(jobs[0].index, at, false), at)
+            .handle_passive(&r, at)
             .unwrap()
-            .expect("down after one failed check");
+            .expect("down on the first unreachable");
+        // Both VIPs share the backend (and its check): both drop it in one snapshot.
         assert_eq!(weights(&snap), [vec![0, 1], vec![0, 1]]);
+        assert!(s.handle_passive(&r, at).unwrap().is_none(), "already down");
         let ev = s.events();
-        assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0].kind, EventKind::Suspect);
-        assert_eq!(ev[0].check, "passive");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(
+            (ev[0].kind, ev[0].check.as_str()),
+            (EventKind::Down, "passive")
+        );
         assert!(
-            ev[0].reason.starts_with("icmp type 3 code 3"),
+            ev[0]
+                .reason
+                .starts_with("icmp type 3 code 3 for a data datagram"),
             "{}",
             ev[0].reason
         );
-        assert_eq!(ev[1].kind, EventKind::Down);
-        assert_eq!(ev[1].check, "udp (after a passive report)");
-        assert_eq!(ev[1].failures, 1);
+        // Silence right after it is no news: the backend stays down.
+        let j = s.poll_due(at + Duration::from_secs(1));
+        let silent = Outcome {
+            index: j.iter().find(|j| j.index == 0).unwrap().index,
+            started: at + Duration::from_millis(100),
+            finished: at + Duration::from_millis(150),
+            result: Ok(Evidence::Silence),
+        };
+        assert!(s
+            .handle_outcome(&silent, at + Duration::from_millis(150))
+            .unwrap()
+            .is_none());
+        assert_eq!(s.health(BackendId(0)), Health::Down);
     }
 
     #[test]
-    fn a_probe_started_before_the_report_does_not_clear_it() {
+    fn a_report_about_another_vip_or_address_changes_nothing() {
+        let (mut s, _) = state();
+        let at = Instant::now();
+        let mut r = PassiveReport {
+            vip: VipId(0),
+            backend: "127.0.0.1:6009".parse().unwrap(),
+            errno: libc::ECONNREFUSED,
+            icmp: (3, 3),
+            at,
+        };
+        assert!(s.handle_passive(&r, at).unwrap().is_none());
+        r.backend = "127.0.0.1:6001".parse().unwrap();
+        r.vip = VipId(7);
+        assert!(s.handle_passive(&r, at).unwrap().is_none());
+        assert!(s.events().is_empty());
+    }
+
+    #[test]
+    fn a_success_from_a_probe_started_before_the_report_is_ignored() {
         let (mut s, t0) = state();
         let at = t0 + Duration::from_millis(100);
         let jobs = s.poll_due(at);
@@ -1626,17 +1662,49 @@ fall = 3
             at,
         };
         let later = at + Duration::from_millis(5);
-        s.handle_passive(&r, later);
-        // The stale success is ignored, and the target is due again at once.
+        assert!(s.handle_passive(&r, later).unwrap().is_some());
+        // Started before the report: not one of the `rise` successes.
         assert!(s
             .handle_outcome(&outcome(j.index, at, true), later)
             .unwrap()
             .is_none());
-        let again = s.poll_due(later);
-        assert!(again.iter().any(|j| j.index == 0));
+        assert_eq!(s.health(BackendId(0)), Health::Down);
+        let t = s.targets.iter().find(|t| t.key == 0).unwrap();
+        assert_eq!(t.machine.counts(), (0, 0), "no success counted");
+    }
+
+    #[test]
+    fn a_failure_is_confirmed_at_half_the_interval() {
+        let (mut s, mut now) = state();
+        checks(&mut s, &mut now, 1, true, false);
+        // Target 0 fails: its next check is due half an interval after this one started
+        // (interval 100 ms in `state()`), not a whole one.
+        let j = loop {
+            now += Duration::from_millis(1);
+            if let Some(j) = s.poll_due(now).into_iter().find(|j| j.index == 0) {
+                break j;
+            }
+        };
+        let started = now;
+        let done = started + Duration::from_millis(20);
         assert!(s
-            .handle_outcome(&outcome(0, later, false), later)
+            .handle_outcome(&outcome(j.index, started, false), done)
             .unwrap()
-            .is_some());
+            .is_none());
+        let t = s.targets.iter().find(|t| t.key == 0).unwrap();
+        assert_eq!(t.next_due, started + Duration::from_millis(50));
+        // A probe that took longer than that is followed at once.
+        let j = s.poll_due(t.next_due);
+        let j = j.iter().find(|j| j.index == 0).unwrap();
+        let started = started + Duration::from_millis(50);
+        let done = started + Duration::from_millis(80);
+        assert!(s
+            .handle_outcome(&outcome(j.index, started, false), done)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            s.targets.iter().find(|t| t.key == 0).unwrap().next_due,
+            done
+        );
     }
 }

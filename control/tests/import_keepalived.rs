@@ -139,6 +139,7 @@ fn dns_nat_with_udp_check_and_dns_check() {
         require_reply,
         expect,
         port,
+        ..
     } = &k.probe
     else {
         panic!("not udp: {k:?}")

@@ -40,6 +40,7 @@ pub struct RawCheck {
     payload: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
     require_reply: Option<Spanned<bool>>,
+    echo: Option<Spanned<bool>>,
     path: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     expect_status: Option<Spanned<i64>>,
@@ -90,6 +91,7 @@ pub struct Fields {
     payload: Option<(Vec<u8>, String)>,
     expect: Option<(Vec<u8>, String)>,
     require_reply: Option<(bool, String)>,
+    echo: Option<(bool, String)>,
     path: Option<(String, String)>,
     host: Option<(String, String)>,
     expect_status: Option<(u16, String)>,
@@ -196,6 +198,7 @@ impl Fields {
             .require_reply
             .as_ref()
             .map(|b| (*b.get_ref(), k("require_reply")));
+        f.echo = raw.echo.as_ref().map(|b| (*b.get_ref(), k("echo")));
         if let Some(path) = &raw.path {
             if !path.get_ref().starts_with('/') || path.get_ref().contains(' ') {
                 p.push((
@@ -230,7 +233,7 @@ impl Fields {
         }
         // Type-specific keys on a table of another type are mistakes, not silently ignored.
         if let Some((kind, _)) = &f.kind {
-            let wrong: [KeyTypes<'_>; 8] = [
+            let wrong: [KeyTypes<'_>; 9] = [
                 (
                     "port",
                     raw.port.as_ref().map(Spanned::span),
@@ -251,6 +254,7 @@ impl Fields {
                     raw.require_reply.as_ref().map(Spanned::span),
                     &[Kind::Udp],
                 ),
+                ("echo", raw.echo.as_ref().map(Spanned::span), &[Kind::Udp]),
                 ("path", raw.path.as_ref().map(Spanned::span), &[Kind::Http]),
                 ("host", raw.host.as_ref().map(Spanned::span), &[Kind::Http]),
                 (
@@ -305,6 +309,7 @@ impl Fields {
             payload: spec(same_type, &self.payload, &base.payload),
             expect: spec(same_type, &self.expect, &base.expect),
             require_reply: spec(same_type, &self.require_reply, &base.require_reply),
+            echo: spec(same_type, &self.echo, &base.echo),
             path: spec(same_type, &self.path, &base.path),
             host: spec(same_type, &self.host, &base.host),
             expect_status: spec(same_type, &self.expect_status, &base.expect_status),
@@ -334,7 +339,7 @@ impl Fields {
         let timeout = self
             .timeout
             .as_ref()
-            .map_or(DEFAULT_TIMEOUT.min(interval), |(ms, _)| {
+            .map_or(DEFAULT_TIMEOUT.min(interval / 2), |(ms, _)| {
                 Duration::from_millis(*ms as u64)
             });
         if timeout > interval {
@@ -382,6 +387,7 @@ impl Fields {
                         .unwrap_or_default(),
                     expect: self.expect.as_ref().map(|x| x.0.clone()),
                     require_reply,
+                    echo: self.echo.as_ref().map_or(!require_reply, |x| x.0),
                 }
             }
             Kind::Tcp => Probe::Tcp {
@@ -459,6 +465,49 @@ source = "127.0.0.1"
 "#;
 
     #[test]
+    fn the_readme_check_confirms_failures_fast_and_asks_the_host_to_echo() {
+        let c = parse(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../docs/examples/syslog.toml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            c.services.iter().all(|s| s.passive),
+            "passive is on by default"
+        );
+        let chk = &c.checks[&BackendId(0)];
+        // Half the interval, so that `fall` failures fit in docs/config.md's bound.
+        assert_eq!(chk.timeout, Duration::from_millis(50));
+        assert!(matches!(
+            chk.probe,
+            Probe::Udp {
+                echo: true,
+                require_reply: false,
+                ..
+            }
+        ));
+        let off = BASE.replace("expect = \"pong\"", "echo = false");
+        let c = parse(&off).unwrap();
+        assert!(matches!(
+            c.checks[&BackendId(0)].probe,
+            Probe::Udp {
+                echo: false,
+                require_reply: false,
+                ..
+            }
+        ));
+        let wrong = BASE.replace("port = 22,", "port = 22, echo = true,");
+        let e = errors(&wrong);
+        assert!(
+            e[0].contains("echo: applies to check type udp only"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn service_defaults_and_backend_overrides() {
         let c = parse(BASE).unwrap();
         let s = &c.services[0];
@@ -483,6 +532,7 @@ source = "127.0.0.1"
                 payload: b"ping".to_vec(),
                 expect: Some(b"pong".to_vec()),
                 require_reply: true,
+                echo: false,
             }
         );
         // Another type: common keys inherited, udp keys not.
@@ -516,7 +566,7 @@ source = "127.0.0.1"
         .unwrap();
         assert!(c.checks.is_empty());
         assert!(c.services[0].fallback.is_none());
-        assert!(!c.services[0].passive);
+        assert!(c.services[0].passive, "on by default");
     }
 
     #[test]

@@ -25,8 +25,6 @@ pub enum EventKind {
     Down,
     /// The checker put it back.
     Up,
-    /// A worker saw an ICMP error from it: an immediate check follows.
-    Suspect,
 }
 
 impl EventKind {
@@ -35,7 +33,6 @@ impl EventKind {
         match self {
             Self::Down => "down",
             Self::Up => "up",
-            Self::Suspect => "suspect",
         }
     }
 }

@@ -68,65 +68,108 @@ fn checksum(data: &[u8]) -> u16 {
 /// # Errors
 /// No ICMP socket permitted, a send error, or no reply in time.
 pub fn probe(to: IpAddr, source: Option<IpAddr>, timeout: Duration) -> Result<(), ProbeError> {
-    let (sock, raw) = open(to)?;
-    bind_source(&sock, source)?;
-    let dst = SocketAddr::new(to, 0);
-    // Connecting makes the kernel deliver only this peer's packets to the socket.
-    sock.connect(&dst.into())
-        .map_err(|e| ProbeError::io(format_args!("cannot connect to {to}"), &e))?;
-    let v4 = to.is_ipv4();
-    let (req_type, reply_type) = if v4 { (8u8, 0u8) } else { (128, 129) };
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    // Ping sockets replace the id with their own; raw ones keep ours.
-    let id = (std::process::id() as u16) ^ 0x5350;
-    let mut pkt = Vec::with_capacity(8 + PAYLOAD.len());
-    pkt.extend_from_slice(&[req_type, 0, 0, 0]);
-    pkt.extend_from_slice(&id.to_be_bytes());
-    pkt.extend_from_slice(&seq.to_be_bytes());
-    pkt.extend_from_slice(PAYLOAD);
-    if v4 {
-        // The kernel computes ICMPv6 checksums itself (it needs the pseudo-header).
-        let c = checksum(&pkt);
-        pkt[2..4].copy_from_slice(&c.to_be_bytes());
-    }
-    sock.send(&pkt)
-        .map_err(|e| ProbeError::io(format_args!("icmp echo to {to}"), &e))?;
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ProbeError(format!(
-                "no icmp echo reply from {to} within {} ms",
-                timeout.as_millis()
-            )));
+    Echo::send(to, source)?.wait(deadline, timeout)
+}
+
+/// One echo request in flight; its reply queues on the socket until [`Echo::wait`] reads it,
+/// so a caller can wait for something else first (the UDP check does).
+#[derive(Debug)]
+pub struct Echo {
+    sock: Socket,
+    raw: bool,
+    to: IpAddr,
+    id: u16,
+    seq: u16,
+}
+
+impl Echo {
+    /// Sends an echo request to `to`, from `source` when given.
+    ///
+    /// # Errors
+    /// No ICMP socket permitted, or the request cannot be sent.
+    pub fn send(to: IpAddr, source: Option<IpAddr>) -> Result<Self, ProbeError> {
+        let (sock, raw) = open(to)?;
+        bind_source(&sock, source)?;
+        let dst = SocketAddr::new(to, 0);
+        // Connecting makes the kernel deliver only this peer's packets to the socket.
+        sock.connect(&dst.into())
+            .map_err(|e| ProbeError::io(format_args!("cannot connect to {to}"), &e))?;
+        let req_type = if to.is_ipv4() { 8u8 } else { 128 };
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        // Ping sockets replace the id with their own; raw ones keep ours.
+        let id = (std::process::id() as u16) ^ 0x5350;
+        let mut pkt = Vec::with_capacity(8 + PAYLOAD.len());
+        pkt.extend_from_slice(&[req_type, 0, 0, 0]);
+        pkt.extend_from_slice(&id.to_be_bytes());
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(PAYLOAD);
+        if to.is_ipv4() {
+            // The kernel computes ICMPv6 checksums itself (it needs the pseudo-header).
+            let c = checksum(&pkt);
+            pkt[2..4].copy_from_slice(&c.to_be_bytes());
         }
-        sock.set_read_timeout(Some(left))
-            .map_err(|e| ProbeError::io("cannot set the receive timeout", &e))?;
-        let n = match (&sock).read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
-                continue
+        sock.send(&pkt)
+            .map_err(|e| ProbeError::io(format_args!("icmp echo to {to}"), &e))?;
+        Ok(Self {
+            sock,
+            raw,
+            to,
+            id,
+            seq,
+        })
+    }
+
+    /// Waits until `deadline` for the reply (a reply already queued is taken at once, even
+    /// past the deadline); `timeout` only names the wait in the error.
+    ///
+    /// # Errors
+    /// No reply by the deadline, or a receive error.
+    pub fn wait(&self, deadline: Instant, timeout: Duration) -> Result<(), ProbeError> {
+        let reply_type = if self.to.is_ipv4() { 0u8 } else { 129 };
+        let mut buf = [0u8; 1500];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Past the deadline, one last look at what is queued without blocking.
+            let last = left.is_zero();
+            let set = if last {
+                self.sock.set_nonblocking(true)
+            } else {
+                self.sock.set_read_timeout(Some(left))
+            };
+            set.map_err(|e| ProbeError::io("cannot set the receive timeout", &e))?;
+            let n = match (&self.sock).read(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut
+                        || e.kind() == std::io::ErrorKind::Interrupted =>
+                {
+                    if last {
+                        return Err(ProbeError(format!(
+                            "no icmp echo reply from {} within {} ms",
+                            self.to,
+                            timeout.as_millis()
+                        )));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(ProbeError::io(format_args!("icmp echo to {}", self.to), &e)),
+            };
+            let mut icmp = &buf[..n];
+            if self.raw && self.to.is_ipv4() {
+                // IPv4 raw sockets deliver the IP header too (RFC 791: IHL in 32-bit words).
+                let ihl = usize::from(icmp.first().copied().unwrap_or(0) & 0x0f) * 4;
+                icmp = icmp.get(ihl..).unwrap_or(&[]);
             }
-            Err(e) => return Err(ProbeError::io(format_args!("icmp echo to {to}"), &e)),
-        };
-        let mut icmp = &buf[..n];
-        if raw && v4 {
-            // IPv4 raw sockets deliver the IP header too (RFC 791: IHL in 32-bit words).
-            let ihl = usize::from(icmp.first().copied().unwrap_or(0) & 0x0f) * 4;
-            icmp = icmp.get(ihl..).unwrap_or(&[]);
-        }
-        if icmp.len() < 8 || icmp[0] != reply_type {
-            continue;
-        }
-        let got_id = u16::from_be_bytes([icmp[4], icmp[5]]);
-        let got_seq = u16::from_be_bytes([icmp[6], icmp[7]]);
-        if got_seq == seq && (!raw || got_id == id) {
-            return Ok(());
+            if icmp.len() < 8 || icmp[0] != reply_type {
+                continue;
+            }
+            let got_id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            let got_seq = u16::from_be_bytes([icmp[6], icmp[7]]);
+            if got_seq == self.seq && (!self.raw || got_id == self.id) {
+                return Ok(());
+            }
         }
     }
 }

@@ -7,9 +7,10 @@
 //! * An up backend goes down after `fall` consecutive failures; a down one comes up after
 //!   `rise` consecutive successes. A result of the other kind resets the run, so a flapping
 //!   backend (ok, fail, ok, fail...) stays where it is.
-//! * A passive report (an ICMP error seen by a worker) makes an up backend *suspect*: the
-//!   caller checks it at once, and the next failure takes it down without waiting for
-//!   `fall`; a success clears the suspicion.
+//! * An ICMP destination unreachable that came back for a *data* datagram (a passive
+//!   report from a worker) takes an up backend down at once: the datagram was not delivered,
+//!   which is proof, not a hint, and the backend's kernel rate-limits those errors so
+//!   tightly (one a second per peer) that waiting for a check to see one loses seconds.
 //! * Backends start up (keepalived's default): a dead one is found after `fall` checks.
 
 use std::time::Instant;
@@ -47,8 +48,6 @@ pub struct Transition {
     pub failures: u32,
     /// The deciding probe's error, or "check passed".
     pub reason: String,
-    /// Whether a passive report had made the backend suspect.
-    pub suspected: bool,
 }
 
 /// Rise/fall bookkeeping of one backend.
@@ -59,7 +58,6 @@ pub struct Machine {
     fall: u32,
     successes: u32,
     failures: u32,
-    suspect_since: Option<Instant>,
     last_change: Option<Instant>,
     last_failure: Option<Instant>,
 }
@@ -81,7 +79,6 @@ impl Machine {
             fall: fall.max(1),
             successes: 0,
             failures: 0,
-            suspect_since: None,
             last_change: None,
             last_failure: None,
         }
@@ -103,9 +100,9 @@ impl Machine {
         self.state
     }
 
-    /// Since when a passive report made the backend suspect, if it is.
-    pub fn suspect_since(&self) -> Option<Instant> {
-        self.suspect_since
+    /// When the last failure (a failed check or an unreachable for data) came in.
+    pub fn last_failure(&self) -> Option<Instant> {
+        self.last_failure
     }
 
     /// When the state last changed.
@@ -121,43 +118,40 @@ impl Machine {
     /// Feeds one probe result; returns the transition when it changes the state.
     #[must_use]
     pub fn handle_result(&mut self, now: Instant, ok: bool, reason: &str) -> Option<Transition> {
-        let suspected = self.suspect_since.take().is_some();
         if ok {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
             if self.state == State::Down && self.successes >= self.rise {
-                return Some(self.change(now, State::Up, reason, suspected));
+                return Some(self.change(now, State::Up, reason));
             }
         } else {
             self.last_failure = Some(now);
             self.successes = 0;
             self.failures = self.failures.saturating_add(1);
-            if self.state == State::Up && (self.failures >= self.fall || suspected) {
-                return Some(self.change(now, State::Down, reason, suspected));
+            if self.state == State::Up && self.failures >= self.fall {
+                return Some(self.change(now, State::Down, reason));
             }
         }
         None
     }
 
-    /// A worker saw an ICMP error from the backend. Returns true when that makes an up
-    /// backend newly suspect: the caller should check it at once.
+    /// A datagram sent to the backend came back as destination unreachable: an up backend
+    /// goes down at once, and a down one starts its quiet period ([`SILENCE_QUIET`]) again.
     #[must_use]
-    pub fn handle_suspect(&mut self, now: Instant) -> bool {
-        if self.state == State::Down || self.suspect_since.is_some() {
-            return false;
-        }
-        self.suspect_since = Some(now);
-        true
+    pub fn handle_unreachable(&mut self, now: Instant, reason: &str) -> Option<Transition> {
+        self.last_failure = Some(now);
+        self.successes = 0;
+        self.failures = self.failures.saturating_add(1);
+        (self.state == State::Up).then(|| self.change(now, State::Down, reason))
     }
 
-    fn change(&mut self, now: Instant, to: State, reason: &str, suspected: bool) -> Transition {
+    fn change(&mut self, now: Instant, to: State, reason: &str) -> Transition {
         let t = Transition {
             at: now,
             to,
             successes: self.successes,
             failures: self.failures,
             reason: reason.to_owned(),
-            suspected,
         };
         self.state = to;
         self.last_change = Some(now);
@@ -271,27 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn suspect_then_one_failure_is_down() {
+    fn an_unreachable_for_data_takes_an_up_backend_down_at_once() {
         let mut m = Machine::new(2, 3);
-        assert!(m.handle_suspect(at(0)));
-        assert!(
-            !m.handle_suspect(at(1)),
-            "already suspect: no second immediate check"
-        );
-        assert_eq!(m.suspect_since(), Some(at(0)));
-        let t = m.handle_result(at(2), false, "refused").unwrap();
-        assert!(t.suspected);
-        assert_eq!((t.to, t.failures), (State::Down, 1));
-        assert!(!m.handle_suspect(at(3)), "a down backend is not suspect");
-    }
-
-    #[test]
-    fn suspect_cleared_by_a_success() {
-        let mut m = Machine::new(2, 3);
-        assert!(m.handle_suspect(at(0)));
-        assert!(m.handle_result(at(1), true, "ok").is_none());
-        assert_eq!(m.suspect_since(), None);
-        assert!(m.handle_result(at(2), false, "x").is_none());
-        assert_eq!(m.state(), State::Up);
+        let t = m
+            .handle_unreachable(at(5), "icmp port unreachable")
+            .unwrap();
+        assert_eq!((t.to, t.failures, t.at), (State::Down, 1, at(5)));
+        assert_eq!(m.last_failure(), Some(at(5)));
+        // A down backend stays down, and silence is no news for a while again.
+        assert!(m
+            .handle_unreachable(at(900), "icmp port unreachable")
+            .is_none());
+        assert!(!m.silence_counts(at(900) + SILENCE_QUIET - Duration::from_millis(1)));
+        assert!(m.silence_counts(at(900) + SILENCE_QUIET));
+        // It rises on `rise` successes as after any other failure.
+        assert!(m.handle_result(at(2500), true, "ok").is_none());
+        assert_eq!(m.handle_result(at(2600), true, "ok").unwrap().to, State::Up);
     }
 }

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 /// Default time between two checks of one backend.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
-/// Default time a probe may take.
+/// Default time a probe may take, at most: half the interval when that is shorter, so that
+/// a failure can be confirmed within the interval (see `State::handle_outcome`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default consecutive successes that bring a down backend up.
 pub const DEFAULT_RISE: u32 = 2;
@@ -36,7 +37,8 @@ pub enum Probe {
     /// Send `payload` from a connected UDP socket; an ICMP port (or host) unreachable is a
     /// failure, and so is silence when `require_reply` (a reply must contain `expect` when
     /// given). Without `require_reply`, silence for `timeout` is success (keepalived's
-    /// UDP_CHECK): right for syslog, which never answers.
+    /// UDP_CHECK, right for syslog, which never answers) if the host answers an echo sent
+    /// with the datagram (`echo`).
     Udp {
         /// Port to probe instead of the backend's.
         port: Option<u16>,
@@ -46,6 +48,9 @@ pub enum Probe {
         expect: Option<Vec<u8>>,
         /// Whether a reply is needed for success.
         require_reply: bool,
+        /// Without `require_reply`: send an ICMP echo with each check, and count silence as
+        /// health only when the host answers it.
+        echo: bool,
     },
     /// A TCP connection must be accepted.
     Tcp {
@@ -164,12 +169,14 @@ pub fn probe(target: &Target) -> Result<Evidence, ProbeError> {
             payload,
             expect,
             require_reply,
+            echo,
         } => udp::probe(
             port(p),
             c.source,
             payload,
             expect.as_deref(),
             *require_reply,
+            *echo,
             c.timeout,
         ),
         Probe::Tcp { port: p } => {
