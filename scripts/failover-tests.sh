@@ -24,6 +24,7 @@
 #   scripts/failover-tests.sh                       every case
 #   scripts/failover-tests.sh socket:kill dpdk-dr:link   some of them
 #   RATE=50000 scripts/failover-tests.sh socket:kill     another rate
+#   SPRAY=/path/to/spray scripts/failover-tests.sh socket:kill   another build (no cargo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +55,10 @@ else
     skip "libdpdk >= 22.11 not found: DPDK cases not run"
     CASES="${CASES:-socket:kill socket:link}"
 fi
-cargo build -q --release -p spray "${features[@]}"
-SPRAY="$PWD/target/release/spray"
+if [ -z "${SPRAY:-}" ]; then
+    cargo build -q --release -p spray "${features[@]}"
+    SPRAY="$PWD/target/release/spray"
+fi
 TOOL=scripts/netns/deadline.py
 NS=(sfd-client sfd-be1 sfd-be2 sfd-be3 sfd-lb)
 SPRAY_MAC=02:00:00:00:00:10

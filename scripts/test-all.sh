@@ -2,8 +2,9 @@
 # Runs every test Spray has: formatting, lints, unit and integration tests, then the tests
 # that need more of the machine when it has it:
 #   - the DPDK port (cargo feature `dpdk`) when pkg-config finds libdpdk >= 22.11;
-#   - tests that need root and network namespaces (scripts/netns-tests.sh, and the benchmark
-#     harness's smoke run, scripts/bench-smoke.sh) when run as root;
+#   - tests that need root and network namespaces (scripts/netns-tests.sh, the failover of
+#     README's configuration, scripts/failover-tests.sh, and the benchmark harness's smoke
+#     run, scripts/bench-smoke.sh) when run as root;
 #   - the cargo-fuzz targets for SPRAY_FUZZ_SECS seconds each, when that is set (CI: 30).
 # Set SPRAY_REQUIRE_ALL=1 (CI does) to fail instead of skipping those.
 set -euo pipefail
@@ -42,6 +43,12 @@ if [ "$(id -u)" = 0 ]; then
     if [ -x scripts/netns-tests.sh ]; then
         step "network namespace tests"
         scripts/netns-tests.sh
+    fi
+    if [ -x scripts/failover-tests.sh ]; then
+        # README's config as written, default sysctls: no datagram to a dead backend later
+        # than 350 ms after its death (socket, DPDK NAT and DR; receiver killed, link down).
+        step "failover of README's configuration (scripts/failover-tests.sh)"
+        scripts/failover-tests.sh
     fi
     for t in scripts/ha/test-ha.sh scripts/ha/test-bgp.sh scripts/ha/test-ecmp.sh; do
         if [ -x "$t" ]; then

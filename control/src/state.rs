@@ -493,6 +493,11 @@ impl State {
         r: &PassiveReport,
         now: Instant,
     ) -> Result<Option<Arc<Snapshot>>, StateError> {
+        // Only "nothing received it": port or host unreachable. Fragmentation needed, too
+        // big or time exceeded say nothing about the receiver.
+        if dataplane::icmp::passive_errno(r.backend.is_ipv6(), r.icmp).is_none() {
+            return Ok(None);
+        }
         let reason = format!(
             "icmp type {} code {} for a data datagram ({})",
             r.icmp.0,
@@ -1644,6 +1649,11 @@ fall = 3
         assert!(s.handle_passive(&r, at).unwrap().is_none());
         r.backend = "127.0.0.1:6001".parse().unwrap();
         r.vip = VipId(7);
+        assert!(s.handle_passive(&r, at).unwrap().is_none());
+        // Fragmentation needed (the path's MTU) is no sign of a dead receiver.
+        r.vip = VipId(0);
+        r.icmp = (3, 4);
+        r.errno = libc::EMSGSIZE;
         assert!(s.handle_passive(&r, at).unwrap().is_none());
         assert!(s.events().is_empty());
     }

@@ -251,3 +251,48 @@ fn run_exits_1_when_a_vip_cannot_be_bound() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_warns_of_a_failure_no_check_can_see_but_accepts_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blind.toml");
+    std::fs::write(
+        &path,
+        "[services.syslog]\nvip = \"198.18.0.10:514\"\n\
+         backends = [{ addr = \"198.18.2.11:514\" }]\n\
+         [services.syslog.check]\ntype = \"udp\"\necho = false\n",
+    )
+    .unwrap();
+    let out = spray(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: services.syslog: a udp check with echo = false"),
+        "{stderr}"
+    );
+    // README's configuration: no warning.
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/syslog.toml");
+    let out = spray(&["check", "--config", readme.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "");
+}
+
+/// README.md shows docs/examples/syslog.toml, which scripts/failover-tests.sh runs: the
+/// two must not drift apart.
+#[test]
+fn readme_config_is_the_tested_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block in README.md");
+    let example = std::fs::read_to_string(root.join("docs/examples/syslog.toml")).unwrap();
+    let example: String = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(block, example);
+}

@@ -9,6 +9,7 @@
 
 pub mod checker;
 pub mod config;
+pub mod coverage;
 pub mod events;
 pub mod exec;
 pub mod http;
