@@ -57,11 +57,20 @@ fn start(dir: &Path) -> Spray {
 
 /// Starts `spray run` with the config `text` makes for the control socket's path.
 fn start_with(dir: &Path, text: &dyn Fn(&Path) -> String) -> Spray {
+    start_limited(dir, text, None)
+}
+
+/// As [`start_with`], with the soft limit of open files set to `nofile` when given.
+fn start_limited(dir: &Path, text: &dyn Fn(&Path) -> String, nofile: Option<u32>) -> Spray {
     let socket = dir.join("spray.sock");
     let config = dir.join("spray.toml");
     let stdout = dir.join("stdout.txt");
     std::fs::write(&config, text(&socket)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_spray"))
+    let limit = nofile.map_or_else(String::new, |n| format!("ulimit -n {n}; "));
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limit}exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_spray"))
         .args(["run", "--stats-interval", "0", "--config"])
         .arg(&config)
         .stdout(std::fs::File::create(&stdout).unwrap())
@@ -394,4 +403,62 @@ fall = 2
         "{body}"
     );
     assert_eq!(json(&s, &["version"])["controller"], "health");
+}
+
+#[test]
+fn the_track_script_gets_its_answer_when_idle_clients_exhaust_slots_and_fds() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let vip = free_udp_port();
+    let s = start_limited(
+        dir.path(),
+        &|socket| config_text(socket, vip, "2", ""),
+        Some(64),
+    );
+    // 300 clients connect and say nothing, more than the slots and the process's fds.
+    let path = s.socket.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flood = std::thread::spawn(move || {
+        let held: Vec<UnixStream> = (0..300)
+            .filter_map(|_| UnixStream::connect(&path).ok())
+            .collect();
+        tx.send(held.len()).unwrap();
+        // Held open until the checks below are done.
+        std::thread::sleep(Duration::from_secs(8));
+        drop(held);
+    });
+    let connected = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(connected > 64, "only {connected} idle clients connected");
+    // What scripts/ha/check-spray.sh runs.
+    let t0 = Instant::now();
+    let out = ctl(&s, &["version"]);
+    let took = t0.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "spray ctl version took {took:?}"
+    );
+    // SIGTERM is obeyed while the clients still hold their connections.
+    let mut s = s;
+    let t0 = Instant::now();
+    // SAFETY: the pid is our own live child; SIGTERM only asks it to stop.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "spray still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    flood.join().unwrap();
 }

@@ -7,12 +7,21 @@
 //!   error, so two Sprays never steal each other's socket.
 //! * Each peer's uid is read with `SO_PEERCRED` and checked against the allowed uids
 //!   before anything else; a refused peer gets one `forbidden` response and is closed.
-//! * At most [`MAX_CONNECTIONS`] connections are served at once; one more gets `busy` and
-//!   is closed. A connection idle for [`IDLE_TIMEOUT`] is closed. A slow or stuck client
-//!   holds only its own thread; the dataplane never waits for the control socket.
+//! * At most [`MAX_CONNECTIONS`] connections are served at once. A connection idle for
+//!   [`IDLE_TIMEOUT`] is closed, or after [`PRESSURE_IDLE_TIMEOUT`] while every slot is
+//!   taken. A slow or stuck client holds only its own thread; the dataplane never waits
+//!   for the control socket.
+//! * A connection beyond the cap is triaged: if its first line, within [`TRIAGE_WAIT`],
+//!   is a `version` request (the keepalived track script's liveness question) it is
+//!   answered, anything else gets `busy`. Idle connections therefore cannot make the
+//!   track script fail and trigger a VRRP failover.
+//! * One file descriptor is held in reserve: when `accept` fails for lack of descriptors,
+//!   the reserve is released so that one connection can still be accepted and triaged.
+//! * The accept loop polls with a timeout, so stopping never waits on `accept`.
 //! * A line longer than [`super::proto::MAX_REQUEST`] is answered with `too_large` and
 //!   skipped up to its newline; the connection stays usable.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +39,12 @@ use super::{ApiError, Controller, ErrorCode, Who};
 pub const MAX_CONNECTIONS: usize = 16;
 /// A connection without a request for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The idle limit while all [`MAX_CONNECTIONS`] slots are taken: idle clients make room.
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection beyond the cap has to send its first line.
+pub const TRIAGE_WAIT: Duration = Duration::from_millis(300);
+/// Most connections triaged at once; one more evicts the oldest with `busy`.
+const MAX_TRIAGE: usize = 64;
 /// How often a blocked connection thread looks at the stop flag.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -190,13 +205,15 @@ impl LineReader {
     }
 }
 
-/// Serves one connection until EOF, idle timeout, `stop` or a write error.
+/// Serves one connection until EOF, `stop`, a write error, or no request for
+/// `idle_limit()` (asked again at each read timeout, so it may shrink under pressure).
 pub fn serve<R: BufRead, W: Write>(
     ctrl: &dyn Controller,
     who: &Who,
     mut reader: R,
     mut writer: W,
     stop: &AtomicBool,
+    idle_limit: &dyn Fn() -> Duration,
 ) -> io::Result<()> {
     let mut lines = LineReader::new(MAX_REQUEST);
     let mut last = Instant::now();
@@ -223,7 +240,7 @@ pub fn serve<R: BufRead, W: Write>(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if last.elapsed() >= IDLE_TIMEOUT {
+                if last.elapsed() >= idle_limit() {
                     tracing::debug!(%who, "idle control connection closed");
                     return Ok(());
                 }
@@ -296,16 +313,27 @@ impl Server {
         ctrl: Arc<dyn Controller>,
     ) -> Result<Self, ServerError> {
         let listener = bind(path)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err(path, "make the control socket non-blocking"))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
-        let (stop2, path2) = (Arc::clone(&stop), path.to_owned());
+        let mut acceptor = Acceptor {
+            listener,
+            allowed,
+            ctrl,
+            stop: Arc::clone(&stop),
+            served: Arc::new(AtomicUsize::new(0)),
+            triaged: VecDeque::new(),
+            reserve: None,
+            starved: false,
+        };
         let thread = std::thread::Builder::new()
             .name("spray-control".to_owned())
-            .spawn(move || accept_loop(&listener, &allowed, &ctrl, &stop2, &active))
+            .spawn(move || acceptor.run())
             .map_err(io_err(path, "start the control thread"))?;
-        tracing::info!(socket = %path2.display(), "control socket listening");
+        tracing::info!(socket = %path.display(), "control socket listening");
         Ok(Self {
-            path: path2,
+            path: path.to_owned(),
             stop,
             thread: Some(thread),
         })
@@ -320,8 +348,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wakes the blocking accept.
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -352,33 +378,153 @@ fn refuse(s: UnixStream, e: ApiError) {
         });
 }
 
-fn accept_loop(
-    listener: &UnixListener,
-    allowed: &[u32],
-    ctrl: &Arc<dyn Controller>,
-    stop: &Arc<AtomicBool>,
-    active: &Arc<AtomicUsize>,
-) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            return;
+fn busy() -> ApiError {
+    ApiError::new(
+        ErrorCode::Busy,
+        format!("{MAX_CONNECTIONS} control connections are open; try again"),
+    )
+}
+
+/// One taken serving slot, given back when dropped (also when its thread could not start).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
         }
-        let s = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
+        Some(Self(Arc::clone(count)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection without a slot, waiting (non-blocking) for its first line.
+struct Triaged {
+    s: UnixStream,
+    who: Who,
+    since: Instant,
+    buf: Vec<u8>,
+}
+
+/// The accept loop's state, owned by the control thread. It polls the listener and the
+/// triaged connections together, so neither idle clients nor a flood can hold it.
+struct Acceptor {
+    listener: UnixListener,
+    allowed: Vec<u32>,
+    ctrl: Arc<dyn Controller>,
+    stop: Arc<AtomicBool>,
+    /// Connections with a serving thread (at most [`MAX_CONNECTIONS`]).
+    served: Arc<AtomicUsize>,
+    /// Connections beyond the cap, oldest first (at most [`MAX_TRIAGE`]).
+    triaged: VecDeque<Triaged>,
+    /// A descriptor kept open so that one `accept` can succeed when the process has none.
+    reserve: Option<std::fs::File>,
+    /// Whether the last accept failed for lack of descriptors (logged once per episode).
+    starved: bool,
+}
+
+impl Acceptor {
+    fn run(&mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.reserve.is_none() {
+                self.reserve = std::fs::File::open("/dev/null").ok();
             }
-        };
+            let ready = self.poll();
+            if ready.first() == Some(&true) {
+                self.accept_pending();
+            }
+            // Served back to front so that removing one keeps the other indices valid.
+            for i in (0..self.triaged.len()).rev() {
+                if ready.get(i + 1) == Some(&true) {
+                    self.read_triaged(i);
+                }
+            }
+            while self
+                .triaged
+                .front()
+                .is_some_and(|t| t.since.elapsed() >= TRIAGE_WAIT)
+            {
+                if let Some(t) = self.triaged.pop_front() {
+                    reply_and_close(&t.s, &serde_json::Value::Null, Err(busy()));
+                }
+            }
+        }
+    }
+
+    /// Waits up to [`TICK`], or until the oldest triaged connection's wait ends, for the
+    /// listener or a triaged connection to be readable; element 0 is the listener.
+    fn poll(&self) -> Vec<bool> {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.listener.as_raw_fd())
+            .chain(self.triaged.iter().map(|t| t.s.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let wait = self.triaged.front().map_or(TICK, |t| {
+            TRIAGE_WAIT.saturating_sub(t.since.elapsed()).min(TICK)
+        });
+        let wait = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` holds `fds.len()` valid pollfds for descriptors this struct keeps
+        // open for the whole call; poll only writes their `revents`.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if n <= 0 {
+            return Vec::new();
+        }
+        fds.iter().map(|p| p.revents != 0).collect()
+    }
+
+    /// Accepts what the listener has queued.
+    fn accept_pending(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    self.starved = false;
+                    self.admit(s);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.starved {
+                        tracing::warn!(
+                            "control socket: out of file descriptors ({e}); answering with the reserve"
+                        );
+                        self.starved = true;
+                    }
+                    // The oldest silent client, then the reserve, make room for one more.
+                    if let Some(t) = self.triaged.pop_front() {
+                        reply_and_close(&t.s, &serde_json::Value::Null, Err(busy()));
+                    } else if self.reserve.take().is_none() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Checks the peer, then serves `s` in a slot if one is free, or triages it.
+    fn admit(&mut self, s: UnixStream) {
+        // Accepted sockets do not inherit O_NONBLOCK on Linux; this makes it explicit.
+        let _ = s.set_nonblocking(false);
         let peer = match peer_cred(&s) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("control peer without credentials refused: {e}");
-                continue;
+                return;
             }
         };
-        if let Err(e) = authorize(&peer, allowed) {
+        if let Err(e) = authorize(&peer, &self.allowed) {
             tracing::warn!(
                 uid = peer.uid,
                 pid = peer.pid,
@@ -386,44 +532,110 @@ fn accept_loop(
                 e.message
             );
             refuse(s, e);
-            continue;
+            return;
         }
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(
-                uid = peer.uid,
-                pid = peer.pid,
-                "control connection refused: {MAX_CONNECTIONS} already open"
-            );
-            refuse(
-                s,
-                ApiError::new(
-                    ErrorCode::Busy,
-                    format!("{MAX_CONNECTIONS} control connections are open; try again"),
-                ),
-            );
-            continue;
-        }
-        let (ctrl, stop, mine) = (Arc::clone(ctrl), Arc::clone(stop), Arc::clone(active));
-        let spawned = std::thread::Builder::new()
+        let who = Who::peer(peer.uid, peer.pid);
+        let Some(slot) = Slot::take(&self.served) else {
+            tracing::debug!(%who, "control connection beyond {MAX_CONNECTIONS}: triaged");
+            if self.triaged.len() >= MAX_TRIAGE {
+                if let Some(t) = self.triaged.pop_front() {
+                    reply_and_close(&t.s, &serde_json::Value::Null, Err(busy()));
+                }
+            }
+            if s.set_nonblocking(true).is_ok() {
+                self.triaged.push_back(Triaged {
+                    s,
+                    who,
+                    since: Instant::now(),
+                    buf: Vec::new(),
+                });
+            }
+            return;
+        };
+        let (ctrl, stop, served) = (
+            Arc::clone(&self.ctrl),
+            Arc::clone(&self.stop),
+            Arc::clone(&self.served),
+        );
+        let _ = std::thread::Builder::new()
             .name("spray-ctl-conn".to_owned())
             .spawn(move || {
-                let who = Who::peer(peer.uid, peer.pid);
+                let _slot = slot;
                 tracing::debug!(%who, "control connection");
+                let idle_limit = || {
+                    if served.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        PRESSURE_IDLE_TIMEOUT
+                    } else {
+                        IDLE_TIMEOUT
+                    }
+                };
                 let r = s
                     .set_read_timeout(Some(TICK))
                     .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
-                    .and_then(|()| s.try_clone())
-                    .and_then(|w| serve(&*ctrl, &who, BufReader::new(&s), w, &stop));
+                    .and_then(|()| serve(&*ctrl, &who, BufReader::new(&s), &s, &stop, &idle_limit));
                 if let Err(e) = r {
                     tracing::debug!(%who, "control connection ended: {e}");
                 }
-                mine.fetch_sub(1, Ordering::AcqRel);
             });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Reads what triaged connection `i` sent; a first line that asks for `version` is
+    /// answered, any other line gets `busy`, and either way the connection is closed.
+    fn read_triaged(&mut self, i: usize) {
+        let t = &mut self.triaged[i];
+        let mut chunk = [0u8; 1024];
+        let line = loop {
+            match io::Read::read(&mut &t.s, &mut chunk) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    t.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = t.buf.iter().position(|&b| b == b'\n') {
+                        t.buf.truncate(end);
+                        break Some(std::mem::take(&mut t.buf));
+                    }
+                    if t.buf.len() > MAX_REQUEST {
+                        break Some(Vec::new());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break None,
+            }
+        };
+        let Some(t) = self.triaged.remove(i) else {
+            return;
+        };
+        let Some(line) = line else {
+            return;
+        };
+        let request: Option<serde_json::Value> = serde_json::from_slice(&line).ok();
+        let id = request
+            .as_ref()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        let asks_version = request
+            .as_ref()
+            .and_then(|v| v.get("cmd"))
+            .and_then(serde_json::Value::as_str)
+            == Some("version");
+        if asks_version {
+            let (reply, _) = proto::handle_line(&*self.ctrl, &t.who, &line);
+            write_line_and_close(&t.s, &reply);
+        } else {
+            reply_and_close(&t.s, &id, Err(busy()));
         }
     }
+}
+
+/// Writes one response line without waiting (it fits the socket buffer) and closes.
+fn reply_and_close(s: &UnixStream, id: &serde_json::Value, r: Result<serde_json::Value, ApiError>) {
+    write_line_and_close(s, &proto::response(id, &r));
+}
+
+fn write_line_and_close(s: &UnixStream, line: &str) {
+    let _ = s.set_nonblocking(true);
+    let _ = (&*s).write_all(format!("{line}\n").as_bytes());
+    let _ = s.shutdown(std::net::Shutdown::Write);
 }
 
 #[cfg(test)]
@@ -478,6 +690,7 @@ mod tests {
             Cursor::new(input),
             &mut out,
             &AtomicBool::new(false),
+            &|| IDLE_TIMEOUT,
         )
         .unwrap();
         let lines: Vec<serde_json::Value> = out
@@ -555,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn connections_beyond_the_cap_get_busy_and_others_still_work() {
+    fn connections_beyond_the_cap_get_busy_but_version_is_answered() {
         let (c, _rx, dir) = controller(CONFIG);
         let path = dir.path().join("ctl.sock");
         // SAFETY: getuid has no preconditions.
@@ -570,8 +783,24 @@ mod tests {
         }
         // Wait until every one has its thread.
         std::thread::sleep(Duration::from_millis(300));
+        // The track script's question is answered, anything else is busy.
         let resp = ask(&path, "{\"id\":2,\"cmd\":\"version\"}\n");
-        assert!(resp.contains("\"busy\""), "{resp}");
+        assert!(
+            resp.contains("\"ok\"") && resp.contains("\"id\":2"),
+            "{resp}"
+        );
+        let resp = ask(&path, "{\"id\":3,\"cmd\":\"list\"}\n");
+        assert!(
+            resp.contains("\"busy\"") && resp.contains("\"id\":3"),
+            "{resp}"
+        );
+        // A client beyond the cap that says nothing gets busy after the triage wait.
+        let t0 = Instant::now();
+        let mut silent = BufReader::new(UnixStream::connect(&path).unwrap());
+        let mut line = String::new();
+        silent.read_line(&mut line).unwrap();
+        assert!(line.contains("\"busy\""), "{line}");
+        assert!(t0.elapsed() >= TRIAGE_WAIT, "{:?}", t0.elapsed());
         // Finishing one stalled request answers it; closing one frees a slot.
         idle[0].write_all(b"\"cmd\":\"version\"}\n").unwrap();
         let mut r = BufReader::new(idle[0].try_clone().unwrap());
@@ -581,7 +810,55 @@ mod tests {
         drop(r);
         idle.remove(0);
         std::thread::sleep(Duration::from_millis(300));
-        let resp = ask(&path, "{\"id\":3,\"cmd\":\"version\"}\n");
+        let resp = ask(&path, "{\"id\":4,\"cmd\":\"list\"}\n");
         assert!(resp.contains("\"ok\""), "{resp}");
+    }
+
+    #[test]
+    fn idle_connections_are_closed_early_when_every_slot_is_taken() {
+        let served = AtomicUsize::new(MAX_CONNECTIONS);
+        let (c, _rx, _d) = controller(CONFIG);
+        // A reader that never delivers a line: each read times out.
+        struct Silent;
+        impl io::Read for Silent {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(5));
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        let limit = || {
+            if served.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                Duration::from_millis(50)
+            } else {
+                IDLE_TIMEOUT
+            }
+        };
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        serve(
+            &c,
+            &Who::local("test"),
+            BufReader::new(Silent),
+            &mut out,
+            &AtomicBool::new(false),
+            &limit,
+        )
+        .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn dropping_the_server_never_waits_on_accept() {
+        let (c, _rx, dir) = controller(CONFIG);
+        let path = dir.path().join("ctl.sock");
+        // SAFETY: getuid has no preconditions.
+        let own = unsafe { libc::getuid() };
+        let server = Server::start(&path, vec![own], Arc::new(c)).unwrap();
+        // Remove the file: a wake-up connect (the old way to unblock accept) now fails.
+        std::fs::remove_file(&path).unwrap();
+        let t0 = Instant::now();
+        drop(server);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
 }
