@@ -253,6 +253,66 @@ fn run_exits_1_when_a_vip_cannot_be_bound() {
 }
 
 #[test]
+fn a_second_spray_cannot_take_a_vip_the_first_one_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |name: &str| {
+        let sock = dir.path().join(format!("{name}.sock"));
+        let body = format!(
+            "[control]\nsocket = \"{}\"\n[services.x]\nvip = \"127.0.0.1:{port}\"\nbackends = [{{ addr = \"127.0.0.1:9\" }}]\n",
+            sock.display()
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, body).unwrap();
+        (path.display().to_string(), sock)
+    };
+    let (first, first_sock) = config("first");
+    let child = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["run", "--config", &first, "--stats-interval", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !first_sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first spray did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (second, _) = config("second");
+    let mut other = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["run", "--config", &second, "--stats-interval", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refused at start; one that serves is stopped after 5 s and fails the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while other.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for pid in [child.id(), other.id()] {
+        // SAFETY: plain kill(2) on children we spawned and have not reaped yet.
+        unsafe { libc_kill(pid) };
+    }
+    let _ = child.wait_with_output();
+    let out = other.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind VIP 127.0.0.1:{port}"))
+            && stderr.contains("already bound by another process"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_warns_of_a_failure_no_check_can_see_but_accepts_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blind.toml");

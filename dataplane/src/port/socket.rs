@@ -24,6 +24,7 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use libc::{c_int, c_uint, c_void, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
@@ -508,19 +509,76 @@ pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<()> {
     sock.set_recv_buffer_size(bytes)
 }
 
+/// VIP addresses this process's workers have bound, each with its number of sockets.
+/// Locked only when a VIP socket is opened or closed, never per datagram.
+static OWN_VIPS: Mutex<Vec<(SocketAddr, usize)>> = Mutex::new(Vec::new());
+
+/// Whether binding `a` and `b` would collide without `SO_REUSEPORT` (v6 sockets are
+/// v6-only, so the families never meet).
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// This process's share of a VIP address; dropping it (with its socket) lets a later
+/// first bind probe again.
+#[derive(Debug)]
+pub struct VipClaim(SocketAddr);
+
+impl Drop for VipClaim {
+    fn drop(&mut self) {
+        let mut own = OWN_VIPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = own.iter().position(|(a, _)| *a == self.0) {
+            own[i].1 -= 1;
+            if own[i].1 == 0 {
+                own.swap_remove(i);
+            }
+        }
+    }
+}
+
 /// A nonblocking UDP socket bound to `vip` with `SO_REUSEPORT` (so every worker binds its own
 /// and the kernel spreads datagrams over them) and a receive buffer of `rcvbuf` bytes.
 ///
+/// `SO_REUSEPORT` would also let another process of the same user join and take part of the
+/// clients, silently; so the first socket of an address this process does not hold yet is
+/// preceded by an exclusive probe bind (no reuse flags), which fails while anything else
+/// holds it.
+///
 /// # Errors
-/// The first failing step's error (typically `EADDRINUSE` or `EADDRNOTAVAIL` from `bind`).
-pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<Socket> {
+/// `AddrInUse` naming the cause when another process holds the address; otherwise the first
+/// failing step's error (typically `EADDRNOTAVAIL` from `bind`).
+pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)> {
+    let mut own = OWN_VIPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !own.iter().any(|(a, _)| overlaps(a, &vip)) {
+        let probe = udp_socket(&vip)?;
+        if let Err(e) = probe.bind(&vip.into()) {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "the address is already bound by another process (another spray, or a \
+                     server on this port); only this process's workers may share a VIP",
+                ));
+            }
+            return Err(e);
+        }
+    }
     let sock = udp_socket(&vip)?;
     sock.set_reuse_port(true)?;
     if rcvbuf > 0 {
         set_rcvbuf(&sock, rcvbuf)?;
     }
     sock.bind(&vip.into())?;
-    Ok(sock)
+    match own.iter_mut().find(|(a, _)| *a == vip) {
+        Some((_, n)) => *n += 1,
+        None => own.push((vip, 1)),
+    }
+    Ok((sock, VipClaim(vip)))
 }
 
 /// Sets `IP_TRANSPARENT` (IPv4) or `IPV6_TRANSPARENT` (IPv6) on `sock`, which lets it bind to
@@ -777,6 +835,34 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
+
+    fn reuseport_socket(addr: SocketAddr) -> Socket {
+        let s = udp_socket(&addr).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s
+    }
+
+    #[test]
+    fn only_this_process_workers_share_a_vip() {
+        // Another process's reuseport socket (what a second spray would hold).
+        let foreign = reuseport_socket("127.0.0.1:0".parse().unwrap());
+        let taken = foreign.local_addr().unwrap().as_socket().unwrap();
+        let e = bind_vip(taken, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("another process"), "{e}");
+        drop(foreign);
+        // Free now: the first worker probes and binds, the second joins without a probe.
+        let (a, claim_a) = bind_vip(taken, 0).unwrap();
+        let (b, claim_b) = bind_vip(taken, 0).unwrap();
+        // A wildcard of the same port overlaps what this process holds: no probe either.
+        let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, taken.port()));
+        let (c, claim_c) = bind_vip(any, 0).unwrap();
+        drop((a, claim_a, b, claim_b, c, claim_c));
+        // All closed: the address is exclusive again.
+        let plain = UdpSocket::bind(taken).unwrap();
+        drop(plain);
+    }
 
     #[test]
     fn addresses_round_trip_through_sockaddr_storage() {

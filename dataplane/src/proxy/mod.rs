@@ -305,6 +305,8 @@ struct VipSocket {
     key: VipKey,
     id: VipId,
     sock: Socket,
+    /// Declared after `sock`, so it is released once the socket is closed.
+    _claim: sock::VipClaim,
     /// This worker's scheduler position for the VIP; survives snapshots.
     cursor: u32,
 }
@@ -558,7 +560,7 @@ impl ProxyWorker {
 
     fn open_vip(&mut self, key: VipKey, id: VipId) -> Result<(), ProxyError> {
         let vip = key.addr;
-        let s = sock::bind_vip(vip, self.settings.rcvbuf)
+        let (s, claim) = sock::bind_vip(vip, self.settings.rcvbuf)
             .map_err(|cause| ProxyError::BindVip { vip, cause })?;
         let index = match self.vips.iter().position(|v| v.vip.is_none()) {
             Some(i) => i,
@@ -578,6 +580,7 @@ impl ProxyWorker {
             key,
             id,
             sock: s,
+            _claim: claim,
             cursor: 0,
         });
         self.vip_by_addr.insert(vip, index);
