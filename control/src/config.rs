@@ -39,6 +39,7 @@ use toml::Spanned;
 
 use crate::health::config::{CheckProblem, Fields, RawCheck};
 use crate::health::Check;
+pub mod loops;
 mod ops;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
 #[path = "config_dpdk.rs"]
@@ -386,6 +387,24 @@ struct Validator<'a> {
     checks: BTreeMap<BackendId, Check>,
 }
 
+/// The services as the loop search sees them: each VIP and where it sends datagrams.
+pub fn loop_nodes(specs: &[ServiceSpec]) -> Vec<loops::Node<'_>> {
+    specs
+        .iter()
+        .map(|s| loops::Node {
+            name: &s.name,
+            vip: s.vip.addr,
+            targets: s
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("backends[{i}]"), b.addr))
+                .chain(s.fallback.iter().map(|f| ("fallback".to_owned(), f.addr)))
+                .collect(),
+        })
+        .collect()
+}
+
 fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() {
         "IPv4"
@@ -729,6 +748,28 @@ impl Validator<'_> {
                 None,
                 "services",
                 format!("{next_backend} backends in all is more than the limit {MAX_BACKENDS}"),
+            );
+        }
+        let nodes = loop_nodes(&specs);
+        if let Some(hops) = loops::find(&nodes) {
+            let first = &hops[0];
+            let name = nodes[first.from].name;
+            let span = raw.get(name).and_then(|svc| {
+                let svc = svc.get_ref();
+                match first.label.strip_prefix("backends[") {
+                    Some(_) => svc.backends.as_ref().and_then(|list| {
+                        list.get_ref()
+                            .iter()
+                            .find(|b| b.get_ref().addr.get_ref().parse() == Ok(first.addr))
+                            .map(|b| b.get_ref().addr.span())
+                    }),
+                    None => svc.fallback.as_ref().map(Spanned::span),
+                }
+            });
+            self.report(
+                span,
+                &format!("services.{name}.{}", first.label),
+                loops::describe(&nodes, &hops, "services."),
             );
         }
         specs
@@ -1251,6 +1292,27 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
             e,
             "spray.toml:16: services.syslog.backends[1].addr: 198.18.1.1:514 is already backends[0]"
         );
+    }
+
+    #[test]
+    fn a_loop_through_two_vips_is_refused_with_its_path() {
+        let src = format!(
+            "{GOOD}\n[services.relay]\nvip = \"198.18.0.11:514\"\nbackends = [{{ addr = \"198.18.0.10:514\" }}]\n"
+        );
+        // A chain (relay -> syslog -> servers) is fine ...
+        assert!(Config::parse("spray.toml", &src, &machine()).is_ok());
+        // ... closing it is not.
+        let e = error(&src.replace("198.18.1.2:514", "198.18.0.11:514"));
+        assert!(
+            e.contains(
+                "services.relay.backends[0]: services.relay.backends[0] 198.18.0.10:514 reaches \
+                 the vip 198.18.0.10:514 of services.syslog, services.syslog.backends[1] \
+                 198.18.0.11:514 reaches the vip 198.18.0.11:514 of services.relay: a \
+                 forwarding loop"
+            ),
+            "{e}"
+        );
+        assert!(e.starts_with("spray.toml:25: "), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the output validates with `Config::parse` and means what the keepalived file meant, and
 //! what does not map is reported with its keepalived line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -320,4 +321,37 @@ fn broken_or_empty_files_exit_2() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn virtual_server_group_sample_leaves_out_the_real_server_that_is_its_own_vip() {
+    // keepalived's own sample lists 192.168.200.1:1358 both as a group member and as a
+    // real_server: IPVS delivers that one locally, Spray would loop it.
+    let out = import("virtual_server_group.conf", Dataplane::Socket);
+    let c = parse(&out);
+    assert_eq!(c.services.len(), 11, "{}", out.toml);
+    let looped: SocketAddr = "192.168.200.1:1358".parse().unwrap();
+    for s in &c.services {
+        assert!(
+            s.backends.iter().all(|b| b.addr != looped),
+            "{} still sends to its own vip: {}",
+            s.name,
+            out.toml
+        );
+        assert_eq!(s.backends.len(), 1, "{}", s.name);
+    }
+    let warned = diag(&out, 32, Level::Warning);
+    assert!(
+        warned
+            .iter()
+            .any(|m| m.contains("is the virtual_server 192.168.200.1:1358 itself")),
+        "{warned:?}"
+    );
+    // Written by hand, the same table is refused.
+    let looping = out.toml.replace(
+        "addr = \"192.168.200.2:1358\"",
+        "addr = \"192.168.200.1:1358\"",
+    );
+    let e = Config::parse("generated.toml", &looping, &machine()).unwrap_err();
+    assert!(e.to_string().contains("a forwarding loop"), "{e}");
 }

@@ -648,6 +648,38 @@ backends = [{ addr = "198.18.1.1:53" }]
     }
 
     #[test]
+    fn add_vip_and_add_backend_refuse_a_loop() {
+        let (c, rx, _d) = controller(CONFIG);
+        let v = ask(
+            &c,
+            r#"{"id":1,"cmd":"add_backend","args":{"service":"syslog","addr":"198.18.0.10:514"}}"#,
+        );
+        assert_eq!(v["error"]["code"], "conflict", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("service syslog.backends[2] 198.18.0.10:514 reaches the vip 198.18.0.10:514 of service syslog: a forwarding loop"),
+            "{v}"
+        );
+        let v = ask(
+            &c,
+            r#"{"id":2,"cmd":"add_vip","args":{"name":"relay","vip":"198.18.0.12:53","backends":[{"addr":"198.18.0.11:53"}]}}"#,
+        );
+        assert!(v["ok"].is_object(), "a chain is not a loop: {v}");
+        let v = ask(
+            &c,
+            r#"{"id":3,"cmd":"add_backend","args":{"service":"dns","addr":"198.18.0.12:53"}}"#,
+        );
+        assert_eq!(v["error"]["code"], "conflict", "{v}");
+        // Only the chain was published; the refused changes changed nothing.
+        let s = rx.try_iter().last().unwrap();
+        assert_eq!(s.services().count(), 3);
+        let dns = s.services().find(|v| v.spec.name == "dns").unwrap();
+        assert_eq!(dns.spec.backends.len(), 1);
+    }
+
+    #[test]
     fn add_and_remove_keep_other_ids() {
         let (c, rx, _d) = controller(CONFIG);
         ask(

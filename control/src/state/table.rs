@@ -49,7 +49,7 @@ use dataplane::service::{
 };
 
 use crate::api::{Admin, ApiError, BackendRef, Change, ErrorCode, NewBackend};
-use crate::config::{Config, DataplaneKind};
+use crate::config::{loops, Config, DataplaneKind};
 use crate::health::Check;
 
 /// A backend entry of a service.
@@ -415,6 +415,32 @@ impl Table {
             .collect()
     }
 
+    /// A `conflict` when a service's backend or fallback leads back to a VIP of this table.
+    fn refuse_loops(&self) -> Result<(), ApiError> {
+        let nodes: Vec<loops::Node<'_>> = self
+            .services
+            .iter()
+            .map(|(name, s)| loops::Node {
+                name,
+                vip: s.vip,
+                targets: s
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("backends[{i}]"), b.addr))
+                    .chain(s.fallback.iter().map(|f| ("fallback".to_owned(), f.addr)))
+                    .collect(),
+            })
+            .collect();
+        match loops::find(&nodes) {
+            Some(hops) => Err(err(
+                ErrorCode::Conflict,
+                loops::describe(&nodes, &hops, "service "),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Applies `change`; says what it did (`message` is `None` for a no-op).
     ///
     /// # Errors
@@ -492,6 +518,7 @@ impl Table {
                         check: None,
                     },
                 );
+                self.refuse_loops()?;
                 done(Some(msg), new.name.clone(), None)
             }
             Change::DelVip { service } => {
@@ -535,6 +562,7 @@ impl Table {
                     msg.push_str(&format!(", checked by {}", c.probe.name()));
                     self.checks.insert(id, c.clone());
                 }
+                self.refuse_loops()?;
                 done(Some(msg), name, Some(addr))
             }
             Change::DelBackend(BackendRef { service, backend }) => {

@@ -31,6 +31,7 @@ use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
 use self::parse::Node;
+use crate::config::loops;
 
 /// How much a diagnostic matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +227,7 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
             other => cx.note(n.line, format!("{other}: not an LVS setting, ignored")),
         }
     }
+    leave_out_local_real_servers(&mut cx, &mut services);
     let dpdk = match opts.dataplane {
         Dataplane::Auto => services.iter().any(|s| s.mode == "dr"),
         Dataplane::Socket => false,
@@ -266,6 +268,40 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
         services: count,
         diags: cx.diags,
     })
+}
+
+/// IPVS delivers a datagram for a real server that is one of the director's own VIPs
+/// locally; Spray would send it into that VIP again, a forwarding loop. Such real servers
+/// are left out, and a service left without any is skipped.
+fn leave_out_local_real_servers(cx: &mut Ctx, services: &mut Vec<Service>) {
+    let vips: Vec<SocketAddr> = services.iter().map(|s| s.vip).collect();
+    let local: Vec<IpAddr> = vips.iter().map(|v| v.ip().to_canonical()).collect();
+    for s in services.iter_mut() {
+        s.backends.retain(|b| {
+            let Some(v) = vips.iter().find(|v| loops::reaches(&b.addr, v, &local)) else {
+                return true;
+            };
+            cx.warn(
+                b.line,
+                format!(
+                    "real_server {} of {} is the virtual_server {v} itself: IPVS delivers it \
+                     locally, Spray would loop it back into the vip; left out (run the \
+                     server on another address and list that)",
+                    b.addr, s.vip
+                ),
+            );
+            false
+        });
+    }
+    services.retain(|s| {
+        if s.backends.is_empty() {
+            cx.warn(
+                s.line,
+                format!("virtual_server {}: no real_server left: skipped", s.vip),
+            );
+        }
+        !s.backends.is_empty()
+    });
 }
 
 /// The addresses a `virtual_server` line stands for, or none (with a diagnostic).
