@@ -1299,9 +1299,12 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
         let src = format!(
             "{GOOD}\n[services.relay]\nvip = \"198.18.0.11:514\"\nbackends = [{{ addr = \"198.18.0.10:514\" }}]\n"
         );
-        // A chain (relay -> syslog -> servers) is fine ...
-        assert!(Config::parse("spray.toml", &src, &machine()).is_ok());
-        // ... closing it is not.
+        // A chain (relay -> syslog -> servers) is refused: the dataplane drops it as a loop.
+        let e = error(&src);
+        assert!(
+            e.contains("services.relay.backends[0] 198.18.0.10:514 reaches the vip 198.18.0.10:514 of services.syslog: datagrams would come back"),
+            "{e}"
+        );
         let e = error(&src.replace("198.18.1.2:514", "198.18.0.11:514"));
         assert!(
             e.contains(

@@ -71,11 +71,14 @@ pub enum DropReason {
     /// ICMP that is not an error about a NAT flow Spray can translate (echo requests to a
     /// VIP, errors about unknown flows or quoting a fragment without its UDP header).
     IcmpNotTranslated,
+    /// Socket mode: a datagram reached a VIP from one of this process's own session sockets
+    /// (a backend that leads back to a VIP): forwarding it again would loop forever.
+    Loop,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -98,6 +101,7 @@ impl DropReason {
         Self::NeighNotForUs,
         Self::BadNeigh,
         Self::IcmpNotTranslated,
+        Self::Loop,
     ];
 
     /// Stable snake_case name for stats and metrics.
@@ -125,6 +129,7 @@ impl DropReason {
             Self::NeighNotForUs => "neigh_not_for_us",
             Self::BadNeigh => "bad_neigh",
             Self::IcmpNotTranslated => "icmp_not_translated",
+            Self::Loop => "loop",
         }
     }
 }

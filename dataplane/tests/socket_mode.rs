@@ -60,6 +60,8 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 // ---- helpers ----
 
 const WAIT: Duration = Duration::from_secs(3);
+/// Why a VIP that another process holds cannot be bound.
+const TAKEN: &str = "already bound by another process (another spray, or a server on this port)";
 const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LO6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
@@ -506,10 +508,7 @@ fn snapshots_bind_new_vips_and_close_removed_ones() {
     assert!(exchange(&c, vip2, 2).iter().all(|r| r.0 == vip2));
     let mut w = proxy.finish();
     let errors: Vec<String> = w.take_errors().iter().map(ToString::to_string).collect();
-    assert_eq!(
-        errors,
-        [format!("cannot bind VIP {vip1}: Address already in use")]
-    );
+    assert_eq!(errors, [format!("cannot bind VIP {vip1}: {TAKEN}")]);
     drop(squatter);
 }
 
@@ -533,10 +532,35 @@ fn a_taken_vip_is_a_clear_start_up_error() {
         WorkerCounters::shared(),
     )
     .unwrap_err();
+    assert_eq!(err.to_string(), format!("cannot bind VIP {vip}: {TAKEN}"));
+}
+
+#[test]
+fn a_datagram_coming_back_from_a_session_socket_is_dropped_as_a_loop() {
+    // Two VIPs, each the other's backend: without the check one datagram circles forever.
+    let (a, b) = (free_addr(LO4), free_addr(LO4));
+    let specs = vec![
+        service(0, a, SchedulerKind::Rr, &[(b, 1)], 0),
+        service(1, b, SchedulerKind::Rr, &[(a, 1)], 1),
+    ];
+    let proxy = Proxy::start(snapshot(1, specs), ProxySettings::default());
+    let c = client(LO4);
+    c.send_to(b"once", a).unwrap();
+    let k = &proxy.counters;
+    wait_for("the loop drop", || k.dropped(DropReason::Loop) == 1);
+    thread::sleep(Duration::from_millis(200));
+    // In at a, out to b, back in at b from a's session socket: dropped there.
     assert_eq!(
-        err.to_string(),
-        format!("cannot bind VIP {vip}: Address already in use")
+        (
+            k.rx_packets.get(),
+            k.tx_packets.get(),
+            k.dropped(DropReason::Loop)
+        ),
+        (2, 1, 1)
     );
+    // A client on loopback is not mistaken for a session: it is forwarded.
+    c.send_to(b"twice", b).unwrap();
+    wait_for("the forward", || k.tx_packets.get() == 2);
 }
 
 // ---- sessions: expiry, cap, no allocation per datagram ----

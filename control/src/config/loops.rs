@@ -1,6 +1,8 @@
-//! Forwarding loops: a service whose backend (or fallback) is a VIP of this Spray, its own or
-//! one that leads back to it through other services. Each lap opens a new session and sends
-//! the datagram again, so one datagram becomes an endless stream; such a table is refused.
+//! Forwarding into itself: a service whose backend (or fallback) is a VIP of this Spray. If it
+//! leads back to the service, each lap opens a new session and sends the datagram again, so
+//! one datagram becomes an endless stream. Even a chain that ends at a server is refused:
+//! at run time a datagram that reaches a VIP from one of Spray's own session sockets is
+//! dropped (counted as `loop`), because the dataplane cannot tell a chain from a loop.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -48,7 +50,8 @@ pub fn reaches(target: &SocketAddr, vip: &SocketAddr, local: &[IpAddr]) -> bool 
         && (t.is_loopback() || t.is_unspecified() || local.contains(&t))
 }
 
-/// The first loop found, as the hops that close it; `None` when there is none.
+/// A loop, as the hops that close it, or else the first hop into a VIP of this table;
+/// `None` when every target is outside.
 pub fn find(nodes: &[Node<'_>]) -> Option<Vec<Hop>> {
     let local: Vec<IpAddr> = nodes.iter().map(|n| canonical(&n.vip).0).collect();
     let edges: Vec<Vec<Hop>> = nodes
@@ -105,7 +108,7 @@ pub fn find(nodes: &[Node<'_>]) -> Option<Vec<Hop>> {
             return Some(path);
         }
     }
-    None
+    edges.into_iter().flatten().next().map(|hop| vec![hop])
 }
 
 /// Says what the loop `hops` does, naming every service and target on it.
@@ -120,9 +123,14 @@ pub fn describe(nodes: &[Node<'_>], hops: &[Hop], prefix: &str) -> String {
             )
         })
         .collect();
+    let closed = hops.first().map(|h| h.from) == hops.last().map(|h| h.to);
+    let what = if closed {
+        "a forwarding loop, each datagram would be sent again and again"
+    } else {
+        "datagrams would come back into this spray, which drops them as a loop"
+    };
     format!(
-        "{}: a forwarding loop, each datagram would be sent again and again; a backend must \
-         be a server, not a vip of this spray",
+        "{}: {what}; a backend must be a server, not a vip of this spray",
         steps.join(", ")
     )
 }
@@ -144,12 +152,23 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_is_fine_a_cycle_is_not() {
+    fn a_chain_is_one_hop_a_cycle_is_the_whole_loop() {
+        let apart = [
+            node("a", "198.18.0.10:514", &["198.18.2.10:514"]),
+            node("b", "198.18.0.11:514", &["198.18.2.11:514"]),
+        ];
+        assert_eq!(find(&apart), None);
         let chain = [
             node("a", "198.18.0.10:514", &["198.18.0.11:514"]),
             node("b", "198.18.0.11:514", &["198.18.2.11:514"]),
         ];
-        assert_eq!(find(&chain), None);
+        let hops = find(&chain).unwrap();
+        assert_eq!(
+            describe(&chain, &hops, "services."),
+            "services.a.backends[0] 198.18.0.11:514 reaches the vip 198.18.0.11:514 of \
+             services.b: datagrams would come back into this spray, which drops them as a \
+             loop; a backend must be a server, not a vip of this spray"
+        );
         let cycle = [
             node(
                 "a",

@@ -24,6 +24,7 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -561,8 +562,7 @@ pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)
             if e.kind() == io::ErrorKind::AddrInUse {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    "the address is already bound by another process (another spray, or a \
-                     server on this port); only this process's workers may share a VIP",
+                    "already bound by another process (another spray, or a server on this port)",
                 ));
             }
             return Err(e);
@@ -641,6 +641,55 @@ pub fn session_socket(vip: &SocketAddr, transparent_src: Option<SocketAddr>) -> 
         }
     }
     Ok(sock)
+}
+
+/// Local ports of this process's (non-transparent) session sockets, a bit per port and
+/// family. Each such port belongs to one socket at a time, so setting and clearing are exact.
+static SESSION_PORTS: [[AtomicU64; 1024]; 2] = [const { [const { AtomicU64::new(0) }; 1024] }; 2];
+
+fn port_bit(v6: bool, port: u16) -> (&'static AtomicU64, u64) {
+    (
+        &SESSION_PORTS[usize::from(v6)][usize::from(port >> 6)],
+        1 << (port & 63),
+    )
+}
+
+/// A session socket's local port, marked as this process's while the claim lives.
+#[derive(Debug)]
+pub struct SessionPort {
+    v6: bool,
+    port: u16,
+}
+
+impl SessionPort {
+    /// Marks `sock`'s local port.
+    ///
+    /// # Errors
+    /// The `getsockname` error.
+    pub fn claim(sock: &Socket) -> io::Result<Self> {
+        let local = sock
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let (v6, port) = (local.is_ipv6(), local.port());
+        let (word, bit) = port_bit(v6, port);
+        word.fetch_or(bit, Ordering::Relaxed);
+        Ok(Self { v6, port })
+    }
+}
+
+impl Drop for SessionPort {
+    fn drop(&mut self) {
+        let (word, bit) = port_bit(self.v6, self.port);
+        word.fetch_and(!bit, Ordering::Relaxed);
+    }
+}
+
+/// Whether `from`'s port is the local port of one of this process's session sockets (the
+/// caller also checks that `from`'s address is this host's).
+pub fn is_session_port(from: &SocketAddr) -> bool {
+    let (word, bit) = port_bit(from.is_ipv6(), from.port());
+    word.load(Ordering::Relaxed) & bit != 0
 }
 
 /// Turns on `IP_RECVERR` (IPv4) or `IPV6_RECVERR` (IPv6): ICMP errors about datagrams sent

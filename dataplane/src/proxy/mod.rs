@@ -96,7 +96,7 @@ pub mod session;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -288,6 +288,12 @@ impl ProxyError {
     }
 }
 
+/// Whether `ip` is this host's as far as a loop goes: loopback, or the address of a VIP
+/// (what the kernel picks as source when a session socket sends to that VIP).
+fn is_own_address(ip: IpAddr, vips: &FxHashMap<SocketAddr, usize>) -> bool {
+    ip.is_loopback() || vips.keys().any(|v| v.ip() == ip)
+}
+
 /// Batches read from one ready socket per poll before moving on (fairness between sockets).
 const BUDGET: usize = 8;
 
@@ -329,6 +335,10 @@ struct Upstream {
     sock: Socket,
     /// `IP_RECVERR` is on: drain the error queue when the socket is reported.
     passive: bool,
+    /// The socket's local port, marked so that a datagram coming back from it into a VIP
+    /// is seen as a loop (`None` in transparent mode, where it is the client's port).
+    /// Declared after `sock`, so it is released once the socket is closed.
+    _port: Option<sock::SessionPort>,
 }
 
 /// A datagram on its way to a backend.
@@ -661,6 +671,7 @@ impl ProxyWorker {
                 pending,
                 out,
                 errors,
+                vip_by_addr,
                 ..
             } = self;
             let c: &WorkerCounters = counters;
@@ -698,6 +709,10 @@ impl ProxyWorker {
                     c.drop_packet(DropReason::NotIp);
                     continue;
                 };
+                if sock::is_session_port(&client) && is_own_address(client.ip(), vip_by_addr) {
+                    c.drop_packet(DropReason::Loop);
+                    continue;
+                }
                 c.vip_packet(v.id, len);
                 let Some(service) = service else {
                     c.drop_packet(DropReason::NoVip);
@@ -732,8 +747,16 @@ impl ProxyWorker {
                     if passive {
                         sock::set_recverr(&s, vip.is_ipv6())?;
                     }
+                    let port = match transparent {
+                        None => Some(sock::SessionPort::claim(&s)?),
+                        Some(_) => None,
+                    };
                     epoll.add(s.as_fd(), t.0)?;
-                    Ok::<_, io::Error>(Upstream { sock: s, passive })
+                    Ok::<_, io::Error>(Upstream {
+                        sock: s,
+                        passive,
+                        _port: port,
+                    })
                 }) {
                     Ok(t) => t,
                     Err(InsertError::Full) => {
