@@ -171,7 +171,13 @@ fn send(client: &UdpSocket, vip: SocketAddr, s: &SocketSettings) -> io::Result<(
     for i in 0..n {
         batch.stage(i, &payload);
     }
-    let out: Vec<Outgoing> = (0..n).map(|index| Outgoing { index, to: vip }).collect();
+    let out: Vec<Outgoing> = (0..n)
+        .map(|index| Outgoing {
+            index,
+            to: vip,
+            from: None,
+        })
+        .collect();
     let start = Instant::now();
     let mut seq: u64 = 0;
     while start.elapsed() < s.duration {

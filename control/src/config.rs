@@ -41,6 +41,7 @@ use crate::health::config::{CheckProblem, Fields, RawCheck};
 use crate::health::Check;
 pub mod loops;
 mod ops;
+pub mod traps;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
 #[path = "config_dpdk.rs"]
 pub mod dpdk;
@@ -599,7 +600,8 @@ impl Validator<'_> {
         }
         let mut specs: Vec<ServiceSpec> = Vec::with_capacity(raw.len());
         let mut next_backend = 0usize;
-        let mut vips: std::collections::HashMap<VipKey, &str> = std::collections::HashMap::new();
+        let mut vips: std::collections::HashMap<VipKey, (&str, SocketAddr)> =
+            std::collections::HashMap::new();
         for (i, (name, svc)) in raw.iter().enumerate() {
             let key = format!("services.{name}");
             let svc_span = svc.span();
@@ -651,15 +653,17 @@ impl Validator<'_> {
                 },
             };
             if let Some(vip) = vip {
-                let k = VipKey::udp(vip);
-                if let Some(other) = vips.get(&k) {
-                    self.report(
-                        Some(svc.vip.span()),
-                        &format!("{key}.vip"),
-                        format!("{vip} is already the vip of services.{other}"),
-                    );
+                // `[::ffff:a.b.c.d]:p` is `a.b.c.d:p` written as IPv6: the same VIP.
+                let k = VipKey::udp(SocketAddr::new(vip.ip().to_canonical(), vip.port()));
+                if let Some((other, first)) = vips.get(&k) {
+                    let message = if *first == vip {
+                        format!("{vip} is already the vip of services.{other}")
+                    } else {
+                        format!("{vip} is the same address as {first}, the vip of services.{other}")
+                    };
+                    self.report(Some(svc.vip.span()), &format!("{key}.vip"), message);
                 } else {
-                    vips.insert(k, name);
+                    vips.insert(k, (name, vip));
                 }
             }
             let mut backends = Vec::new();
@@ -1316,6 +1320,18 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
             "{e}"
         );
         assert!(e.starts_with("spray.toml:25: "), "{e}");
+    }
+
+    #[test]
+    fn a_mapped_ipv6_vip_is_the_ipv4_vip_it_maps() {
+        let src = format!(
+            "{GOOD}\n[services.mapped]\nvip = \"[::ffff:198.18.0.10]:514\"\nbackends = [{{ addr = \"[2001:db8::9]:514\" }}]\n"
+        );
+        let e = error(&src);
+        assert!(
+            e.ends_with("services.syslog.vip: 198.18.0.10:514 is the same address as [::ffff:198.18.0.10]:514, the vip of services.mapped"),
+            "{e}"
+        );
     }
 
     #[test]

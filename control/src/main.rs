@@ -78,7 +78,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 config.workers()
             );
             print!("{}", report::services_table(&config.services));
-            for w in spray::health::coverage::blind_spots(&config) {
+            for w in spray::config::traps::warnings(&config)
+                .into_iter()
+                .chain(spray::health::coverage::blind_spots(&config))
+            {
                 eprintln!("warning: {w}");
             }
             Ok(())
@@ -86,7 +89,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Run(args) => {
             let config = Config::load(&args.config, &Machine::current())?;
             init_logging(cli.log_level.as_deref().unwrap_or(&config.runtime.log))?;
-            for w in spray::health::coverage::blind_spots(&config) {
+            for w in spray::config::traps::warnings(&config)
+                .into_iter()
+                .chain(spray::health::coverage::blind_spots(&config))
+            {
                 tracing::warn!("{w}");
             }
             let every = (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval));

@@ -381,6 +381,34 @@ fn replies_come_from_the_vip() {
 }
 
 #[test]
+fn a_wildcard_vip_answers_from_the_address_each_datagram_was_sent_to() {
+    let s = sinks(LO4, 2, true);
+    let port = free_addr(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).port();
+    let vip = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let proxy = Proxy::start(snapshot(1, vec![rr(vip, &s)]), ProxySettings::default());
+    // One client socket talks to two addresses of the host: two sessions, and each reply
+    // comes from the address its request went to, not from the kernel's pick (127.0.0.1).
+    let c = client(LO4);
+    for last in [5u8, 6, 5] {
+        let to = SocketAddr::from((Ipv4Addr::new(127, 0, 0, last), port));
+        for (from, _, _) in exchange(&c, to, 4) {
+            assert_eq!(from, to);
+        }
+    }
+    if ipv6_available() {
+        let vip6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, free_addr(LO6).port()));
+        let s6 = sinks(LO6, 1, true);
+        let proxy6 = Proxy::start(snapshot(1, vec![rr(vip6, &s6)]), ProxySettings::default());
+        let to = SocketAddr::from((Ipv6Addr::LOCALHOST, vip6.port()));
+        for (from, _, _) in exchange(&client(LO6), to, 3) {
+            assert_eq!(from, to);
+        }
+        assert_eq!(proxy6.counters.dropped_total(), 0);
+    }
+    assert_eq!(proxy.counters.dropped_total(), 0);
+}
+
+#[test]
 fn two_vips_sharing_backends_each_get_their_own_replies() {
     let s = sinks(LO4, 3, true);
     let vip1 = free_addr(LO4);

@@ -174,6 +174,7 @@ pub fn send(s: &SendSettings, stop: &AtomicBool) -> io::Result<SendReport> {
         .map(|index| Outgoing {
             index,
             to: s.target,
+            from: None,
         })
         .collect();
     let mut timeline = (s.timeline_ms > 0).then(|| Timeline::new(s.timeline_ms * 1_000_000));

@@ -464,7 +464,12 @@ impl Table {
                         format!("service {} already exists", new.name),
                     ));
                 }
-                if let Some((other, _)) = self.services.iter().find(|(_, s)| s.vip == new.vip) {
+                let canonical = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+                if let Some((other, _)) = self
+                    .services
+                    .iter()
+                    .find(|(_, s)| canonical(s.vip) == canonical(new.vip))
+                {
                     return Err(err(
                         ErrorCode::Conflict,
                         format!("{} is already the vip of service {other}", new.vip),

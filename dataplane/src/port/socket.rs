@@ -22,7 +22,7 @@
 use std::fmt;
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -50,6 +50,8 @@ pub struct Datagram<'a> {
     pub data: &'a [u8],
     /// The sender; `None` when the kernel reported no IPv4/IPv6 address.
     pub from: Option<SocketAddr>,
+    /// The address it was sent to, on a socket with [`set_pktinfo`] (a wildcard VIP).
+    pub to: Option<IpAddr>,
     /// The datagram was larger than the slot (`MSG_TRUNC`).
     pub truncated: bool,
 }
@@ -61,7 +63,16 @@ pub struct Outgoing {
     pub index: usize,
     /// Where it goes.
     pub to: SocketAddr,
+    /// The source address to send from, on a socket bound to a wildcard address (so a reply
+    /// leaves from the address its request was sent to); `None`: the kernel chooses.
+    pub from: Option<IpAddr>,
 }
+
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message (`CMSG_SPACE` of an
+/// `in6_pktinfo` is 40 bytes on 64-bit Linux), aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Cmsg([u8; 64]);
 
 /// Preallocated state for one `recvmmsg` and one `sendmmsg` of up to `capacity` datagrams.
 pub struct Batch {
@@ -71,9 +82,11 @@ pub struct Batch {
     rx_hdrs: Box<[libc::mmsghdr]>,
     rx_iov: Box<[libc::iovec]>,
     rx_addrs: Box<[sockaddr_storage]>,
+    rx_ctrl: Box<[Cmsg]>,
     tx_hdrs: Box<[libc::mmsghdr]>,
     tx_iov: Box<[libc::iovec]>,
     tx_addrs: Box<[sockaddr_storage]>,
+    tx_ctrl: Box<[Cmsg]>,
 }
 
 // SAFETY: the raw pointers inside the `mmsghdr`/`iovec` arrays only ever point into arrays
@@ -93,9 +106,9 @@ impl fmt::Debug for Batch {
 }
 
 fn zeroed_array<T>(n: usize) -> Box<[T]> {
-    // SAFETY: only instantiated below with `mmsghdr`, `iovec` and `sockaddr_storage`, plain C
-    // structs of integers and raw pointers for which all-zero bytes are a valid value (null
-    // pointers, zero lengths, AF_UNSPEC).
+    // SAFETY: only instantiated below with `mmsghdr`, `iovec`, `sockaddr_storage` and `Cmsg`,
+    // plain C structs of integers, bytes and raw pointers for which all-zero bytes are a valid
+    // value (null pointers, zero lengths, AF_UNSPEC).
     (0..n).map(|_| unsafe { mem::zeroed::<T>() }).collect()
 }
 
@@ -112,9 +125,11 @@ impl Batch {
             rx_hdrs: zeroed_array(n),
             rx_iov: zeroed_array(n),
             rx_addrs: zeroed_array(n),
+            rx_ctrl: zeroed_array(n),
             tx_hdrs: zeroed_array(n),
             tx_iov: zeroed_array(n),
             tx_addrs: zeroed_array(n),
+            tx_ctrl: zeroed_array(n),
         }
     }
 
@@ -171,10 +186,18 @@ impl Batch {
         let base = self.bufs.as_mut_ptr();
         let iov = self.rx_iov.as_mut_ptr();
         let addrs = self.rx_addrs.as_mut_ptr();
+        let ctrl = self.rx_ctrl.as_mut_ptr();
         for (i, h) in self.rx_hdrs.iter_mut().enumerate() {
-            // SAFETY: `i < n` and `bufs`, `rx_iov` and `rx_addrs` have `n * slot`, `n` and
-            // `n` elements, so every offset stays inside its allocation.
-            let (buf, v, a) = unsafe { (base.add(i * self.slot), iov.add(i), addrs.add(i)) };
+            // SAFETY: `i < n` and `bufs`, `rx_iov`, `rx_addrs` and `rx_ctrl` have `n * slot`,
+            // `n`, `n` and `n` elements, so every offset stays inside its allocation.
+            let (buf, v, a, cm) = unsafe {
+                (
+                    base.add(i * self.slot),
+                    iov.add(i),
+                    addrs.add(i),
+                    ctrl.add(i),
+                )
+            };
             // SAFETY: `v` points to element `i` of `rx_iov` (in bounds, see above); no
             // reference to that array is alive.
             unsafe {
@@ -187,15 +210,17 @@ impl Batch {
             h.msg_hdr.msg_namelen = STORAGE_LEN;
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            // Filled only on sockets with `set_pktinfo`; the kernel sets the length it used.
+            h.msg_hdr.msg_control = cm.cast::<c_void>();
+            h.msg_hdr.msg_controllen = mem::size_of::<Cmsg>();
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
         // SAFETY: `fd` is a valid open descriptor for the call's duration (borrowed); the
-        // `n` headers were just pointed at `n` live iovecs of `slot` writable bytes each and
-        // `n` sockaddr_storage of `msg_namelen` bytes, all owned by `self`, which is
-        // mutably borrowed, so nothing else reads or writes them meanwhile. A null timeout
+        // `n` headers were just pointed at `n` live iovecs of `slot` writable bytes each,
+        // `n` sockaddr_storage of `msg_namelen` bytes and `n` control buffers of
+        // `msg_controllen` bytes, all owned by `self`, which is mutably borrowed, so nothing
+        // else reads or writes them meanwhile. A null timeout
         // is allowed. The return value is checked below.
         let r = unsafe {
             libc::recvmmsg(
@@ -225,6 +250,7 @@ impl Batch {
         Some(Datagram {
             data: self.bufs.get(start..start + len)?,
             from: decode_addr(&self.rx_addrs[i], h.msg_hdr.msg_namelen),
+            to: pktinfo_dst(&h.msg_hdr),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         })
     }
@@ -249,6 +275,7 @@ impl Batch {
         // this point, so the pointers stored into the headers stay valid until the call.
         let iov = self.tx_iov.as_mut_ptr();
         let addrs = self.tx_addrs.as_mut_ptr();
+        let ctrl = self.tx_ctrl.as_mut_ptr();
         for (k, o) in out.iter().enumerate() {
             let len = (self.rx_hdrs[o.index].msg_len as usize).min(self.slot);
             // SAFETY: `o.index < received <= n` and `k < out.len() <= n`, so the offsets stay
@@ -270,8 +297,19 @@ impl Batch {
             h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            match o.from {
+                Some(from) => {
+                    // SAFETY: `k < out.len() <= n` elements of `tx_ctrl`; the temporary
+                    // `&mut` is the only reference to that element and ends with the call.
+                    let cm = unsafe { &mut *ctrl.add(k) };
+                    h.msg_hdr.msg_controllen = encode_pktinfo(from, cm);
+                    h.msg_hdr.msg_control = std::ptr::from_mut(cm).cast::<c_void>();
+                }
+                None => {
+                    h.msg_hdr.msg_control = std::ptr::null_mut();
+                    h.msg_hdr.msg_controllen = 0;
+                }
+            }
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -292,6 +330,127 @@ impl Batch {
         }
         Ok(r as usize)
     }
+}
+
+/// The destination address of an `IP_PKTINFO`/`IPV6_PKTINFO` message in `h`'s control data.
+fn pktinfo_dst(h: &libc::msghdr) -> Option<IpAddr> {
+    if h.msg_control.is_null() || h.msg_controllen < mem::size_of::<libc::cmsghdr>() {
+        return None;
+    }
+    // SAFETY: `h` describes a control buffer of `msg_controllen` bytes that the kernel
+    // filled (or that is all zero); CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return
+    // null at its end.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(h) };
+    while !c.is_null() {
+        // SAFETY: `c` is non-null and points to a whole `cmsghdr` inside the buffer.
+        let (level, ty) = unsafe { ((*c).cmsg_level, (*c).cmsg_type) };
+        match (level, ty) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                // SAFETY: the kernel wrote an `in_pktinfo` after this header (its type says
+                // so); read unaligned, as CMSG_DATA promises no alignment for the payload.
+                let p = unsafe {
+                    libc::CMSG_DATA(c)
+                        .cast::<libc::in_pktinfo>()
+                        .read_unaligned()
+                };
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                // SAFETY: as above, with an `in6_pktinfo`.
+                let p = unsafe {
+                    libc::CMSG_DATA(c)
+                        .cast::<libc::in6_pktinfo>()
+                        .read_unaligned()
+                };
+                return Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
+            }
+            _ => {}
+        }
+        // SAFETY: `c` is a header inside `h`'s buffer; the next one, if any, is too.
+        c = unsafe { libc::CMSG_NXTHDR(h, c) };
+    }
+    None
+}
+
+/// Writes a control message that makes a send leave from `from` into `buf`; returns its
+/// length for `msg_controllen`.
+fn encode_pktinfo(from: IpAddr, buf: &mut Cmsg) -> usize {
+    buf.0 = [0; 64];
+    // SAFETY: a zeroed msghdr is valid; it only describes `buf` to the CMSG_* helpers.
+    let mut h: libc::msghdr = unsafe { mem::zeroed() };
+    h.msg_control = std::ptr::from_mut(buf).cast::<c_void>();
+    h.msg_controllen = mem::size_of::<Cmsg>();
+    let (level, ty, len) = match from {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            mem::size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    // SAFETY: `h` describes `buf` (64 bytes, aligned for cmsghdr), which holds a header and
+    // either payload (CMSG_SPACE of both is at most 40), so CMSG_FIRSTHDR is non-null and
+    // the writes below stay inside `buf`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&h);
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = ty;
+        (*c).cmsg_len = libc::CMSG_LEN(len as c_uint) as usize;
+        match from {
+            IpAddr::V4(a) => libc::CMSG_DATA(c)
+                .cast::<libc::in_pktinfo>()
+                .write_unaligned(libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                }),
+            IpAddr::V6(a) => libc::CMSG_DATA(c)
+                .cast::<libc::in6_pktinfo>()
+                .write_unaligned(libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                }),
+        }
+        libc::CMSG_SPACE(len as c_uint) as usize
+    }
+}
+
+/// Turns on `IP_PKTINFO` (IPv4) or `IPV6_RECVPKTINFO` (IPv6): each received datagram says
+/// which local address it was sent to ([`Datagram::to`]). A socket bound to a wildcard
+/// address needs it to answer from that address.
+///
+/// # Errors
+/// The `setsockopt` error.
+pub fn set_pktinfo(sock: &Socket, ipv6: bool) -> io::Result<()> {
+    let one: c_int = 1;
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: the fd is valid (owned by `sock`); the option value is a live `c_int` whose
+    // size is passed; the result is checked.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(one).cast::<c_void>(),
+            mem::size_of::<c_int>() as socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Writes `addr` into `storage` as a `sockaddr_in`/`sockaddr_in6` and returns its length.
@@ -572,6 +731,9 @@ pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)
     sock.set_reuse_port(true)?;
     if rcvbuf > 0 {
         set_rcvbuf(&sock, rcvbuf)?;
+    }
+    if vip.ip().is_unspecified() {
+        set_pktinfo(&sock, vip.is_ipv6())?;
     }
     sock.bind(&vip.into())?;
     match own.iter_mut().find(|(a, _)| *a == vip) {
@@ -956,6 +1118,7 @@ mod tests {
         let out = [Outgoing {
             index: 0,
             to: sink.local_addr().unwrap(),
+            from: None,
         }];
         assert_eq!(b.send(tx.as_fd(), &out).unwrap(), 1);
         let mut buf = [0u8; 16];
@@ -967,6 +1130,7 @@ mod tests {
         let bad = [Outgoing {
             index: 9,
             to: sink.local_addr().unwrap(),
+            from: None,
         }];
         assert!(b.send(tx.as_fd(), &bad).is_err());
     }
@@ -1006,6 +1170,7 @@ mod tests {
         let out = [Outgoing {
             index: 0,
             to: dead_addr,
+            from: None,
         }];
         assert_eq!(b.send(s.as_fd(), &out).unwrap(), 1);
         let mut ep = Epoll::new(1).unwrap();

@@ -288,10 +288,11 @@ impl ProxyError {
     }
 }
 
-/// Whether `ip` is this host's as far as a loop goes: loopback, or the address of a VIP
-/// (what the kernel picks as source when a session socket sends to that VIP).
-fn is_own_address(ip: IpAddr, vips: &FxHashMap<SocketAddr, usize>) -> bool {
-    ip.is_loopback() || vips.keys().any(|v| v.ip() == ip)
+/// Whether `ip` is this host's as far as a loop goes: loopback, a VIP's address, or the
+/// address the datagram was sent to (`to`, on a wildcard VIP): what the kernel picks as
+/// source when a local socket sends to a local address.
+fn is_own_address(ip: IpAddr, to: Option<IpAddr>, vips: &FxHashMap<SocketAddr, usize>) -> bool {
+    ip.is_loopback() || to == Some(ip) || vips.keys().any(|v| v.ip() == ip)
 }
 
 /// Batches read from one ready socket per poll before moving on (fairness between sockets).
@@ -709,7 +710,8 @@ impl ProxyWorker {
                     c.drop_packet(DropReason::NotIp);
                     continue;
                 };
-                if sock::is_session_port(&client) && is_own_address(client.ip(), vip_by_addr) {
+                if sock::is_session_port(&client) && is_own_address(client.ip(), d.to, vip_by_addr)
+                {
                     c.drop_packet(DropReason::Loop);
                     continue;
                 }
@@ -734,6 +736,11 @@ impl ProxyWorker {
                 let key = SessionKey {
                     vip_slot: index as u32,
                     client,
+                    local: if vip.ip().is_unspecified() {
+                        d.to
+                    } else {
+                        None
+                    },
                 };
                 let transparent = settings.transparent.then_some(client);
                 let session = match sessions.get_or_insert_with(key, now, |t| {
@@ -799,6 +806,7 @@ impl ProxyWorker {
                 out.extend(run.iter().map(|p| Outgoing {
                     index: p.index,
                     to: p.to,
+                    from: None,
                 }));
                 forwarded += send_all(batch, s.io.sock.as_fd(), out, c, |k| {
                     let p = &run[k];
@@ -861,7 +869,7 @@ impl ProxyWorker {
                 break;
             }
             s.last_seen = now;
-            let client = s.key.client;
+            let (client, local) = (s.key.client, s.key.local);
             let Some(v) = vips
                 .get(s.key.vip_slot as usize)
                 .and_then(|slot| slot.vip.as_ref())
@@ -884,6 +892,7 @@ impl ProxyWorker {
                     Some(from) if reply_sources.contains(&(v.id, from)) => out.push(Outgoing {
                         index: i,
                         to: client,
+                        from: local,
                     }),
                     _ => c.drop_packet(DropReason::NoVip),
                 }

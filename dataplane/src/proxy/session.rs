@@ -10,7 +10,7 @@
 //! the slab grow per client, never per packet), and the table never holds more than `max`
 //! entries.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -22,6 +22,9 @@ pub struct SessionKey {
     pub vip_slot: u32,
     /// The client's address and port.
     pub client: SocketAddr,
+    /// On a wildcard VIP, the address the client sent to: replies leave from it, and a
+    /// client that uses two addresses has two sessions. `None` on a specific VIP.
+    pub local: Option<IpAddr>,
 }
 
 /// Names one live session: slot index in the low 32 bits, generation in the next 31. The top
@@ -222,6 +225,7 @@ mod tests {
         SessionKey {
             vip_slot: 0,
             client: SocketAddr::from(([198, 18, 0, 1], port)),
+            local: None,
         }
     }
 
