@@ -15,10 +15,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dataplane::counters::WorkerCounters;
-use dataplane::port::socket::{Batch, Outgoing};
-use dataplane::proxy::{ProxySettings, ProxyWorker};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::socket::sys::{Batch, Outgoing};
+use dataplane::socket::{ProxySettings, ProxyWorker};
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 

@@ -20,9 +20,9 @@ use dataplane::service::{Backend, BackendId, Mode, ServiceSpec, Snapshot, VipId,
 use socket2::{Domain, Socket, Type};
 
 use crate::cli::DemoArgs;
-use crate::proxy::ProxySettings;
 use crate::report::Totals;
 use crate::run::{RunError, Workers};
+use dataplane::socket::ProxySettings;
 
 /// Most datagrams in flight from the client.
 pub const WINDOW: u64 = 256;

@@ -17,5 +17,3 @@ pub mod run;
 #[cfg(spray_dpdk)]
 pub mod startup;
 pub mod state;
-
-pub use dataplane::proxy;

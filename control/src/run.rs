@@ -22,8 +22,8 @@ use dataplane::counters::{SharedCounters, WorkerCounters};
 use dataplane::service::{Snapshot, SnapshotError};
 
 use crate::config::Config;
-use crate::proxy::{ProxyError, ProxySettings, ProxyWorker};
 use crate::report;
+use dataplane::socket::{ProxyError, ProxySettings, ProxyWorker};
 
 /// Error from running the workers.
 #[derive(Debug, thiserror::Error)]

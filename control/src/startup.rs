@@ -38,8 +38,8 @@ use dataplane::neigh::{NeighConfig, NeighFrame, WorkerNeigh};
 use dataplane::port::dpdk::eal::{register_thread, EalError};
 use dataplane::port::dpdk::ethdev::EthError;
 use dataplane::port::dpdk::{Eal, EthPort, PortSettings};
-use dataplane::proxy::PassiveSink;
 use dataplane::service::{MacAddr, Snapshot};
+use dataplane::socket::PassiveSink;
 use dataplane::worker::{Worker, WorkerSettings};
 
 use crate::config::dpdk::DpdkPortConfig;

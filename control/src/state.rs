@@ -44,8 +44,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::counters::SharedCounters;
-use dataplane::proxy::PassiveReport;
 use dataplane::service::{BackendId, Health, Snapshot, SnapshotError, VipId};
+use dataplane::socket::PassiveReport;
 
 use self::table::Table;
 use crate::api::{
@@ -63,9 +63,9 @@ use crate::health::{Check, Evidence, Target};
 pub const PASSIVE_CHANNEL: usize = 1024;
 
 /// The bounded channel workers report ICMP errors on (`ProxySettings::passive_reports`).
-pub fn passive_channel() -> (dataplane::proxy::PassiveSink, Receiver<PassiveReport>) {
+pub fn passive_channel() -> (dataplane::socket::PassiveSink, Receiver<PassiveReport>) {
     let (tx, rx) = crossbeam_channel::bounded(PASSIVE_CHANNEL);
-    (dataplane::proxy::PassiveSink(tx), rx)
+    (dataplane::socket::PassiveSink(tx), rx)
 }
 
 /// Most checker threads.

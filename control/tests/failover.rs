@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::DropReason;
 use dataplane::service::BackendId;
+use dataplane::socket::ProxySettings;
 use spray::config::{Config, Machine};
 use spray::health::events::{EventKind, HealthEvent};
-use spray::proxy::ProxySettings;
 use spray::run::{proxy_settings, Workers};
 use spray::state::{passive_channel, Controller, Links, State};
 
@@ -53,7 +53,7 @@ impl Sink {
         // A sink thread that waits for a CPU on a loaded machine must not lose datagrams
         // in its own receive buffer: that would read as Spray's loss (4 MiB; beyond
         // rmem_max only as root).
-        dataplane::port::socket::set_rcvbuf(&sock, 4 << 20).unwrap();
+        dataplane::socket::sys::set_rcvbuf(&sock, 4 << 20).unwrap();
         sock.bind(&addr.into()).unwrap();
         let sock: UdpSocket = sock.into();
         sock.set_read_timeout(Some(Duration::from_millis(5)))

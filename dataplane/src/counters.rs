@@ -4,13 +4,13 @@
 //! line. A worker bumps a counter with a relaxed load and store (no locked instruction: it is
 //! the only writer); readers see a value at most one burst old. Per-VIP and per-backend arrays
 //! are sized once for [`MAX_VIPS`] and [`MAX_BACKENDS`] and indexed by the stable ids of
-//! [`crate::service`], so nothing on the packet path allocates.
+//! [`crate::model`], so nothing on the packet path allocates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use crate::service::{BackendId, VipId, MAX_BACKENDS, MAX_VIPS};
+use crate::model::{BackendId, VipId, MAX_BACKENDS, MAX_VIPS};
 
 /// Why a packet was not forwarded. Indexes [`WorkerCounters::drops`].
 #[repr(u8)]
@@ -43,7 +43,7 @@ pub enum DropReason {
     /// The port did not accept the packet for transmission.
     TxFull,
     /// Socket mode: a new client found its worker's session table full
-    /// ([`crate::proxy::ProxySettings::max_sessions`]).
+    /// ([`crate::socket::ProxySettings::max_sessions`]).
     SessionTableFull,
     /// Socket mode: the upstream socket of a new client session could not be opened (file
     /// descriptor limit, or a transparent bind to the client's address failed).

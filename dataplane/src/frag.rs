@@ -33,8 +33,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::counters::DropReason;
-use crate::flow::mix64;
-use crate::service::{BackendId, MacAddr, VipId};
+use crate::model::flow::mix64;
+use crate::model::{BackendId, MacAddr, VipId};
 use crate::wire::{FragInfo, FragKey};
 
 /// Entries of a worker's table unless configured otherwise.

@@ -25,15 +25,15 @@
 //! A destination unreachable (IPv4 3, ICMPv6 1) with a host or port code that quotes a
 //! datagram sent to a backend of a NAT service whose `spec.passive` is set becomes a
 //! [`PassiveReport`] ([`passive_report`]), as socket mode makes from its error queues
-//! ([`crate::proxy`]); the worker sends it with `try_send` and translates the error as above.
+//! ([`crate::socket`]); the worker sends it with `try_send` and translates the error as above.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::counters::DropReason;
-use crate::flow::NatFlows;
-use crate::proxy::PassiveReport;
-use crate::service::{Mode, ReverseNat, Snapshot, VipId};
+use crate::model::flow::NatFlows;
+use crate::model::PassiveReport;
+use crate::model::{Mode, ReverseNat, Snapshot, VipId};
 use crate::wire::checksum::Delta;
 use crate::wire::IpFrame;
 

@@ -11,16 +11,16 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod addr_table;
 pub mod counters;
-pub mod flow;
 pub mod frag;
 pub mod icmp;
+pub mod model;
 pub mod neigh;
 pub mod port;
-pub mod proxy;
 pub mod rewrite;
-pub mod sched;
-pub mod service;
+pub mod socket;
 pub mod wire;
 pub mod worker;
+
+// The model's modules under the names other crates use.
+pub use model::{addr_table, flow, sched, service};

@@ -20,9 +20,9 @@
 //!   them into a port buffer ([`crate::port::Port::alloc_frame`]) between bursts.
 //!
 //! Resolved MACs reach workers in the snapshot: the control thread fills
-//! [`crate::service::Backend::mac`] of every backend that has no static MAC with
+//! [`crate::model::Backend::mac`] of every backend that has no static MAC with
 //! [`Neighbours::fill_macs`], and the gateway MACs with
-//! [`crate::service::Snapshot::with_gateway_macs`], whenever [`Neighbours::generation`]
+//! [`crate::model::Snapshot::with_gateway_macs`], whenever [`Neighbours::generation`]
 //! moves. A worker never looks a MAC up on its own, so it can never pair a backend with a
 //! MAC learnt for another address: a backend without a MAC is counted as
 //! [`DropReason::NoBackendMac`] and dropped. Configured MACs are static entries and are never
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::counters::DropReason;
-use crate::service::{MacAddr, ServiceSpec, Snapshot};
+use crate::model::{MacAddr, ServiceSpec, Snapshot};
 use crate::wire::checksum;
 use crate::wire::{classify, vlan, IpFrame, Packet, ETHERTYPE_IPV6};
 

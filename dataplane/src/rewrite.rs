@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::DropReason;
-use crate::service::MacAddr;
+use crate::model::MacAddr;
 use crate::wire::checksum::{self, Delta};
 use crate::wire::{Ipv4Packet, Ipv4Udp, Ipv6Packet, UdpFrame, UdpPacket};
 

@@ -26,17 +26,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::counters::{DropReason, SharedCounters, WorkerCounters};
-use crate::flow::{flow_hash, NatFlows};
 use crate::frag::{FragAction, FragTable};
+use crate::model::flow::{flow_hash, NatFlows};
+use crate::model::PassiveSink;
+use crate::model::{
+    next_hop, Hop, MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute,
+};
 use crate::neigh::{self, WorkerNeigh};
 use crate::port::{PacketBuf, Port, RxIpChecksum};
-use crate::proxy::PassiveSink;
 use crate::rewrite::{
     decrement_ttl, eth_src_word, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
     nat_to_backend_v4_ttl, set_mac_words, set_macs,
-};
-use crate::service::{
-    next_hop, Hop, MacAddr, Mode, Path, ReverseNat, Service, Snapshot, VipId, VipRoute,
 };
 use crate::wire::{
     classify, classify_tagged_ipv4_udp, classify_untagged_ipv4_udp, vlan, FragInfo, IpFrame,
@@ -839,7 +839,7 @@ impl<'s> RouteMemo<'s> {
     /// compares the loaded words as they are.
     #[inline(always)]
     fn key(h: &Ipv4Udp) -> u64 {
-        crate::addr_table::fold_v4(h.dst_ip.to_be(), h.dst_port.to_be())
+        crate::model::addr_table::fold_v4(h.dst_ip.to_be(), h.dst_port.to_be())
     }
 
     /// A memo holding `seed`'s route, read again from `snap` (the snapshot the seed came
@@ -931,7 +931,7 @@ impl<'s> RouteMemo<'s> {
 
 /// [`to_backend`] for an IPv4 datagram to the memo's VIP, whose route has hops (rr or wrr,
 /// every backend in rotation resolved): the same decisions, counters and bytes, from the
-/// flat [`crate::service::Hop`] records instead of the service, its scheduler and its
+/// flat [`crate::model::Hop`] records instead of the service, its scheduler and its
 /// backends (tests below compare both paths frame by frame).
 #[inline(always)]
 fn to_hop_v4(
@@ -1246,9 +1246,9 @@ fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx, now: &mut Now) -> Result<Fwd
 mod tests {
     use super::*;
     use crate::counters::WorkerCounters;
+    use crate::model::sched::SchedulerKind;
+    use crate::model::{Backend, BackendId, Health, ServiceSpec, VipKey};
     use crate::port::memory::MemoryPort;
-    use crate::sched::SchedulerKind;
-    use crate::service::{Backend, BackendId, Health, ServiceSpec, VipKey};
     use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
     use crate::wire::parse_udp;
     use crossbeam_channel::{unbounded, Sender};

@@ -15,9 +15,9 @@ use dataplane::neigh::{
     Neighbours, WorkerNeigh,
 };
 use dataplane::port::memory::MemoryPort;
-use dataplane::proxy::{PassiveReport, PassiveSink};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::socket::{PassiveReport, PassiveSink};
 use dataplane::wire::build::{
     add_ipv4_options, checksums_valid, fragment, icmp_error, ip_part, udp_frame, FrameSpec,
 };

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Sender};
 use dataplane::counters::{DropReason, SharedCounters, WorkerCounters};
-use dataplane::proxy::{ProxySettings, ProxyWorker};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, Health, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::socket::{ProxySettings, ProxyWorker};
 
 // ---- an allocation counter, armed per thread, for the no-allocation test ----
 

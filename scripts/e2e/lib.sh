@@ -219,7 +219,7 @@ topo_up() {
             in_ns "$E2E_NS_LB" ip addr add "$v/32" dev br0
         done
         in_ns "$E2E_NS_LB" ip addr add "$VIP6_A/128" dev br0 nodad
-        # Transparent source (dataplane/src/proxy/mod.rs): replies from the backends to client
+        # Transparent source (dataplane/src/socket/mod.rs): replies from the backends to client
         # addresses are delivered locally, to the session socket bound to the client's address.
         in_ns "$E2E_NS_LB" ip rule add iif br0 from 198.19.1.0/24 lookup 100
         in_ns "$E2E_NS_LB" ip route add local 0.0.0.0/0 dev lo table 100

@@ -6,7 +6,7 @@
 //! would not), so a sink in another namespace computes one-way latency by subtracting the
 //! stamp from its own reading of the same clock.
 //!
-//! * [`send`]: `sendmmsg` batches through [`dataplane::port::socket::Batch`], paced to a
+//! * [`send`]: `sendmmsg` batches through [`dataplane::socket::sys::Batch`], paced to a
 //!   fixed rate or as fast as the socket takes them (saturation).
 //! * [`raw`]: the same datagrams as whole Ethernet frames through an `AF_PACKET` socket,
 //!   for when the UDP sender's own kernel path is the testbed's limit.

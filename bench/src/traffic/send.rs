@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dataplane::port::socket::{Batch, Outgoing};
+use dataplane::socket::sys::{Batch, Outgoing};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 
@@ -162,7 +162,7 @@ pub(crate) fn pace(due: Instant) {
 /// When the socket cannot be opened or bound.
 pub fn send(s: &SendSettings, stop: &AtomicBool) -> io::Result<SendReport> {
     let sock = sender_socket(s)?;
-    let n = s.batch.clamp(1, dataplane::port::socket::MAX_BATCH);
+    let n = s.batch.clamp(1, dataplane::socket::sys::MAX_BATCH);
     let size = s.size.max(MIN_PAYLOAD);
     let mut batch = Batch::new(n, size);
     let mut payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();

@@ -16,7 +16,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dataplane::port::socket::{set_rcvbuf, Batch, Epoll};
+use dataplane::socket::sys::{set_rcvbuf, Batch, Epoll};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};

@@ -13,9 +13,9 @@ use serde_json::json;
 use super::client::Client;
 use super::server::Server;
 use crate::config::{Config, Machine};
-use crate::proxy::ProxySettings;
 use crate::run::Workers;
 use crate::state::{Controller, Links, State};
+use dataplane::socket::ProxySettings;
 
 /// A backend: counts the sequence numbers it receives.
 struct Sink {

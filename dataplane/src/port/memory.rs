@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::{PacketBuf, Port, RxIpChecksum};
-use crate::service::MacAddr;
+use crate::model::MacAddr;
 
 /// Largest frame a memory buffer holds (a jumbo frame).
 pub const BUF_SIZE: usize = 9216;

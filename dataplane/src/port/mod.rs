@@ -5,7 +5,6 @@
 //! at start-up, so a burst never allocates.
 
 pub mod memory;
-pub mod socket;
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
@@ -54,7 +53,7 @@ pub trait Port {
     fn free(&mut self, buf: Self::Buf);
 
     /// This port's own MAC address: the source of every frame it sends.
-    fn mac(&self) -> crate::service::MacAddr;
+    fn mac(&self) -> crate::model::MacAddr;
 
     /// Whether this port's buffers carry the NIC's verdict on IPv4 header checksums
     /// ([`PacketBuf::rx_ip_checksum`]); read once per burst, so ports without the offload

@@ -10,7 +10,7 @@ use smoltcp::wire::{
 };
 
 use super::{vlan, ETH_HEADER_LEN};
-use crate::service::MacAddr;
+use crate::model::MacAddr;
 
 /// Headers of a frame to build.
 #[derive(Debug, Clone)]

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use super::eal::{last_error, strerror, Eal};
 use super::ffi;
 use super::mbuf::Mbuf;
+use crate::model::MacAddr;
 use crate::port::Port;
-use crate::service::MacAddr;
 
 /// Largest burst a [`DpdkPort`] receives at once.
 pub const MAX_BURST: usize = 256;

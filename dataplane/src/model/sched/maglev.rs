@@ -28,7 +28,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::flow::mix64;
+use crate::model::flow::mix64;
 
 /// Slots in the lookup table: prime (so every skip generates a full permutation) and much
 /// larger than the backend count, as the paper advises (M >> 100 × N keeps shares within
@@ -129,7 +129,7 @@ impl Maglev {
     /// Backend index (into the weights given to [`new`](Self::new)) for a flow, or `None`
     /// when no backend is in rotation.
     ///
-    /// `flow_hash` should be [`crate::flow::flow_hash`], the same on every worker.
+    /// `flow_hash` should be [`crate::model::flow::flow_hash`], the same on every worker.
     #[inline]
     pub fn pick(&self, flow_hash: u64) -> Option<usize> {
         // `% TABLE_SIZE` by a constant compiles to a multiply; `get` covers the empty table.

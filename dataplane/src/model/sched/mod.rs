@@ -35,7 +35,7 @@ impl SchedulerKind {
         }
     }
 
-    /// Whether the scheduler needs [`crate::flow::flow_hash`] of each packet.
+    /// Whether the scheduler needs [`crate::model::flow::flow_hash`] of each packet.
     pub fn needs_flow_hash(self) -> bool {
         matches!(self, Self::Maglev)
     }

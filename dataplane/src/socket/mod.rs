@@ -5,7 +5,7 @@
 //! does L2–L4: a [`ProxyWorker`] binds one `SO_REUSEPORT` socket per VIP (so N workers on N
 //! cores share each VIP's load), reads datagrams in batches with `recvmmsg`, deals each one to
 //! the backend its VIP's scheduler picks, and sends them with `sendmmsg`
-//! ([`crate::port::socket`] holds all the system calls).
+//! ([`crate::socket::sys`] holds all the system calls).
 //!
 //! # Contract
 //!
@@ -93,6 +93,7 @@
 //! ([`DropReason::FamilyMismatch`] otherwise).
 
 pub mod session;
+pub mod sys;
 
 use std::fmt;
 use std::io;
@@ -102,43 +103,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 
 use crate::counters::{DropReason, SharedCounters, WorkerCounters};
-use crate::flow::flow_hash;
-use crate::port::socket::{self as sock, Batch, Epoll, Outgoing, MAX_BATCH, MAX_DATAGRAM};
-use crate::service::{BackendId, Snapshot, VipId, VipKey};
+use crate::model::flow::flow_hash;
+use crate::model::{BackendId, Snapshot, VipId, VipKey};
+use crate::socket::sys::{self as sock, Batch, Epoll, Outgoing, MAX_BATCH, MAX_DATAGRAM};
+
+pub use crate::model::passive::{PassiveReport, PassiveSink};
 
 use self::session::{InsertError, SessionKey, Sessions, Token};
-
-/// An ICMP error about a datagram sent to a backend of a passive VIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassiveReport {
-    /// The VIP whose session sent the datagram.
-    pub vip: VipId,
-    /// The datagram's destination: the backend address:port.
-    pub backend: SocketAddr,
-    /// The errno the ICMP error maps to (`ECONNREFUSED` for port unreachable).
-    pub errno: i32,
-    /// ICMP type and code (IPv4 3/3 or ICMPv6 1/4: port unreachable).
-    pub icmp: (u8, u8),
-    /// When the worker read it.
-    pub at: Instant,
-}
-
-/// The sending end of the passive-report channel; compared by channel identity.
-#[derive(Debug, Clone)]
-pub struct PassiveSink(pub Sender<PassiveReport>);
-
-impl PartialEq for PassiveSink {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.same_channel(&other.0)
-    }
-}
-
-impl Eq for PassiveSink {}
 
 /// Socket-mode settings of one worker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Batched kernel UDP I/O for socket mode: `recvmmsg`/`sendmmsg`, `epoll`, socket options.
 //!
 //! This is the only module of socket mode that calls the operating system directly; the proxy
-//! logic in [`crate::proxy`] is safe code on top of it. Three pieces:
+//! logic in [`crate::socket`] is safe code on top of it. Three pieces:
 //!
 //! * [`Batch`]: preallocated `mmsghdr`/`iovec`/`sockaddr_storage` arrays and one contiguous
 //!   buffer of `batch` slots. [`Batch::recv`] fills the slots with one `recvmmsg` call;

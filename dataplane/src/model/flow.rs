@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::service::VipId;
+use super::ids::VipId;
 
 /// Mixes a 64-bit value (the finaliser of MurmurHash3; good avalanche, a few cycles).
 #[inline]
