@@ -292,6 +292,15 @@ fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
     }
 }
 
+/// A service's State column: `down` when it is enabled but no backend is in rotation.
+fn service_state(svc: &crate::api::ServiceInfo) -> &'static str {
+    if svc.admin == crate::api::Admin::Enabled && svc.in_rotation == 0 {
+        "down"
+    } else {
+        svc.admin.name()
+    }
+}
+
 /// The `ipvsadm -L -n`-style listing.
 pub fn list_table(l: &ServiceList) -> String {
     let mut s = String::new();
@@ -307,7 +316,7 @@ pub fn list_table(l: &ServiceList) -> String {
             svc.protocol.to_uppercase(),
             svc.vip.to_string(),
             svc.scheduler,
-            svc.admin.name(),
+            service_state(svc),
             svc.packets,
             svc.bytes,
             svc.name

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `spray_vip_packets_total`, `spray_vip_bytes_total` | counter | `service`, `vip` |
 //! | `spray_backend_packets_total`, `spray_backend_bytes_total` | counter | `service`, `vip`, `backend` |
+//! | `spray_service_backends_in_rotation` | gauge | `service`, `vip` |
 //! | `spray_backend_up` | gauge (1 up, 0 down) | `service`, `vip`, `backend` |
 //! | `spray_backend_weight`, `spray_backend_effective_weight` | gauge | `service`, `vip`, `backend` |
 //! | `spray_backend_check_latency_seconds` | gauge (when a checker runs) | `service`, `vip`, `backend` |
@@ -91,6 +92,7 @@ impl Collector for SprayCollector {
         let stats = self.0.stats();
         let mut vp = Vec::new();
         let mut vb = Vec::new();
+        let mut rotation = Vec::new();
         let (mut bp, mut bb, mut up, mut w, mut ew, mut lat) = (
             Vec::new(),
             Vec::new(),
@@ -102,7 +104,8 @@ impl Collector for SprayCollector {
         for s in &list.services {
             let l: Labels = vec![("service", s.name.clone()), ("vip", s.vip.to_string())];
             vp.push((l.clone(), s.packets));
-            vb.push((l, s.bytes));
+            vb.push((l.clone(), s.bytes));
+            rotation.push((l, s.in_rotation as f64));
             for b in &s.backends {
                 let l: Labels = vec![
                     ("service", s.name.clone()),
@@ -142,6 +145,12 @@ impl Collector for SprayCollector {
             "spray_backend_bytes",
             "Payload bytes sent to a backend.",
             &bb,
+        )?;
+        gauges(
+            &mut enc,
+            "spray_service_backends_in_rotation",
+            "Backends a service sends to; 0: its datagrams go to the fallback or are dropped.",
+            &rotation,
         )?;
         gauges(
             &mut enc,

@@ -35,6 +35,7 @@ mod table;
 
 pub use self::neigh::{NeighLink, PortNeighbours, NEIGH_TO_CONTROL, NEIGH_TO_WORKER};
 
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,6 +140,8 @@ pub struct State {
     neigh: Vec<PortNeighbours>,
     /// [`State::neigh_generation`] when the snapshot in force was built.
     neigh_seen: u64,
+    /// Enabled services without a backend in rotation in the snapshot in force.
+    empty: BTreeSet<String>,
 }
 
 impl State {
@@ -157,6 +160,7 @@ impl State {
             jitter: Jitter::new(),
             neigh: Vec::new(),
             neigh_seen: 0,
+            empty: BTreeSet::new(),
         };
         s.sync_targets(now);
         s.current = s.build(&s.table, generation)?;
@@ -242,8 +246,48 @@ impl State {
 
     /// Installs `snap` as the snapshot in force.
     fn install(&mut self, snap: &Arc<Snapshot>) {
+        self.note_empty_services(snap);
         self.current = Arc::clone(snap);
         self.neigh_seen = self.neigh_generation();
+    }
+
+    /// Logs each enabled service that `snap` leaves without a backend in rotation, and
+    /// each that has one again: once per change, not once per snapshot.
+    fn note_empty_services(&mut self, snap: &Snapshot) {
+        let empty: BTreeSet<String> = snap
+            .services()
+            .filter(|s| !s.has_rotation())
+            .map(|s| s.spec.name.clone())
+            .filter(|name| {
+                self.table
+                    .services
+                    .get(name)
+                    .is_some_and(|s| s.admin == Admin::Enabled)
+            })
+            .collect();
+        for name in empty.difference(&self.empty) {
+            let fallback = snap
+                .services()
+                .find(|s| &s.spec.name == name)
+                .and_then(|s| s.spec.fallback.as_ref())
+                .map(|f| f.addr);
+            match fallback {
+                Some(f) => tracing::warn!(
+                    service = %name,
+                    "no healthy backend left: its datagrams go to the fallback {f}"
+                ),
+                None => tracing::warn!(
+                    service = %name,
+                    "no healthy backend left: its datagrams are dropped (no_healthy_backend)"
+                ),
+            }
+        }
+        for name in self.empty.difference(&empty) {
+            if snap.services().any(|s| &s.spec.name == name) {
+                tracing::info!(service = %name, "a backend is in rotation again");
+            }
+        }
+        self.empty = empty;
     }
 
     /// Builds and installs the next snapshot from the table and health.
@@ -663,6 +707,7 @@ impl State {
                     admin: s.admin,
                     packets,
                     bytes,
+                    in_rotation: 0,
                     backends: s
                         .backends
                         .iter()
@@ -691,6 +736,14 @@ impl State {
                         })
                         .collect(),
                 }
+            })
+            .map(|mut info: ServiceInfo| {
+                info.in_rotation = info
+                    .backends
+                    .iter()
+                    .filter(|b| b.effective_weight > 0)
+                    .count();
+                info
             })
             .collect();
         ServiceList {

@@ -462,3 +462,62 @@ fn the_track_script_gets_its_answer_when_idle_clients_exhaust_slots_and_fds() {
     assert!(status.success(), "{status:?}");
     flood.join().unwrap();
 }
+
+#[test]
+fn a_service_without_a_healthy_backend_says_so_in_the_log_the_list_and_the_metrics() {
+    let dead = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = free_udp_port();
+    let s = start_with(dir.path(), &|socket| {
+        format!(
+            r#"
+[control]
+socket = "{}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[services.syslog]
+vip = "127.0.0.1:{vip}"
+backends = [{{ addr = "127.0.0.1:{dead}" }}]
+
+[services.syslog.check]
+type = "udp"
+interval_ms = 50
+timeout_ms = 40
+fall = 2
+rise = 2
+"#,
+            socket.display()
+        )
+    });
+    let stderr = || std::fs::read_to_string(s.socket.with_file_name("stderr.txt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stderr().contains("no healthy backend left") {
+        assert!(Instant::now() < deadline, "no log line: {}", stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stderr().matches("no healthy backend left").count(), 1);
+    let l = json(&s, &["list"]);
+    assert_eq!(l["services"][0]["in_rotation"], 0, "{l}");
+    let table = text(&ctl(&s, &["list"]).stdout);
+    let row = table.lines().find(|r| r.contains("syslog")).unwrap();
+    assert!(row.contains(" down "), "{table}");
+    let m = scrape(&metrics_addr(&s));
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("spray_service_backends_in_rotation{")
+                && l.contains("service=\"syslog\"")
+                && l.ends_with(" 0.0")),
+        "{m}"
+    );
+    // The receiver comes back: one line says so, and the service serves again.
+    let _back = UdpSocket::bind(("127.0.0.1", dead)).unwrap();
+    while !stderr().contains("a backend is in rotation again") {
+        assert!(Instant::now() < deadline, "no recovery line: {}", stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let l = json(&s, &["list"]);
+    assert_eq!(l["services"][0]["in_rotation"], 1, "{l}");
+    assert_eq!(stderr().matches("no healthy backend left").count(), 1);
+}

@@ -197,6 +197,10 @@ pub struct ServiceInfo {
     pub packets: u64,
     /// Payload bytes received for it.
     pub bytes: u64,
+    /// Backends in rotation (effective weight above 0); 0 on an enabled service means
+    /// every datagram goes to the fallback or is dropped.
+    #[serde(default)]
+    pub in_rotation: usize,
     /// Backends in config order.
     pub backends: Vec<BackendInfo>,
 }

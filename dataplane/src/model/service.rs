@@ -207,6 +207,12 @@ impl Service {
         }
     }
 
+    /// Whether any backend is in rotation (healthy, enabled, weight above 0); without one,
+    /// datagrams go to the fallback or are dropped.
+    pub fn has_rotation(&self) -> bool {
+        !self.sched.is_empty()
+    }
+
     /// The backends and then the fallback, if any: every address the VIP may send to.
     pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
         self.spec.backends.iter().chain(self.spec.fallback.as_ref())
