@@ -129,7 +129,16 @@ mod dpdk {
             .unwrap_or_else(|e| panic!("bindgen failed on {shim}: {e}"))
             .write_to_file(out.join("dpdk.rs"))
             .expect("writing OUT_DIR/dpdk.rs");
-        // Read by dependents' build scripts as DEP_SPRAY_DPDK_ENABLED (see control/build.rs).
+        // Read by dependents' build scripts as DEP_SPRAY_DPDK_ENABLED and
+        // DEP_SPRAY_DPDK_VERSION (see control/build.rs: `spray --version` names it).
         println!("cargo::metadata=enabled=1");
+        let version = std::process::Command::new("pkg-config")
+            .args(["--modversion", "libdpdk"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if !version.is_empty() {
+            println!("cargo::metadata=version={version}");
+        }
     }
 }

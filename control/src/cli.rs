@@ -33,7 +33,7 @@ Config reference: docs/config.md; samples: docs/examples/*.toml.";
 #[derive(Debug, Parser)]
 #[command(
     name = "spray",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_long_help = EXAMPLES,

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod import;
 pub mod metrics;
 pub mod ops;
+pub mod process_stats;
 pub mod report;
 pub mod run;
 #[cfg(spray_dpdk)]

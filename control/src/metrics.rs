@@ -17,6 +17,11 @@
 //! | `spray_drops_total` | counter | `worker`, `reason` |
 //! | `spray_snapshot_generation` | gauge | |
 //! | `spray_uptime_seconds` | gauge | |
+//! | `spray_health_check_failures_total` | counter | `service`, `vip`, `backend` |
+//! | `spray_backend_transitions_total` | counter | `service`, `vip`, `backend`, `to` (`up`, `down`) |
+//! | `spray_build_info` | gauge, always 1 | `version`, `features`, `dpdk` |
+//! | `process_open_fds`, `process_max_fds`, `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
+//! | `process_cpu_seconds_total` | counter | |
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +37,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::api::{Controller, HealthState, WorkerStats};
+use crate::process_stats::ProcessStats;
 
 /// Error from starting the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,22 @@ impl std::fmt::Debug for SprayCollector {
 }
 
 type Labels = Vec<(&'static str, String)>;
+
+/// `v` as a label value of the text exposition format: backslash, double quote and line
+/// feed escaped (the encoder writes values as they are, and one bad name would make the
+/// whole scrape unreadable).
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 fn counters(
     enc: &mut DescriptorEncoder,
@@ -93,6 +115,7 @@ impl Collector for SprayCollector {
         let mut vp = Vec::new();
         let mut vb = Vec::new();
         let mut rotation = Vec::new();
+        let (mut failures, mut transitions) = (Vec::new(), Vec::new());
         let (mut bp, mut bb, mut up, mut w, mut ew, mut lat) = (
             Vec::new(),
             Vec::new(),
@@ -102,13 +125,14 @@ impl Collector for SprayCollector {
             Vec::new(),
         );
         for s in &list.services {
-            let l: Labels = vec![("service", s.name.clone()), ("vip", s.vip.to_string())];
+            let name = label_value(&s.name);
+            let l: Labels = vec![("service", name.clone()), ("vip", s.vip.to_string())];
             vp.push((l.clone(), s.packets));
             vb.push((l.clone(), s.bytes));
             rotation.push((l, s.in_rotation as f64));
             for b in &s.backends {
                 let l: Labels = vec![
-                    ("service", s.name.clone()),
+                    ("service", name.clone()),
                     ("vip", s.vip.to_string()),
                     ("backend", b.addr.to_string()),
                 ];
@@ -117,6 +141,12 @@ impl Collector for SprayCollector {
                 up.push((l.clone(), f64::from(u8::from(b.health == HealthState::Up))));
                 w.push((l.clone(), f64::from(b.weight)));
                 ew.push((l.clone(), f64::from(b.effective_weight)));
+                failures.push((l.clone(), b.check_failures));
+                for (to, n) in [("up", b.went_up), ("down", b.went_down)] {
+                    let mut l = l.clone();
+                    l.push(("to", to.to_owned()));
+                    transitions.push((l, n));
+                }
                 if let Some(s) = b.check_latency_seconds {
                     lat.push((l, s));
                 }
@@ -252,8 +282,83 @@ impl Collector for SprayCollector {
             "Seconds since the workers started.",
             &[(Vec::new(), stats.uptime_secs)],
         )?;
-        Ok(())
+        counters(
+            &mut enc,
+            "spray_health_check_failures",
+            "Health checks of a backend that failed.",
+            &failures,
+        )?;
+        counters(
+            &mut enc,
+            "spray_backend_transitions",
+            "Changes of a backend's health, by the state it went to.",
+            &transitions,
+        )?;
+        let build: Labels = vec![
+            ("version", crate::build_info::VERSION.to_owned()),
+            (
+                "features",
+                if crate::build_info::DPDK {
+                    "socket,dpdk"
+                } else {
+                    "socket"
+                }
+                .to_owned(),
+            ),
+            (
+                "dpdk",
+                crate::build_info::dpdk_version().unwrap_or("").to_owned(),
+            ),
+        ];
+        gauges(
+            &mut enc,
+            "spray_build_info",
+            "Always 1; the labels say what was built.",
+            &[(build, 1.0)],
+        )?;
+        process(&mut enc, &ProcessStats::read())
     }
+}
+
+/// The `process_*` metrics that `/proc` gave.
+fn process(enc: &mut DescriptorEncoder, p: &ProcessStats) -> Result<(), std::fmt::Error> {
+    let g = [
+        (
+            "process_open_fds",
+            "Open file descriptors.",
+            p.open_fds.map(|v| v as f64),
+        ),
+        (
+            "process_max_fds",
+            "Limit of open file descriptors.",
+            p.max_fds.map(|v| v as f64),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory in bytes.",
+            p.resident_bytes.map(|v| v as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, help, v) in g {
+        if let Some(v) = v {
+            gauges(enc, name, help, &[(Vec::new(), v)])?;
+        }
+    }
+    if let Some(cpu) = p.cpu_seconds {
+        let m = enc.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(cpu).encode(m)?;
+    }
+    Ok(())
 }
 
 /// The metrics text for `ctrl`, as served on `/metrics`.
@@ -302,12 +407,16 @@ impl MetricsServer {
                         }
                     };
                     let path = req.url().split('?').next().unwrap_or("");
-                    let resp = if *req.method() == tiny_http::Method::Get && path == "/metrics" {
+                    let method = req.method().clone();
+                    let head = method == tiny_http::Method::Head;
+                    let resp = if (head || method == tiny_http::Method::Get) && path == "/metrics" {
                         let ct = tiny_http::Header::from_bytes(
                             &b"Content-Type"[..],
                             &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
                         )
                         .expect("a valid header");
+                        // HEAD gets the headers GET would, without the body (tiny_http
+                        // leaves the body out of a HEAD response itself).
                         tiny_http::Response::from_string(render(Arc::clone(&ctrl))).with_header(ct)
                     } else {
                         tiny_http::Response::from_string("spray: metrics are at /metrics\n")

@@ -97,6 +97,16 @@ struct TargetState {
     in_flight: Option<Instant>,
     /// How long the last probe took.
     latency: Option<Duration>,
+    /// Checks that failed, and transitions to up and to down, since the target started.
+    tally: Tally,
+}
+
+/// What `list` and the metrics count of a target's checks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    failures: u64,
+    ups: u64,
+    downs: u64,
 }
 
 /// A small xorshift generator for check jitter (no need for a crate, or for quality).
@@ -334,6 +344,7 @@ impl State {
                 next_due: now + first,
                 in_flight: None,
                 latency: None,
+                tally: Tally::default(),
             });
             self.next_key += 1;
         }
@@ -485,6 +496,9 @@ impl State {
         let Some(ok) = verdict else {
             return Ok(None);
         };
+        if !ok {
+            t.tally.failures += 1;
+        }
         let decided = t.machine.handle_result(now, ok, &reason);
         if !ok && t.machine.state() == HealthState::Up {
             // Confirm a failure fast: the next check starts as this one ends, at most twice
@@ -499,6 +513,10 @@ impl State {
             }
             return Ok(None);
         };
+        match tr.to {
+            HealthState::Up => t.tally.ups += 1,
+            HealthState::Down => t.tally.downs += 1,
+        }
         let (addr, check, entries) = (
             t.target.addr,
             t.target.check.probe.name().to_owned(),
@@ -556,6 +574,7 @@ impl State {
                 continue;
             }
             if let Some(tr) = t.machine.handle_unreachable(now, &reason) {
+                t.tally.downs += 1;
                 downs.push((tr, t.entries.clone()));
             }
         }
@@ -732,6 +751,9 @@ impl State {
                                 check_latency_seconds: target
                                     .and_then(|t| t.latency)
                                     .map(|d| d.as_secs_f64()),
+                                check_failures: target.map_or(0, |t| t.tally.failures),
+                                went_up: target.map_or(0, |t| t.tally.ups),
+                                went_down: target.map_or(0, |t| t.tally.downs),
                             }
                         })
                         .collect(),
@@ -1133,7 +1155,8 @@ impl api::Controller for Controller {
     fn version(&self) -> VersionInfo {
         VersionInfo {
             name: "spray".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: crate::build_info::VERSION.to_owned(),
+            build: crate::build_info::DESCRIPTION.to_owned(),
             protocol: api::PROTOCOL_VERSION,
             controller: "health".to_owned(),
         }

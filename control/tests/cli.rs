@@ -356,3 +356,22 @@ fn readme_config_is_the_tested_example() {
         .collect();
     assert_eq!(block, example);
 }
+
+#[test]
+fn version_names_the_features_and_the_dpdk_built_in() {
+    let out = spray(&["--version"]);
+    let v = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        v.starts_with(&format!(
+            "spray {} (features: socket",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{v}"
+    );
+    if spray::build_info::DPDK {
+        assert!(v.contains("dpdk; DPDK 2"), "{v}");
+    } else {
+        assert!(v.contains("no dpdk"), "{v}");
+    }
+}

@@ -359,6 +359,13 @@ fall = 2
     assert_eq!(b[0]["health"], "up", "{l}");
     assert_eq!(b[1]["effective_weight"], 0, "{l}");
     assert!(b[1]["check_latency_seconds"].as_f64().is_some(), "{l}");
+    assert_eq!(
+        (b[1]["went_down"].as_u64(), b[1]["went_up"].as_u64()),
+        (Some(1), Some(0)),
+        "{l}"
+    );
+    assert!(b[1]["check_failures"].as_u64().unwrap() >= 2, "{l}");
+    assert_eq!(b[0]["check_failures"], 0, "{l}");
     assert_eq!(l["generation"], 2, "one snapshot for the verdict: {l}");
     // The table says so too.
     let out = ctl(&s, &["list"]);
@@ -402,7 +409,24 @@ fall = 2
         body.contains("spray_backend_check_latency_seconds{"),
         "{body}"
     );
-    assert_eq!(json(&s, &["version"])["controller"], "health");
+    let down = body
+        .lines()
+        .find(|l| {
+            l.starts_with("spray_backend_transitions_total{")
+                && l.contains(&format!("127.0.0.1:{dead}"))
+                && l.contains("to=\"down\"")
+        })
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(down.ends_with(" 1"), "{down}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("spray_health_check_failures_total{")
+                && l.contains(&format!("127.0.0.1:{dead}"))),
+        "{body}"
+    );
+    let v = json(&s, &["version"]);
+    assert_eq!(v["controller"], "health");
+    assert_eq!(v["build"], spray::build_info::DESCRIPTION, "{v}");
 }
 
 #[test]
@@ -520,4 +544,76 @@ rise = 2
     let l = json(&s, &["list"]);
     assert_eq!(l["services"][0]["in_rotation"], 1, "{l}");
     assert_eq!(stderr().matches("no healthy backend left").count(), 1);
+}
+
+#[test]
+fn metrics_escape_label_values_and_describe_the_build_and_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let vip = free_udp_port();
+    let s = start_with(dir.path(), &|socket| {
+        format!(
+            r#"
+[control]
+socket = "{}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[services.'sys log"x\y']
+vip = "127.0.0.1:{vip}"
+backends = [{{ addr = "127.0.0.1:9" }}]
+"#,
+            socket.display()
+        )
+    });
+    let addr = metrics_addr(&s);
+    let m = scrape(&addr);
+    assert!(
+        m.contains(r#"spray_vip_packets_total{service="sys log\"x\\y",vip="#),
+        "{m}"
+    );
+    // Every sample line is NAME{LABELS} VALUE or NAME VALUE, with balanced quotes.
+    let body = m.split("\r\n\r\n").nth(1).unwrap();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let unescaped = line.replace("\\\\", "").replace("\\\"", "");
+        assert_eq!(unescaped.matches('"').count() % 2, 0, "{line}");
+        assert!(
+            line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
+            "{line}"
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("spray_build_info{")
+                && l.contains(&format!("version=\"{version}\""))),
+        "{body}"
+    );
+    let fds: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("process_open_fds "))
+        .unwrap_or_else(|| panic!("{body}"))
+        .parse()
+        .unwrap();
+    assert!(fds >= 3.0, "{fds}");
+    for name in [
+        "process_max_fds ",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(name)), "{name}: {body}");
+    }
+    // HEAD: the headers of GET, no body.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(b"HEAD /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    c.read_to_string(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(head.contains("openmetrics-text"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "a body came: {head}");
 }

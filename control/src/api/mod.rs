@@ -176,6 +176,15 @@ pub struct BackendInfo {
     /// Duration of the last health check, when a checker runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_latency_seconds: Option<f64>,
+    /// Health checks of it that failed, since its check started.
+    #[serde(default)]
+    pub check_failures: u64,
+    /// Times its health went from down to up.
+    #[serde(default)]
+    pub went_up: u64,
+    /// Times its health went from up to down (checks or passive reports).
+    #[serde(default)]
+    pub went_down: u64,
 }
 
 /// One service, as `list` shows it.
@@ -433,6 +442,9 @@ pub struct VersionInfo {
     pub name: String,
     /// Crate version.
     pub version: String,
+    /// The features built in and the DPDK version ([`crate::build_info::DESCRIPTION`]).
+    #[serde(default)]
+    pub build: String,
     /// Version of this protocol; bumped on incompatible changes.
     pub protocol: u32,
     /// Which controller answers (`health`: the control thread that also runs the checks).
@@ -477,7 +489,8 @@ pub trait Controller: Send + Sync {
     fn version(&self) -> VersionInfo {
         VersionInfo {
             name: "spray".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: crate::build_info::VERSION.to_owned(),
+            build: crate::build_info::DESCRIPTION.to_owned(),
             protocol: PROTOCOL_VERSION,
             controller: "unknown".to_owned(),
         }
