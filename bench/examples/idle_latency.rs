@@ -18,7 +18,7 @@ use dataplane::port::memory::MemBuf;
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::worker::{Idle, Worker, WorkerSettings};
 
 struct QueuePort {

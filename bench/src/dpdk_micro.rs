@@ -38,7 +38,7 @@ use dataplane::port::{PacketBuf, Port, RxIpChecksum};
 use dataplane::rewrite::{eth_src_word, set_mac_words};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::wire::checksum::ipv4_header20_valid;
 use dataplane::wire::ETHERTYPE_IPV4;
 use dataplane::worker::{Idle, Worker, WorkerSettings};

@@ -24,7 +24,7 @@ use dataplane::port::memory::MemoryPort;
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::wire::build::{udp_frame, FrameSpec};
+use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::worker::{Worker, WorkerSettings};
 use serde::Serialize;
 

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dataplane::wire::build::{checksums_valid, udp_frame, FrameSpec};
+use dataplane::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
 use dataplane::wire::parse_udp;
 
 const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];

@@ -19,6 +19,8 @@ pub mod neigh;
 pub mod port;
 pub mod rewrite;
 pub mod socket;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod wire;
 pub mod worker;
 

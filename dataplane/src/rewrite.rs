@@ -287,7 +287,7 @@ pub fn nat_fragment(frame: &mut [u8], l3: usize, src: bool, new: IpAddr) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
+    use crate::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
     use crate::wire::parse_udp;
     use proptest::prelude::*;
 

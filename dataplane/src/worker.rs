@@ -1249,7 +1249,7 @@ mod tests {
     use crate::model::sched::SchedulerKind;
     use crate::model::{Backend, BackendId, Health, ServiceSpec, VipKey};
     use crate::port::memory::MemoryPort;
-    use crate::wire::build::{checksums_valid, udp_frame, FrameSpec};
+    use crate::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
     use crate::wire::parse_udp;
     use crossbeam_channel::{unbounded, Sender};
     use std::net::SocketAddr;
@@ -1807,14 +1807,14 @@ mod tests {
                 fs.udp_checksum = sum;
                 let f = udp_frame(&fs, b"<13>hello, world: 24 byte");
                 if vlan.is_none() && ttl == 64 {
-                    out.extend(crate::wire::build::fragment(&f, 16, 7));
+                    out.extend(crate::testkit::frames::fragment(&f, 16, 7));
                 }
                 out.push(f);
             }
         }
         let mut icmp = out[0].clone();
         icmp[23] = 1;
-        crate::wire::build::fix_ipv4_checksum(&mut icmp, 14);
+        crate::testkit::frames::fix_ipv4_checksum(&mut icmp, 14);
         out.push(icmp);
         let mut arp = out[0].clone();
         arp[12..14].copy_from_slice(&[8, 6]);

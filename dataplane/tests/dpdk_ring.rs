@@ -13,7 +13,7 @@ use dataplane::port::dpdk::{Eal, EthPort, Mbuf, PortSettings};
 use dataplane::port::{PacketBuf, Port, RxIpChecksum};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::wire::build::{checksums_valid, udp_frame, FrameSpec};
+use dataplane::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
 use dataplane::wire::parse_udp;
 use dataplane::worker::{Worker, WorkerSettings};
 

@@ -1,42 +1,31 @@
 //! Network correctness over the memory port: ARP/NDP, IPv6, fragments, VLAN, TTL, ICMP and
-//! hostile input. Frames are built in Rust (`dataplane::wire::build`, `dataplane::neigh`),
+//! hostile input. Frames are built in Rust (`dataplane::testkit::frames`, `dataplane::neigh`),
 //! and what comes out is compared byte for byte with a frame built to be the expected one.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use dataplane::counters::{DropReason, SharedCounters, WorkerCounters};
-use dataplane::flow::NatFlows;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use dataplane::counters::DropReason;
 use dataplane::frag::FragTable;
 use dataplane::neigh::{
     arp_frame, multicast_mac, ndp_frame, solicited_node, NeighConfig, NeighFrame, NeighState,
     Neighbours, WorkerNeigh,
 };
-use dataplane::port::memory::MemoryPort;
 use dataplane::sched::SchedulerKind;
-use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::service::{MacAddr, Mode, ServiceSpec, Snapshot, VipId};
 use dataplane::socket::{PassiveReport, PassiveSink};
-use dataplane::wire::build::{
+use dataplane::testkit::frames::{
     add_ipv4_options, checksums_valid, fragment, icmp_error, ip_part, udp_frame, FrameSpec,
 };
-use dataplane::worker::{Worker, WorkerSettings};
+use dataplane::testkit::rig::{self, mac_of, sa, Rig, GW_MAC, PORT_MAC};
 
-const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
-const GW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x01]);
 const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x01]);
 const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const LOCAL_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 
-fn mac_of(i: usize) -> MacAddr {
-    MacAddr([2, 0, 0, 0, 1, i as u8])
-}
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
+/// Service `id` over `backends` of weight 1, ids from `id * 16`, with or without MACs.
 fn service(
     id: u16,
     vip: &str,
@@ -45,104 +34,14 @@ fn service(
     backends: &[&str],
     macs: bool,
 ) -> ServiceSpec {
-    ServiceSpec::new(
-        VipId(id),
-        format!("svc{id}"),
-        VipKey::udp(sa(vip)),
-        mode,
-        sched,
-        backends
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let mut b = Backend::new(BackendId(id * 16 + i as u16), sa(a), 1);
-                if macs {
-                    b.mac = Some(mac_of(i + 1));
-                }
-                b
-            })
-            .collect(),
-    )
-}
-
-struct Rig {
-    w: Worker<MemoryPort>,
-    snaps: Sender<Arc<Snapshot>>,
-    c: SharedCounters,
-    now: Instant,
-}
-
-impl Rig {
-    fn new(specs: Vec<ServiceSpec>) -> Self {
-        let (snaps, rx) = unbounded();
-        let c = WorkerCounters::shared();
-        let w = Worker::new(
-            MemoryPort::new(PORT_MAC, 1 << 16),
-            WorkerSettings {
-                burst: 32,
-                gateway_mac: GW_MAC,
-                ..WorkerSettings::default()
-            },
-            Arc::new(Snapshot::new(1, specs).unwrap()),
-            rx,
-            c.clone(),
-            Arc::new(NatFlows::new(1024)),
-        );
-        Rig {
-            w,
-            snaps,
-            c,
-            now: Instant::now(),
+    let weighted: Vec<(&str, u32)> = backends.iter().map(|a| (*a, 1)).collect();
+    let mut s = rig::service(id, vip, mode, sched, &weighted, id * 16);
+    if !macs {
+        for b in &mut s.backends {
+            b.mac = None;
         }
     }
-
-    /// Pushes frames and polls until they are all processed; returns what was sent.
-    fn run(&mut self, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        for f in frames {
-            self.w.port_mut().push_rx(f);
-        }
-        self.poll();
-        self.out()
-    }
-
-    fn poll(&mut self) {
-        loop {
-            self.w.poll_at(self.now);
-            if self.w.port().rx_len() == 0 {
-                break;
-            }
-        }
-    }
-
-    fn out(&mut self) -> Vec<Vec<u8>> {
-        std::iter::from_fn(|| self.w.port_mut().pop_tx()).collect()
-    }
-
-    fn one(&mut self, frame: &[u8]) -> Vec<u8> {
-        let out = self.run(&[frame.to_vec()]);
-        assert_eq!(out.len(), 1, "drops: {:?}", self.drops());
-        out.into_iter().next().unwrap()
-    }
-
-    fn dropped(&mut self, frame: &[u8], reason: DropReason) {
-        let before = self.c.dropped(reason);
-        let out = self.run(&[frame.to_vec()]);
-        assert!(out.is_empty(), "expected a drop ({reason:?}), got a frame");
-        assert_eq!(
-            self.c.dropped(reason),
-            before + 1,
-            "{reason:?}; drops: {:?}",
-            self.drops()
-        );
-    }
-
-    fn drops(&self) -> Vec<(&'static str, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.name(), self.c.dropped(*r)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
+    s
 }
 
 /// A frame `src -> dst` as it arrives from the client side (client MAC -> port MAC).
@@ -415,7 +314,7 @@ fn fragments_follow_their_first(v6: bool, mode: Mode) {
             );
         }
     }
-    assert_eq!(r.c.fragments_steered.get(), 2 * n as u64);
+    assert_eq!(r.counters.fragments_steered.get(), 2 * n as u64);
 }
 
 #[test]
@@ -536,7 +435,7 @@ fn a_tiny_first_fragment_is_refused() {
     let mut f = fragment(&whole, 8, 1).swap_remove(0);
     f.truncate(14 + 20 + 8);
     f[16..18].copy_from_slice(&20u16.to_be_bytes());
-    dataplane::wire::build::fix_ipv4_checksum(&mut f, 14);
+    dataplane::testkit::frames::fix_ipv4_checksum(&mut f, 14);
     r.dropped(&f, DropReason::Fragment);
 }
 
@@ -576,7 +475,7 @@ fn port_unreachable_from_a_backend_reaches_the_client_as_from_the_vip() {
         ip_part(&client_sent),
     );
     assert_eq!(got, want);
-    assert_eq!(r.c.icmp_translated.get(), 1);
+    assert_eq!(r.counters.icmp_translated.get(), 1);
 }
 
 #[test]
@@ -751,7 +650,7 @@ fn port_unreachable_about_a_passive_nat_flow_is_reported_once_and_still_translat
         ip_part(&client_sent),
     );
     assert_eq!(got, want);
-    assert_eq!(r.c.icmp_translated.get(), 1);
+    assert_eq!(r.counters.icmp_translated.get(), 1);
     let rep = reports.try_recv().expect("one report");
     assert_eq!(
         rep,
@@ -764,7 +663,7 @@ fn port_unreachable_about_a_passive_nat_flow_is_reported_once_and_still_translat
         }
     );
     assert!(reports.try_recv().is_err(), "exactly one report");
-    assert_eq!(r.c.passive_reports_lost.get(), 0);
+    assert_eq!(r.counters.passive_reports_lost.get(), 0);
 
     // Host unreachable: EHOSTUNREACH. Fragmentation needed (3/4): translated, not reported.
     r.one(&unreachable_from(V4_BACKENDS[0], client, 3, 1, false));
@@ -775,7 +674,7 @@ fn port_unreachable_about_a_passive_nat_flow_is_reported_once_and_still_translat
     );
     r.one(&unreachable_from(V4_BACKENDS[0], client, 3, 4, false));
     assert!(reports.try_recv().is_err(), "3/4 is not a passive signal");
-    assert_eq!(r.c.icmp_translated.get(), 3);
+    assert_eq!(r.counters.icmp_translated.get(), 3);
 }
 
 #[test]
@@ -804,7 +703,7 @@ fn no_report_when_the_service_is_not_passive() {
     let client = "198.18.0.1:40000";
     let got = r.one(&unreachable_from(V4_BACKENDS[1], client, 3, 3, false));
     assert_eq!(got, translated("198.18.0.10:514", client, 3, 3));
-    assert_eq!(r.c.icmp_translated.get(), 1);
+    assert_eq!(r.counters.icmp_translated.get(), 1);
     assert!(reports.try_recv().is_err());
 }
 
@@ -826,7 +725,7 @@ fn a_full_report_channel_is_counted_not_waited_for() {
     let out = r.run(&[icmp.clone(), icmp.clone(), icmp]);
     assert_eq!(out.len(), 3, "every error is still translated");
     assert_eq!(reports.len(), 1);
-    assert_eq!(r.c.passive_reports_lost.get(), 2);
+    assert_eq!(r.counters.passive_reports_lost.get(), 2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -892,7 +791,7 @@ fn arp_requests_for_a_vip_or_the_port_are_answered_in_place() {
         );
         assert_eq!(got, want, "{target}");
     }
-    assert_eq!(r.c.neigh_answered.get(), 2);
+    assert_eq!(r.counters.neigh_answered.get(), 2);
     let other = arp(
         None,
         [0xff; 6],
@@ -1014,7 +913,7 @@ fn arp_replies_go_to_the_control_thread_until_its_queue_is_full() {
     for _ in 0..4 {
         assert!(r.run(std::slice::from_ref(&reply)).is_empty());
     }
-    assert_eq!(r.c.neigh_queued.get(), 4);
+    assert_eq!(r.counters.neigh_queued.get(), 4);
     r.dropped(&reply, DropReason::NeighQueueFull);
     assert_eq!(from_workers.try_recv().unwrap().bytes(), &reply[..]);
 }
@@ -1063,7 +962,7 @@ fn backend_macs_are_resolved_published_refreshed_and_withdrawn() {
         assert!(sent.contains(&ask(ip)), "request for {ip}");
     }
     assert_eq!(sent.len(), 4);
-    assert_eq!(r.c.neigh_sent.get(), 4);
+    assert_eq!(r.counters.neigh_sent.get(), 4);
 
     // Answers come back through the worker.
     let answer =
@@ -1118,7 +1017,7 @@ fn backend_macs_are_resolved_published_refreshed_and_withdrawn() {
     r.out();
     r.run(&[pkt.clone(), pkt.clone()]);
     assert_eq!(
-        r.c.dropped(DropReason::NoBackendMac),
+        r.counters.dropped(DropReason::NoBackendMac),
         2,
         "one of the two, again"
     );
@@ -1209,7 +1108,7 @@ fn each_hostile_frame_has_its_drop_reason() {
         f(&mut g);
         g
     };
-    let fix = |g: &mut Vec<u8>| dataplane::wire::build::fix_ipv4_checksum(g, 14);
+    let fix = |g: &mut Vec<u8>| dataplane::testkit::frames::fix_ipv4_checksum(g, 14);
     let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
         ("empty", vec![], DropReason::Truncated),
         ("eth only", good[..14].to_vec(), DropReason::Truncated),
@@ -1303,10 +1202,15 @@ fn each_hostile_frame_has_its_drop_reason() {
         ),
     ];
     for (name, frame, want) in cases {
-        let before = r.c.dropped(want);
+        let before = r.counters.dropped(want);
         let out = r.run(&[frame]);
         assert!(out.is_empty(), "{name} was forwarded");
-        assert_eq!(r.c.dropped(want), before + 1, "{name}: {:?}", r.drops());
+        assert_eq!(
+            r.counters.dropped(want),
+            before + 1,
+            "{name}: {:?}",
+            r.drops()
+        );
     }
 }
 
@@ -1348,7 +1252,7 @@ fn legal_oddities_are_forwarded_correctly() {
     let mut want = outbound(c, b[1], 63, None, mac_of(2), b"");
     want.resize(60, 0);
     assert_eq!(got, want);
-    assert_eq!(r.c.dropped_total(), 0);
+    assert_eq!(r.counters.dropped_total(), 0);
 }
 
 #[test]
@@ -1476,7 +1380,7 @@ mod props {
             let n = frames.len();
             let out = r.run(&frames);
             prop_assert!(out.len() <= n);
-            prop_assert_eq!(r.c.rx_packets.get(), n as u64);
+            prop_assert_eq!(r.counters.rx_packets.get(), n as u64);
         }
 
         #[test]

@@ -8,40 +8,24 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dataplane::counters::WorkerCounters;
-use dataplane::flow::NatFlows;
 use dataplane::frag::FragTable;
 use dataplane::neigh::{NeighConfig, Neighbours, WorkerNeigh};
-use dataplane::port::memory::MemoryPort;
 use dataplane::sched::SchedulerKind;
-use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::worker::{Worker, WorkerSettings};
+use dataplane::service::{MacAddr, Mode, ServiceSpec, Snapshot};
+use dataplane::testkit::rig::{self, Rig};
 use libfuzzer_sys::fuzz_target;
 
+/// Backends of weights 1, 2, 3; the first of each service without a MAC (the
+/// no_backend_mac path).
 fn service(id: u16, vip: &str, mode: Mode, sched: SchedulerKind, backends: &[&str]) -> ServiceSpec {
-    ServiceSpec::new(
-        VipId(id),
-        format!("s{id}"),
-        VipKey::udp(vip.parse().unwrap()),
-        mode,
-        sched,
-        backends
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let mut b = Backend::new(
-                    BackendId(id * 8 + i as u16),
-                    a.parse().unwrap(),
-                    1 + i as u32,
-                );
-                // One backend per service without a MAC: the no_backend_mac path.
-                if i > 0 {
-                    b.mac = Some(MacAddr([2, 0, 0, 0, id as u8, i as u8]));
-                }
-                b
-            })
-            .collect(),
-    )
+    let weighted: Vec<(&str, u32)> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (*a, 1 + i as u32))
+        .collect();
+    let mut s = rig::service(id, vip, mode, sched, &weighted, id * 8);
+    s.backends[0].mac = None;
+    s
 }
 
 fn snapshot() -> Snapshot {
@@ -69,19 +53,8 @@ fn snapshot() -> Snapshot {
 static SNAPSHOT: OnceLock<Arc<Snapshot>> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let (_snaps, rx) = crossbeam_channel::unbounded();
-    let mut w = Worker::new(
-        MemoryPort::new(MacAddr([2, 0, 0, 0, 0, 0x10]), 1 << 12),
-        WorkerSettings {
-            burst: 8,
-            gateway_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            ..WorkerSettings::default()
-        },
-        SNAPSHOT.get_or_init(|| Arc::new(snapshot())).clone(),
-        rx,
-        WorkerCounters::shared(),
-        Arc::new(NatFlows::new(64)),
-    );
+    let mut r = Rig::with(SNAPSHOT.get_or_init(|| Arc::new(snapshot())).clone(), 8, 1 << 12);
+    let w = &mut r.w;
     w.set_frag_table(FragTable::new(8, Duration::from_millis(100)));
     let (to_control, from_workers) = crossbeam_channel::bounded(4);
     w.set_neigh(WorkerNeigh {

@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dataplane::service::MacAddr;
-use dataplane::wire::build::{fix_udp_checksum, udp_frame, FrameSpec};
+use dataplane::testkit::frames::{fix_udp_checksum, udp_frame, FrameSpec};
 
 use super::send::{pace, SendReport, SendSettings};
 use super::{monotonic_ns, Header, Timeline, MIN_PAYLOAD, PREFIX};
@@ -268,7 +268,7 @@ mod tests {
     /// What `send` does to each frame: the header stamped at `HEAD`, then the checksum.
     #[test]
     fn a_stamped_frame_is_the_datagram_sinks_parse_with_a_valid_checksum() {
-        use dataplane::wire::build::checksums_valid;
+        use dataplane::testkit::frames::checksums_valid;
         let spec = FrameSpec::new(
             "198.18.0.1:40000".parse().unwrap(),
             "198.18.0.2:514".parse().unwrap(),

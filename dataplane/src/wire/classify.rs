@@ -448,7 +448,7 @@ fn udp(ipf: IpFrame, payload: &[u8]) -> Result<UdpFrame, DropReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::build::{fragment, udp_frame, FrameSpec};
+    use crate::testkit::frames::{fragment, udp_frame, FrameSpec};
 
     fn frame(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
         udp_frame(
@@ -514,7 +514,7 @@ mod tests {
     fn arp_and_icmp_are_recognised() {
         let mut f = frame("198.18.0.1:1000", "198.18.0.10:514", b"x");
         f[23] = 1; // ICMP
-        crate::wire::build::fix_ipv4_checksum(&mut f, 14);
+        crate::testkit::frames::fix_ipv4_checksum(&mut f, 14);
         assert!(matches!(
             classify(&f),
             Ok(Packet::Icmp(IpFrame { l4: 34, .. }))
@@ -594,7 +594,7 @@ mod tests {
             if fix && f.len() >= 34 {
                 let l3 = if f[12..14] == [0x81, 0] { 18 } else { 14 };
                 if f.len() >= l3 + 20 && f.len() >= l3 + usize::from(f[l3] & 0x0f) * 4 {
-                    crate::wire::build::fix_ipv4_checksum(&mut f, l3);
+                    crate::testkit::frames::fix_ipv4_checksum(&mut f, l3);
                 }
             }
             agrees(&f)?;

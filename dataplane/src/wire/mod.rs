@@ -20,7 +20,6 @@ pub use smoltcp::wire::{
 
 use crate::counters::DropReason;
 
-pub mod build;
 pub mod checksum;
 pub mod classify;
 pub mod vlan;
@@ -145,8 +144,8 @@ pub(crate) fn parse_udp_ports(udp: &[u8]) -> Result<(u16, u16), DropReason> {
 
 #[cfg(test)]
 mod tests {
-    use super::build::{udp_frame, FrameSpec};
     use super::*;
+    use crate::testkit::frames::{udp_frame, FrameSpec};
     use proptest::prelude::*;
 
     fn v4() -> FrameSpec {
@@ -216,7 +215,7 @@ mod tests {
                 "tcp",
                 Box::new(|f| {
                     f[23] = 6;
-                    super::build::fix_ipv4_checksum(f, 14);
+                    crate::testkit::frames::fix_ipv4_checksum(f, 14);
                 }),
                 DropReason::NotUdp,
             ),
@@ -238,7 +237,7 @@ mod tests {
         // 16 bytes of IP payload: a multiple of 8, as a fragment with MF set must carry.
         let mut f = udp_frame(&v4(), b"payload!");
         f[20] = 0x20; // more fragments
-        super::build::fix_ipv4_checksum(&mut f, 14);
+        crate::testkit::frames::fix_ipv4_checksum(&mut f, 14);
         assert_eq!(parse_udp(&f), Err(DropReason::Fragment));
     }
 

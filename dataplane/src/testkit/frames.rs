@@ -1,5 +1,5 @@
-//! Building valid frames, for tests, benchmarks and the demo (allocates: never on the
-//! packet path).
+//! Building valid frames, for tests, benchmarks and the traffic generators (allocates and
+//! panics on bad arguments: never on the packet path).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,8 +9,8 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
 };
 
-use super::{vlan, ETH_HEADER_LEN};
 use crate::model::MacAddr;
+use crate::wire::{vlan, ETH_HEADER_LEN};
 
 /// Headers of a frame to build.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ pub fn fix_udp_checksum(frame: &mut [u8]) {
 
 /// Whether every checksum of a parsed frame verifies by full recomputation.
 pub fn checksums_valid(frame: &[u8]) -> bool {
-    let Ok(f) = super::parse_udp(frame) else {
+    let Ok(f) = crate::wire::parse_udp(frame) else {
         return false;
     };
     let udp = UdpPacket::new_unchecked(&frame[f.l4..]);
@@ -212,7 +212,7 @@ pub fn fragment(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
         let mut f = frame[..l3 + hl].to_vec();
         if v6 {
             let next = f[l3 + 6];
-            f[l3 + 6] = super::classify::IPV6_FRAGMENT;
+            f[l3 + 6] = crate::wire::classify::IPV6_FRAGMENT;
             let plen = (8 + piece.len()) as u16;
             f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
             let off_m = (offset as u16) | u16::from(more);
@@ -279,7 +279,7 @@ pub fn icmp_error(
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             f.extend_from_slice(&0x0800u16.to_be_bytes());
-            let c = !super::checksum::sum(&msg);
+            let c = !crate::wire::checksum::sum(&msg);
             msg[2..4].copy_from_slice(&c.to_be_bytes());
             let mut ip = vec![0u8; 20];
             let ip_repr = Ipv4Repr {
