@@ -250,15 +250,7 @@ fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
                 .cloned()
                 .and_then(|e| serde_json::from_value(e).ok())
                 .unwrap_or_default();
-            let mut s = String::new();
-            for e in events {
-                let _ = writeln!(
-                    s,
-                    "{:>5} {:>13} {:<7} {}",
-                    e.seq, e.unix_ms, e.kind, e.message
-                );
-            }
-            s
+            events_table(&events)
         }
         CtlCommand::Version => format!(
             "{} {} (protocol {}, {} controller)\n",
@@ -290,6 +282,28 @@ fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
             ok["generation"]
         ),
     }
+}
+
+/// One line per event: sequence number, UTC time, kind and message.
+pub fn events_table(events: &[Event]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let _ = writeln!(
+            s,
+            "{:>5} {} {:<7} {}",
+            e.seq,
+            event_time(e.unix_ms),
+            e.kind,
+            e.message
+        );
+    }
+    s
+}
+
+/// `unix_ms` as UTC RFC 3339 with milliseconds, like `2026-12-06T03:04:05.123Z`.
+pub fn event_time(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// The `ipvsadm -L -n`-style listing.
@@ -479,5 +493,28 @@ fn watch(c: &mut Client, interval: f64, count: u64) -> Result<(), CallError> {
             return Ok(());
         }
         std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_are_utc_rfc3339_with_milliseconds() {
+        assert_eq!(event_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(event_time(1_796_526_245_123), "2026-12-06T03:04:05.123Z");
+        let e = Event {
+            seq: 7,
+            unix_ms: 1_796_526_245_123,
+            kind: "reload".to_owned(),
+            service: None,
+            backend: None,
+            message: "reloaded spray.toml (by SIGHUP)".to_owned(),
+        };
+        assert_eq!(
+            events_table(&[e]),
+            "    7 2026-12-06T03:04:05.123Z reload  reloaded spray.toml (by SIGHUP)\n"
+        );
     }
 }
