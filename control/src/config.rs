@@ -289,7 +289,7 @@ impl Config {
                         line: inner.span().map(|s| line_of(src, s.start)),
                     },
                     key: if path == "." { String::new() } else { path },
-                    message: inner.message().trim_end().trim_end_matches('.').to_owned(),
+                    message: did_you_mean(inner.message().trim_end().trim_end_matches('.')),
                 })
             })?;
         let mut v = Validator {
@@ -313,6 +313,44 @@ impl Config {
     pub fn snapshot(&self, generation: u64) -> Result<Snapshot, SnapshotError> {
         Snapshot::new(generation, self.services.clone())
     }
+}
+
+/// `message` with the closest expected name put after the unknown one, when serde's
+/// message is about an unknown field or variant (`unknown field `wieght`, expected one of
+/// `addr`, `weight`` gets `(did you mean `weight`?)`); other messages come back as they are.
+pub fn did_you_mean(message: &str) -> String {
+    let Some((head, rest)) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.find(p).map(|i| message.split_at(i + p.len())))
+    else {
+        return message.to_owned();
+    };
+    let Some((typed, tail)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let Some(expected) = tail.find("expected").map(|i| &tail[i..]) else {
+        return message.to_owned();
+    };
+    // Names are backquoted: every other piece between backquotes is one.
+    let candidates = expected.split('`').skip(1).step_by(2);
+    match closest(typed, candidates) {
+        Some(c) => format!("{head}{typed}` (did you mean `{c}`?){tail}"),
+        None => message.to_owned(),
+    }
+}
+
+/// The candidate closest to `typed`: within an edit distance (transpositions count once)
+/// of a third of its length, or one that starts with it (a missing `_ms` suffix).
+fn closest<'a>(typed: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let len = typed.chars().count();
+    candidates
+        .filter_map(|c| {
+            let d = strsim::osa_distance(typed, c);
+            let prefix = len >= 3 && c.starts_with(typed);
+            (d > 0 && (d <= (len / 3).max(1) || prefix)).then_some((d, c))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// 1-based line of byte `offset` in `src`.
@@ -1091,11 +1129,46 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
             e.starts_with("spray.toml:15: services.syslog.backends[0]"),
             "{e}"
         );
-        assert!(e.contains("unknown field `wieght`"), "{e}");
+        assert!(
+            e.contains("unknown field `wieght` (did you mean `weight`?), expected one of `addr`"),
+            "{e}"
+        );
         let e = error(&format!("{GOOD}\n[runtime2]\n"));
-        assert!(e.contains("unknown field `runtime2`"), "{e}");
+        assert!(
+            e.contains("unknown field `runtime2` (did you mean `runtime`?)"),
+            "{e}"
+        );
         let e = error(&GOOD.replace("batch = 64", "bach = 64"));
         assert!(e.starts_with("spray.toml:8: socket"), "{e}");
+        assert!(e.contains("(did you mean `batch`?)"), "{e}");
+        let e = error(&GOOD.replace("batch = 64", "qqqq = 64"));
+        assert!(!e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn did_you_mean_picks_the_closest_expected_name_or_none() {
+        let m = "unknown field `intervall_ms`, expected one of `type`, `interval_ms`, `timeout_ms`";
+        assert_eq!(
+            did_you_mean(m),
+            "unknown field `intervall_ms` (did you mean `interval_ms`?), expected one of \
+             `type`, `interval_ms`, `timeout_ms`"
+        );
+        assert!(
+            did_you_mean("unknown field `timeout`, expected `type` or `timeout_ms`")
+                .contains("(did you mean `timeout_ms`?)")
+        );
+        assert!(
+            did_you_mean("unknown variant `maglve`, expected one of `rr`, `wrr`, `maglev`")
+                .contains("(did you mean `maglev`?)")
+        );
+        for unchanged in [
+            "unknown field `all`, there are no fields",
+            "unknown field `zzzzzz`, expected `addr` or `weight`",
+            "invalid type: string \"3\", expected u16",
+            "unknown field `x",
+        ] {
+            assert_eq!(did_you_mean(unchanged), unchanged);
+        }
     }
 
     #[test]

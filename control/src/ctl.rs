@@ -1,11 +1,12 @@
 //! `spray ctl`: the command-line client of the control socket.
 //!
 //! Exit status, for scripts: 0 done, 1 the server refused or failed (its message is
-//! printed), 2 usage error (clap), 3 cannot connect to the socket.
+//! printed), 2 usage error (clap), 3 cannot connect to the socket. With `--json` a failure
+//! is one JSON object `{"error":{"code":..,"message":..}}` on standard output instead.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,13 +44,13 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
-    /// Redraw live rates every interval until Ctrl-C
+    /// Redraw live rates every interval until Ctrl-C (plain successive screens when standard output is not a terminal)
     Watch {
         /// Seconds between refreshes
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
         /// Stop after this many refreshes (0: until Ctrl-C)
-        #[arg(long, default_value_t = 0, hide = true)]
+        #[arg(long, default_value_t = 0)]
         count: u64,
     },
     /// Add a service
@@ -216,6 +217,10 @@ pub fn run(args: &CtlArgs) -> u8 {
     });
     match result {
         Ok(()) => 0,
+        Err(e) if args.json => {
+            println!("{}", error_json(&e));
+            exit_code(&e)
+        }
         Err(e) => {
             eprintln!("spray ctl: error: {e}");
             let mut source = std::error::Error::source(&e);
@@ -223,12 +228,53 @@ pub fn run(args: &CtlArgs) -> u8 {
                 eprintln!("  caused by: {s}");
                 source = s.source();
             }
-            match e {
-                CallError::Connect { .. } => 3,
-                _ => 1,
-            }
+            exit_code(&e)
         }
     }
+}
+
+/// Exit status of a failed request (see the module doc).
+fn exit_code(e: &CallError) -> u8 {
+    match e {
+        CallError::Connect { .. } => 3,
+        _ => 1,
+    }
+}
+
+/// What `--json` prints for a failed request: the server's own error object when it
+/// answered with one, else a client-side code with the whole cause chain as the message.
+pub fn error_json(e: &CallError) -> Value {
+    let code = match e {
+        CallError::Refused(api) => return json!({ "error": api }),
+        CallError::Connect { .. } => "connect_failed",
+        CallError::Io { .. } => "connection_lost",
+        CallError::Protocol { .. } => "bad_response",
+    };
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = write!(message, ": {s}");
+        source = s.source();
+    }
+    json!({ "error": { "code": code, "message": message } })
+}
+
+/// Whether `args` (the process's, program name first) ask for `spray ctl --json`, so that
+/// a usage error clap finds is reported as JSON too.
+pub fn wants_json(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let mut args = args
+        .into_iter()
+        .skip(1)
+        .take_while(|a| a.as_os_str() != "--");
+    args.any(|a| a.as_os_str() == "ctl") && args.any(|a| a.as_os_str() == "--json")
+}
+
+/// The `--json` form of a usage error: code `usage`, clap's message without its usage lines.
+pub fn usage_json(e: &clap::Error) -> Value {
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let message = text.split("\n\nUsage:").next().unwrap_or(text).trim();
+    json!({ "error": { "code": "usage", "message": message } })
 }
 
 fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
@@ -250,15 +296,7 @@ fn render(cmd: &CtlCommand, ok: &Value, json_out: bool) -> String {
                 .cloned()
                 .and_then(|e| serde_json::from_value(e).ok())
                 .unwrap_or_default();
-            let mut s = String::new();
-            for e in events {
-                let _ = writeln!(
-                    s,
-                    "{:>5} {:>13} {:<7} {}",
-                    e.seq, e.unix_ms, e.kind, e.message
-                );
-            }
-            s
+            events_table(&events)
         }
         CtlCommand::Version => format!(
             "{} {} (protocol {}, {} controller)\n",
@@ -299,6 +337,28 @@ fn service_state(svc: &crate::api::ServiceInfo) -> &'static str {
     } else {
         svc.admin.name()
     }
+}
+
+/// One line per event: sequence number, UTC time, kind and message.
+pub fn events_table(events: &[Event]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let _ = writeln!(
+            s,
+            "{:>5} {} {:<7} {}",
+            e.seq,
+            event_time(e.unix_ms),
+            e.kind,
+            e.message
+        );
+    }
+    s
+}
+
+/// `unix_ms` as UTC RFC 3339 with milliseconds, like `2026-12-06T03:04:05.123Z`.
+pub fn event_time(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// The `ipvsadm -L -n`-style listing.
@@ -467,6 +527,7 @@ fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
 fn watch(c: &mut Client, interval: f64, count: u64) -> Result<(), CallError> {
     let every = Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
     let mut prev: Option<(Stats, Instant)> = None;
+    let tty = std::io::stdout().is_terminal();
     let mut n = 0;
     loop {
         let v = c.call("stats", json!({}))?;
@@ -479,14 +540,48 @@ fn watch(c: &mut Client, interval: f64, count: u64) -> Result<(), CallError> {
             .as_ref()
             .map_or(0.0, |(_, t)| now.duration_since(*t).as_secs_f64());
         let screen = watch_screen(&st, prev.as_ref().map(|(p, _)| p), dt);
-        // Plain redraw: home and clear, then the screen.
-        print!("\x1b[H\x1b[2J{screen}");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        // A terminal is redrawn in place (home, clear); a pipe or file gets plain screens
+        // one after the other, a blank line apart, since escape codes would be garbage there.
+        let written = if tty {
+            write!(out, "\x1b[H\x1b[2J{screen}")
+        } else {
+            writeln!(out, "{screen}")
+        }
+        .and_then(|()| out.flush());
+        drop(out);
+        // The reader went away (`| head`): stop quietly, as other line tools do.
+        if written.is_err() {
+            return Ok(());
+        }
         prev = Some((st, now));
         n += 1;
         if count > 0 && n >= count {
             return Ok(());
         }
         std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_are_utc_rfc3339_with_milliseconds() {
+        assert_eq!(event_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(event_time(1_796_526_245_123), "2026-12-06T03:04:05.123Z");
+        let e = Event {
+            seq: 7,
+            unix_ms: 1_796_526_245_123,
+            kind: "reload".to_owned(),
+            service: None,
+            backend: None,
+            message: "reloaded spray.toml (by SIGHUP)".to_owned(),
+        };
+        assert_eq!(
+            events_table(&[e]),
+            "    7 2026-12-06T03:04:05.123Z reload  reloaded spray.toml (by SIGHUP)\n"
+        );
     }
 }

@@ -119,7 +119,15 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `spray ctl --json` scripts read every failure, usage errors too, as JSON.
+        Err(e) if e.use_stderr() && ctl::wants_json(std::env::args_os()) => {
+            println!("{}", ctl::usage_json(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     if let Command::Ctl(args) = &cli.command {
         return ExitCode::from(ctl::run(args));
     }

@@ -1520,6 +1520,27 @@ fall = 3
     }
 
     #[test]
+    fn restart_warning_compares_with_the_running_config_not_the_last_file() {
+        let machine = Machine { cores: vec![0, 1] };
+        let with = |workers: usize| {
+            let src = format!("{SRC}\n[runtime]\nworkers = {workers}\n");
+            Config::parse("t.toml", &src, &machine).map_err(|e| e.to_string())
+        };
+        let now = Instant::now();
+        let mut s = State::new(with(1).unwrap(), 1, now).unwrap();
+        let mut restart = |workers| {
+            s.reload(with(workers), "t.toml", &who(), now)
+                .unwrap()
+                .0
+                .restart_needed
+        };
+        assert_eq!(restart(2), ["runtime.workers"]);
+        // The process still runs one worker: the same file again still needs a restart.
+        assert_eq!(restart(2), ["runtime.workers"]);
+        assert!(restart(1).is_empty(), "back to what runs");
+    }
+
+    #[test]
     fn a_backend_added_at_run_time_inherits_the_service_check() {
         let (mut s, now) = state();
         let add = |service: &str, addr: &str| Change::AddBackend {

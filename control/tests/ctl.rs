@@ -617,3 +617,90 @@ backends = [{{ addr = "127.0.0.1:9" }}]
     assert!(head.contains("openmetrics-text"), "{head}");
     assert!(head.ends_with("\r\n\r\n"), "a body came: {head}");
 }
+
+/// `spray ctl --json ARGS` against `socket`: exit status and the one JSON object printed.
+fn json_failure(socket: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spray"))
+        .args(["ctl", "--json", "--socket"])
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {:?} / {:?}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+#[test]
+fn ctl_json_failures_are_json_without_a_server() {
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens: exit 3.
+    let (code, v) = json_failure(&dir.path().join("nope.sock"), &["list"]);
+    assert_eq!(code, Some(3), "{v}");
+    assert_eq!(v["error"]["code"], "connect_failed", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to the control socket"),
+        "{v}"
+    );
+    // A usage error clap finds: exit 2.
+    let (code, v) = json_failure(&dir.path().join("nope.sock"), &["weight", "syslog"]);
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["error"]["code"], "usage", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("<WEIGHT>"),
+        "{v}"
+    );
+    // A server that reads the request and hangs up, then one that answers garbage: exit 1.
+    let path = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        for reply in [None, Some("not json\n")] {
+            let (conn, _) = listener.accept().unwrap();
+            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(reply) = reply {
+                (&conn).write_all(reply.as_bytes()).unwrap();
+            }
+        }
+    });
+    let (code, v) = json_failure(&path, &["list"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["code"], "connection_lost", "{v}");
+    let (code, v) = json_failure(&path, &["list"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["error"]["code"], "bad_response", "{v}");
+    server.join().unwrap();
+}
+
+#[test]
+fn ctl_json_refusal_is_the_servers_error_and_piped_watch_is_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let (code, v) = json_failure(&s.socket, &["weight", "syslog", "127.0.0.1:2", "70000"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({ "error": {
+            "code": "bad_args",
+            "message": "set_weight: weight 70000 is out of range 0..=65535"
+        }})
+    );
+    // About a second of watch with standard output a pipe: screens, no escape codes.
+    let out = ctl(&s, &["watch", "--interval", "0.25", "--count", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let screens = text(&out.stdout);
+    assert_eq!(screens.matches("spray: generation").count(), 4, "{screens}");
+    assert!(screens.contains("UDP  127.0.0.1:"), "{screens}");
+    assert!(!out.stdout.contains(&0x1b), "{screens:?}");
+}

@@ -136,7 +136,7 @@ fn required<T: DeserializeOwned>(cmd: &str, v: Value) -> Result<T, ApiError> {
     if !v.is_object() {
         return Err(bad(cmd, "args must be an object"));
     }
-    serde_json::from_value(v).map_err(|e| bad(cmd, e))
+    serde_json::from_value(v).map_err(|e| bad(cmd, crate::config::did_you_mean(&e.to_string())))
 }
 
 fn addr(cmd: &str, what: &str, s: &str) -> Result<SocketAddr, ApiError> {
@@ -328,7 +328,8 @@ pub fn handle_line(ctrl: &dyn Controller, who: &Who, line: &[u8]) -> (String, Op
             let e = ApiError::new(
                 ErrorCode::BadRequest,
                 format!(
-                    "not a request: {e} (expected {{\"id\":1,\"cmd\":\"list\",\"args\":{{}}}})"
+                    "not a request: {} (expected {{\"id\":1,\"cmd\":\"list\",\"args\":{{}}}})",
+                    crate::config::did_you_mean(&e.to_string())
                 ),
             );
             return (response(&id, &Err(e)), None);
@@ -455,6 +456,36 @@ backends = [{ addr = "198.18.1.1:53" }]
         }
         // The id is echoed even when the request is bad.
         assert_eq!(ask(&c, "{\"id\":3}")["id"], 3);
+    }
+
+    #[test]
+    fn unknown_argument_and_request_fields_suggest_the_closest() {
+        let (c, _rx, _d) = controller(CONFIG);
+        let v = ask(
+            &c,
+            r#"{"id":1,"cmd":"drain","args":{"service":"syslog","backnd":"198.18.1.1:514"}}"#,
+        );
+        let (code, msg) = error_of(&v);
+        assert_eq!(code, "bad_args");
+        assert!(
+            msg.starts_with(
+                "drain: unknown field `backnd` (did you mean `backend`?), expected `service` or `backend`"
+            ),
+            "{msg}"
+        );
+        let v = ask(&c, r#"{"id":2,"cmd":"events","agrs":{}}"#);
+        let (code, msg) = error_of(&v);
+        assert_eq!(code, "bad_request");
+        assert!(
+            msg.starts_with("not a request: unknown field `agrs` (did you mean `args`?)"),
+            "{msg}"
+        );
+        // Nothing close: no guess.
+        let (_, msg) = error_of(&ask(
+            &c,
+            r#"{"id":3,"cmd":"drain","args":{"service":"syslog","backend":"198.18.1.1:514","force":true}}"#,
+        ));
+        assert!(!msg.contains("did you mean"), "{msg}");
     }
 
     #[test]

@@ -648,7 +648,15 @@ source = "127.0.0.1"
             "{e:?}"
         );
         let e = errors(&BASE.replace("payload = \"ping\"", "payload = \"ping\"\ninterval = 3"));
-        assert!(e[0].contains("unknown field `interval`"), "{e:?}");
+        assert!(
+            e[0].contains("unknown field `interval` (did you mean `interval_ms`?)"),
+            "{e:?}"
+        );
+        let e = errors(&BASE.replace("interval_ms = 100", "intervall_ms = 100"));
+        assert!(
+            e[0].contains("unknown field `intervall_ms` (did you mean `interval_ms`?)"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -34,12 +34,14 @@
 //! does not bring back a box taken out for maintenance), unless the file's own `drain` of
 //! that backend changed since the last load: then the file's value wins. Keys that only take
 //! effect at start (`[runtime]`, `[socket]`, `[dpdk]`, `[control]`, `[metrics]`) are reported in
-//! [`Reloaded::restart_needed`].
+//! [`Reloaded::restart_needed`] as long as they differ from the config the process started
+//! with, not from the file last read: a second reload of the same change still warns.
 //!
 //! [`Reloaded::restart_needed`]: crate::api::Reloaded::restart_needed
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dataplane::counters::SharedCounters;
 use dataplane::sched::SchedulerKind;
@@ -109,9 +111,11 @@ pub(super) struct Table {
     pub services: Services,
     /// The check of each checked backend entry.
     pub checks: BTreeMap<BackendId, Check>,
-    /// The file as last loaded: for `dr` on `add_vip`, `drain` on reload and
-    /// `restart_needed`.
+    /// The file as last loaded: for `drain` on reload.
     pub config: Config,
+    /// The config the process started with: keys that apply only at start keep these values
+    /// until a restart, so `restart_needed` and `dr` on `add_vip` compare with it.
+    pub started: Arc<Config>,
     pub ids: Ids,
 }
 
@@ -264,7 +268,8 @@ fn alloc(next: &mut usize, max: usize, used: &[&HashSet<u16>]) -> Option<u16> {
     None
 }
 
-/// Keys of `old` whose new value in `new` only takes effect at start.
+/// Keys that only take effect at start whose value in `new` differs from the running one
+/// in `old` (the config the process started with).
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut v = Vec::new();
     let r = (&old.runtime, &new.runtime);
@@ -369,6 +374,7 @@ impl Table {
         Self {
             services,
             checks: config.checks.clone(),
+            started: Arc::new(config.clone()),
             config,
             ids,
         }
@@ -475,7 +481,7 @@ impl Table {
                         format!("{} is already the vip of service {other}", new.vip),
                     ));
                 }
-                if new.mode == Mode::Dr && self.config.runtime.dataplane == DataplaneKind::Socket {
+                if new.mode == Mode::Dr && self.started.runtime.dataplane == DataplaneKind::Socket {
                     return Err(err(
                         ErrorCode::BadArgs,
                         "mode dr needs a dataplane that owns the wire (dpdk)",
@@ -734,7 +740,7 @@ impl Table {
         let summary = format!(
             "services: {added} added, {removed} removed, {changed} changed; backends: {b_added} added, {b_removed} removed, {b_changed} re-weighted"
         );
-        let restart = restart_needed(&self.config, &config);
+        let restart = restart_needed(&self.started, &config);
         self.services = table;
         self.checks = checks;
         self.config = config;
