@@ -4,7 +4,8 @@
 #   - the DPDK port (cargo feature `dpdk`) when pkg-config finds libdpdk >= 22.11;
 #   - tests that need root and network namespaces (scripts/netns-tests.sh, the failover of
 #     README's configuration, scripts/failover-tests.sh, and the benchmark harness's smoke
-#     run, scripts/bench-smoke.sh) when run as root;
+#     run, scripts/bench-smoke.sh; the Debian package, scripts/package-tests.sh, when
+#     debootstrap is installed) when run as root;
 #   - the cargo-fuzz targets for SPRAY_FUZZ_SECS seconds each, when that is set (CI: 30).
 # Set SPRAY_REQUIRE_ALL=1 (CI does) to fail instead of skipping those.
 set -euo pipefail
@@ -56,6 +57,14 @@ if [ "$(id -u)" = 0 ]; then
             "$t"
         fi
     done
+    if command -v debootstrap > /dev/null; then
+        # The Debian package, built and installed in a clean chroot: check, demo, the
+        # unit's ExecStart and ExecReload, systemd-analyze security.
+        step "Debian package (scripts/package-tests.sh)"
+        scripts/package-tests.sh
+    else
+        skip "debootstrap not installed: the Debian package is not tested"
+    fi
     if [ -x scripts/bench-smoke.sh ]; then
         # The side-by-side runner in --quick mode: asserts that every balancer forwards
         # evenly and that every output is written; no speed target (those live in docs).

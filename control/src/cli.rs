@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use dataplane::sched::SchedulerKind;
 
+/// The config `spray run` and `spray check` read when `--config` is not given (the Debian
+/// package installs a documented one there).
+pub const DEFAULT_CONFIG: &str = "/etc/spray/spray.toml";
+
 const ABOUT: &str = "Spray: a UDP load balancer with per-packet round robin and instant failover";
 
 const LONG_ABOUT: &str = "\
@@ -23,8 +27,9 @@ box with kernel UDP sockets.";
 const EXAMPLES: &str = "\
 Examples:
   spray demo                               see it work on 127.0.0.1, no config needed
-  spray check --config /etc/spray.toml     validate a config and list its services
-  spray run --config /etc/spray.toml       serve until Ctrl-C or SIGTERM
+  spray check                              validate /etc/spray/spray.toml, list its services
+  spray run --config spray.toml            serve until Ctrl-C or SIGTERM
+  spray completions bash > /etc/bash_completion.d/spray
 
 Exit status: 0 success, 1 runtime error, 2 usage or config error.
 Config reference: docs/config.md; samples: docs/examples/*.toml.";
@@ -68,7 +73,8 @@ pub enum Command {
                       signal exits at once. On exit it prints packet and byte counts per VIP \
                       and per backend, and drops by reason.",
         after_long_help = "Examples:\n  \
-                           spray run --config /etc/spray.toml\n  \
+                           spray run                 (reads /etc/spray/spray.toml)\n  \
+                           spray run --config spray.toml\n  \
                            spray run -c spray.toml --stats-interval 1\n  \
                            spray run -c spray.toml --stats-interval 0   (no stats lines)"
     )]
@@ -79,7 +85,7 @@ pub enum Command {
                       Exits 0 and prints the services and backends when the file is valid; \
                       otherwise prints every problem as FILE:LINE: KEY: PROBLEM and exits 2. \
                       Core ids in runtime.cores are checked against this machine.",
-        after_long_help = "Example:\n  spray check --config /etc/spray.toml"
+        after_long_help = "Examples:\n  spray check\n  spray check --config spray.toml"
     )]
     Check(CheckArgs),
     /// Run a self-contained demonstration on 127.0.0.1 (no root, no config)
@@ -101,8 +107,24 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure Spray: the dataplane per packet, or socket mode on loopback
     #[command(
-        long_about = "Measure Spray on this machine, in this process.\n\n                      `spray bench dataplane` runs the worker loop over an in-memory port that                       replays 64-byte UDP frames, beside an io-forward loop (the same port, no                       per-packet work) measured by the same binary in the same run, and prints                       Mpps and ns/packet for io-forward, DR and NAT (median of --reps).\n\n                      `spray bench socket` runs socket mode on 127.0.0.1: one client sends                       numbered datagrams through a Spray worker to three sinks, at --rate                       datagrams/s (or as fast as it can with --rate 0; several rates with                       --rate 50000,100000,...), and prints what reached the sinks and what was                       lost.\n\n                      Build with --release for meaningful figures; docs/benchmarks.md has                       the figures measured so far and how they were taken.",
-        after_long_help = "Examples:\n                             spray bench dataplane\n                             spray bench dataplane --burst 64 --reps 9 --json\n                             spray bench dataplane --workers 1,2\n                             spray bench socket --rate 0 --seconds 3\n                             spray bench socket --rate 50000,100000,200000 --size 200"
+        long_about = "Measure Spray on this machine, in this process.\n\n\
+                      `spray bench dataplane` runs the worker loop over an in-memory port that \
+                      replays 64-byte UDP frames, beside an io-forward loop (the same port, no \
+                      per-packet work) measured by the same binary in the same run, and prints \
+                      Mpps and ns/packet for io-forward, DR and NAT (median of --reps).\n\n\
+                      `spray bench socket` runs socket mode on 127.0.0.1: one client sends \
+                      numbered datagrams through a Spray worker to three sinks, at --rate \
+                      datagrams/s (or as fast as it can with --rate 0; several rates with \
+                      --rate 50000,100000,...), and prints what reached the sinks and what was \
+                      lost.\n\n\
+                      Build with --release for meaningful figures; docs/benchmarks.md has \
+                      the figures measured so far and how they were taken.",
+        after_long_help = "Examples:\n  \
+                           spray bench dataplane\n  \
+                           spray bench dataplane --burst 64 --reps 9 --json\n  \
+                           spray bench dataplane --workers 1,2\n  \
+                           spray bench socket --rate 0 --seconds 3\n  \
+                           spray bench socket --rate 50000,100000,200000 --size 200"
     )]
     Bench(BenchArgs),
     /// Talk to a running spray over its control socket: list, stats, change, reload
@@ -125,6 +147,28 @@ pub enum Command {
     Ctl(crate::ctl::CtlArgs),
     /// Convert another load balancer's config (keepalived.conf) to a Spray config
     Import(crate::import::ImportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        long_about = "Print a shell completion script for spray on standard output.\n\n\
+                      The Debian package installs them; from a build, write the script where \
+                      the shell looks for completions.",
+        after_long_help = "Examples:\n  \
+                           spray completions bash > /etc/bash_completion.d/spray\n  \
+                           spray completions zsh > /usr/local/share/zsh/site-functions/_spray\n  \
+                           spray completions fish > ~/.config/fish/completions/spray.fish"
+    )]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (spray.1, spray-run.1, ...) into a folder (for packagers)
+    #[command(hide = true)]
+    Man {
+        /// Folder to write into; it must exist
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `spray bench`.
@@ -188,9 +232,10 @@ pub struct RunArgs {
         short,
         long,
         value_name = "FILE",
+        default_value = DEFAULT_CONFIG,
         long_help = "Config file (TOML): services, backends, workers. Every key is described \
                      in docs/config.md; samples are in docs/examples/.\n\n\
-                     Example: --config /etc/spray.toml"
+                     Example: --config /etc/spray/spray.toml"
     )]
     pub config: PathBuf,
     /// Seconds between stats lines; 0 turns them off
@@ -212,8 +257,9 @@ pub struct CheckArgs {
         short,
         long,
         value_name = "FILE",
+        default_value = DEFAULT_CONFIG,
         long_help = "Config file (TOML) to validate; see docs/config.md.\n\n\
-                     Example: --config /etc/spray.toml"
+                     Example: --config /etc/spray/spray.toml"
     )]
     pub config: PathBuf,
 }
@@ -277,12 +323,22 @@ mod tests {
     }
 
     #[test]
-    fn run_needs_a_config() {
-        assert!(Cli::try_parse_from(["spray", "run"]).is_err());
-        let cli = Cli::try_parse_from(["spray", "run", "-c", "x.toml"]).unwrap();
-        let Command::Run(r) = cli.command else {
+    fn run_and_check_read_the_default_config_unless_told() {
+        let Command::Run(r) = Cli::try_parse_from(["spray", "run"]).unwrap().command else {
             panic!("not run")
         };
+        assert_eq!(r.config, PathBuf::from(DEFAULT_CONFIG));
         assert_eq!(r.stats_interval, 5);
+        let Command::Run(r) = Cli::try_parse_from(["spray", "run", "-c", "x.toml"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(r.config, PathBuf::from("x.toml"));
+        let Command::Check(c) = Cli::try_parse_from(["spray", "check"]).unwrap().command else {
+            panic!("not check")
+        };
+        assert_eq!(c.config, PathBuf::from(DEFAULT_CONFIG));
     }
 }

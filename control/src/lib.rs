@@ -12,6 +12,7 @@ pub mod demo;
 pub mod health;
 pub mod import;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod process_stats;
 pub mod report;

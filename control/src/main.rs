@@ -33,6 +33,15 @@ enum Error {
     /// The demo failed.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    /// The man pages could not be written.
+    #[error("man: cannot write the man pages into {dir}")]
+    Man {
+        /// The folder.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A benchmark could not run.
     #[error("bench: {0}")]
     Bench(std::io::Error),
@@ -47,7 +56,7 @@ impl Error {
         match self {
             Self::Config(_) | Self::LogFilter(_) => 2,
             Self::Demo(e) if e.is_usage() => 2,
-            Self::Run(_) | Self::Demo(_) | Self::Bench(_) => 1,
+            Self::Run(_) | Self::Demo(_) | Self::Bench(_) | Self::Man { .. } => 1,
             #[cfg(spray_dpdk)]
             Self::Dpdk(_) => 1,
         }
@@ -113,6 +122,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"))?;
             bench::bench(&args).map_err(Error::Bench)
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "spray", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory as _;
+            clap_mangen::generate_to(Cli::command(), &out).map_err(|source| Error::Man {
+                dir: out.display().to_string(),
+                source,
+            })
+        }
         // Handled in `main`: it has exit codes of its own.
         Command::Ctl(_) | Command::Import(_) => Ok(()),
     }
@@ -151,6 +172,14 @@ fn main() -> ExitCode {
             while let Some(s) = source {
                 eprintln!("  caused by: {s}");
                 source = s.source();
+            }
+            if let Error::Config(ConfigError::Read { file, .. }) = &e {
+                if file == spray::cli::DEFAULT_CONFIG {
+                    eprintln!(
+                        "  hint: that is the default config path; give --config FILE, or start \
+                         from docs/examples/minimal.toml (spray demo needs no config)"
+                    );
+                }
             }
             ExitCode::from(e.exit_code())
         }

@@ -289,6 +289,10 @@ pub fn serve(
         snapshot.services().count(),
         ops.describe()
     );
+    crate::notify::ready(&format!(
+        "serving {} service(s) on {workers}",
+        snapshot.services().count()
+    ));
     let mut prev = report::Totals::default();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) && !finished() {
@@ -303,6 +307,7 @@ pub fn serve(
             }
         }
     }
+    crate::notify::stopping();
     ops.stop();
     Ok(ops.snapshot())
 }

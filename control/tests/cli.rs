@@ -375,3 +375,84 @@ fn version_names_the_features_and_the_dpdk_built_in() {
         assert!(v.contains("no dpdk"), "{v}");
     }
 }
+
+#[test]
+fn check_without_config_reads_the_default_path() {
+    let out = spray(&["check"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if Path::new(spray::cli::DEFAULT_CONFIG).exists() {
+        assert!(
+            stdout.starts_with("/etc/spray/spray.toml: ok"),
+            "{stdout}{stderr}"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert!(
+            stderr.starts_with("error: /etc/spray/spray.toml: cannot read the config file"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("hint: that is the default config path"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_packaged_default_config_passes_check_without_a_warning() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/spray.toml");
+    let out = spray(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("UDP  127.0.0.1:5514"));
+}
+
+#[test]
+fn completions_name_every_subcommand_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _spray"),
+        ("zsh", "#compdef spray"),
+        ("fish", "complete -c spray"),
+    ] {
+        let out = spray(&["completions", shell]);
+        let script = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        assert!(script.contains(marker), "{shell}: {script}");
+        for sub in ["run", "check", "ctl", "import", "reload"] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let out = spray(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("possible values"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn man_pages_cover_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = spray(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for page in [
+        "spray.1",
+        "spray-run.1",
+        "spray-check.1",
+        "spray-ctl-reload.1",
+        "spray-completions.1",
+    ] {
+        let body = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(body.contains(".TH"), "{page}");
+    }
+    let main = std::fs::read_to_string(dir.path().join("spray.1")).unwrap();
+    assert!(main.contains(".TH spray 1"), "{main}");
+    assert!(main.contains("per\\-packet round robin"), "{main}");
+    // The packaging helper itself is not documented as a user command.
+    assert!(!dir.path().join("spray-man.1").exists());
+    let out = spray(&["man", "--out", "/nonexistent/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot write the man pages into /nonexistent/dir"));
+}
