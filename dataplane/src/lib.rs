@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod counters;
+mod decide;
 pub mod frag;
 pub mod icmp;
 pub mod model;
