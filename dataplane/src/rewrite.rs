@@ -33,8 +33,8 @@ pub fn eth_src_word(mac: MacAddr, next: u16) -> u64 {
 /// [`set_macs`] from words: the destination MAC in the first six bytes of `dst`'s
 /// little-endian bytes (the other two are overwritten), and [`eth_src_word`] of the source
 /// MAC and the two bytes the frame already holds after it. Two 8-byte stores instead of
-/// four narrower ones and the shifts that split the addresses for them (the DR fast path
-/// needs 4 instructions per packet less, docs/benchmarks.md).
+/// four narrower ones and the shifts that split the addresses for them (see
+/// docs/benchmarks.md).
 #[inline(always)]
 pub fn set_mac_words(frame: &mut [u8], dst: u64, src_next: u64) {
     frame[0..8].copy_from_slice(&dst.to_le_bytes());
@@ -111,8 +111,8 @@ pub fn nat_to_backend_v4(frame: &mut [u8], h: &Ipv4Udp, to: SocketAddr) -> Resul
 /// # Errors
 /// [`DropReason::TtlExceeded`] (frame untouched) as [`decrement_ttl`];
 /// [`DropReason::Truncated`] when the headers `h` describes are not in `frame`.
-// Always inlined: out of line (the worker's loop has two instances) it cost ~25 instructions
-// per NAT packet in calls and spills.
+// Always inlined: out of line (the worker's loop has two instances) every NAT packet would
+// pay a call and the spills around it.
 #[inline(always)]
 pub fn nat_to_backend_v4_ttl(
     frame: &mut [u8],
@@ -131,8 +131,8 @@ pub fn nat_to_backend_v4_ttl(
     // Every word is taken as the frame holds it (native-endian loads and stores): a
     // one's-complement sum does not depend on byte order (RFC 1071, 2.(B)), so the old and
     // new words need no swaps, and all of RFC 1624's `~m + m'` terms go into one wide sum
-    // folded once per checksum. Through `Delta`, on big-endian words, this took ~100
-    // instructions per packet with the spills it caused; this way about half.
+    // folded once per checksum. Through `Delta`, on big-endian words, the byte swaps and the
+    // spills they cause come back (see docs/benchmarks.md).
     let word = |b: &[u8; 28], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
     let ttl_old = word(b, 8);
     b[8] = ttl - 1;

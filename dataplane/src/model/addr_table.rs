@@ -5,10 +5,10 @@
 //! hashing): a lookup is a multiply, a shift and usually one comparison. Key and value sit
 //! side by side in one slot, so a hit reads one cache line. IPv6 keys go to an `FxHashMap`.
 //!
-//! Why hand-written: with `FxHashMap<SocketAddr, _>` the DR micro-benchmark spent 60 ns per
-//! packet (a store-forwarding stall in the derived `Hash`); with integer keys in a hashbrown
-//! map, 35 ns, of which about a quarter was hashbrown's probe; this table brings the lookup
-//! to a few ns (figures in docs/benchmarks.md).
+//! Why hand-written: the lookup runs for every packet, and a general hash map does more than
+//! it needs (over `SocketAddr` keys the derived `Hash` stalls on store forwarding; with
+//! integer keys hashbrown's probe remains), where this table is a multiply, a shift and a
+//! compare (see docs/benchmarks.md).
 
 use std::net::SocketAddr;
 

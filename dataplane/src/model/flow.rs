@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ids::VipId;
 
-/// Mixes a 64-bit value (the finaliser of MurmurHash3; good avalanche, a few cycles).
+/// Mixes a 64-bit value (the finaliser of MurmurHash3: good avalanche from two multiplications).
 #[inline]
 pub fn mix64(mut x: u64) -> u64 {
     x ^= x >> 33;

@@ -222,8 +222,7 @@ impl Service {
 /// One step of a VIP's rotation with everything the packet path needs to send a datagram
 /// there, in one 16-byte record: the snapshot flattens Service → Scheduler → Backend →
 /// `Option<MacAddr>` into these, so the common case costs one VIP-table read and one hop
-/// read instead of five dependent loads with a bounds check each (about 70 instructions
-/// per packet in the DPDK micro-benchmark; docs/benchmarks.md).
+/// read instead of five dependent loads with a bounds check each (see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hop {
     /// Its MAC address in the low six bytes and its counter index ([`BackendId`]) in the top

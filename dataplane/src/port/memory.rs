@@ -1,4 +1,4 @@
-//! An in-process port: rings of prebuilt frames, for tests and the micro-benchmark.
+//! An in-process port: rings of prebuilt frames, for tests and `spray bench dataplane`.
 //!
 //! Tests push frames with [`MemoryPort::push_rx`] and read what the worker sent with
 //! [`MemoryPort::pop_tx`]. In replay mode ([`MemoryPort::replay`]) the RX ring never runs dry:
@@ -28,8 +28,8 @@ struct Template {
 #[derive(Debug, Clone)]
 pub struct MemBuf {
     buf: Box<[u8]>,
-    // u32 (at most BUF_SIZE) so that the verdict fits beside it: a 32-byte MemBuf instead of
-    // 24 cost the micro-benchmark ~12 instructions per packet in moves.
+    // u32 (at most BUF_SIZE) so that the verdict fits beside it and a MemBuf stays 24 bytes:
+    // buffers are moved for every packet.
     len: u32,
     /// The stand-in NIC's verdict on the IPv4 header checksum.
     rx_csum: RxIpChecksum,
@@ -55,7 +55,7 @@ impl MemBuf {
     }
 
     /// Refills from a padded template: a fixed-size copy compiles to a few vector moves,
-    /// where the variable-length one calls memmove (~25% of the DR micro-benchmark's time).
+    /// where the variable-length one calls memmove for every frame (see docs/benchmarks.md).
     #[inline]
     fn fill_small(&mut self, t: &Template) {
         if let Some(dst) = self.buf.first_chunk_mut::<SMALL>() {
@@ -184,7 +184,7 @@ impl Port for MemoryPort {
     type Buf = MemBuf;
 
     // Inline hints on both bursts: without them the io-forward loop stopped inlining them
-    // once the offload stand-in was added (~12 instructions per packet in the benchmark).
+    // once the offload stand-in was added, and the benchmark then measured the calls.
     #[inline]
     fn rx_burst(&mut self, bufs: &mut Vec<MemBuf>, max: usize) -> usize {
         let mut n = 0;

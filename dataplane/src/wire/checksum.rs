@@ -97,7 +97,7 @@ pub fn sum(data: &[u8]) -> u16 {
 /// Whether an IPv4 header (exactly `header_len` bytes) has a valid checksum.
 ///
 /// The 20-byte case (no options, nearly every packet) is [`ipv4_header20_valid`]: smoltcp's
-/// generic `verify_checksum` took ~6% of the DR micro-benchmark's time.
+/// generic `verify_checksum` is slower there (see docs/benchmarks.md).
 #[inline]
 pub fn ipv4_header_valid(header: &[u8]) -> bool {
     match header.first_chunk::<20>() {
@@ -113,8 +113,7 @@ pub fn ipv4_header_valid(header: &[u8]) -> bool {
 /// the all-ones result it is compared with reads the same both ways, and 2^64 - 1 is a
 /// multiple of 0xffff, so a sum modulo 2^64 - 1 folds to the same 16 bits. Three loads and
 /// two adds with carry instead of five loads and four adds, and a divisibility test by
-/// multiplication instead of a division by a constant: 5 instructions per packet less than
-/// five 32-bit words (docs/benchmarks.md).
+/// multiplication instead of a division by a constant (see docs/benchmarks.md).
 #[inline]
 pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
     // Always there (20 bytes); the `else` arms compile away.

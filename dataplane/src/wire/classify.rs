@@ -193,8 +193,8 @@ impl Ipv4Udp {
 /// (which then finds another kind of packet, or the reason to drop it).
 ///
 /// Hand-written, with fixed-size views and integer fields, because it runs for nearly every
-/// packet: with it the DR micro-benchmark needs about 150 instructions per packet less than
-/// through [`classify`]'s general enum (docs/benchmarks.md has the figures).
+/// packet: it keeps [`classify`]'s general enum and `SocketAddr`s off the datagram path (see
+/// docs/benchmarks.md).
 #[inline(always)]
 pub fn classify_ipv4_udp(frame: &[u8]) -> Option<Ipv4Udp> {
     classify_ipv4_udp_with(frame, false)
@@ -202,8 +202,8 @@ pub fn classify_ipv4_udp(frame: &[u8]) -> Option<Ipv4Udp> {
 
 /// [`classify_ipv4_udp`], skipping the IPv4 header checksum when `header_verified` (the NIC
 /// checked it: its RX checksum offload said good). Everything else is still checked: the
-/// NIC's verdict covers the checksum only. With a NIC that checks, the memory-port
-/// benchmark needs 8 (DR) and 13 (NAT) instructions per packet less (docs/benchmarks.md).
+/// NIC's verdict covers the checksum only. With a NIC that checks, the packet path skips
+/// the header sum (see docs/benchmarks.md).
 #[inline(always)]
 pub fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     classify_untagged_ipv4_udp(frame, header_verified)
@@ -213,7 +213,7 @@ pub fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Option<Ipv
 /// [`classify_ipv4_udp_with`] for a frame without an 802.1Q tag; `None` for every other
 /// frame, tagged ones included. Apart from the tagged case so that a caller can keep the
 /// two out of one code path: where both merged, the fast path spilled the result to the
-/// stack (16 instructions per packet in the DPDK micro-benchmark).
+/// stack (see docs/benchmarks.md).
 #[inline(always)]
 pub fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     // Ethernet, IPv4 and UDP headers: one length check for all the fixed-offset reads

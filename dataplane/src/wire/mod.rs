@@ -43,7 +43,7 @@ pub const IPV6_HEADER_LEN: usize = 40;
 /// Addresses are kept as integers and handed out as `SocketAddr` by [`UdpFrame::src`] and
 /// [`UdpFrame::dst`]: a `SocketAddr` field built in place and moved through `Result<Packet>`
 /// made the compiler reload it with wider loads than it stored, a store-forwarding stall
-/// that cost a third of the DR micro-benchmark's time (31 vs 40 Mpps, docs/benchmarks.md).
+/// on every packet (see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpFrame {
     /// The 802.1Q TCI, when the frame carries one tag.

@@ -21,9 +21,9 @@ use super::memo::{MemoSeed, Parked, RouteMemo};
 /// switch the memo, and the next run starts after it. The memo is copied into a local for
 /// the burst and handed back around every such call: a memo reached through a pointer that
 /// an out-of-line call receives stays in memory, and every packet then loaded and stored its
-/// position and counts. In the DPDK micro-benchmark (DR, docs/benchmarks.md) one call per
-/// frame deciding every kind took 19 instructions per packet more, and one run loop for both
-/// paths 7 more (NAT: 11).
+/// position and counts. A loop per path, rather than one call per frame deciding every kind
+/// or one loop for both paths, keeps each loop to what its path needs (see
+/// docs/benchmarks.md).
 #[inline(always)]
 pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
     rx: &mut [B],
@@ -67,9 +67,9 @@ pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
 /// [`classify_untagged_ipv4_udp`] (its header checksum is then verified).
 ///
 /// Out of line (one call per run, not per frame), so that the loop has the registers to
-/// itself: inlined into the worker's poll, its register allocation, and with it a few
-/// instructions per packet, changed with every edit anywhere in the poll (±5 in the DPDK
-/// micro-benchmark). The memo is copied in and out for the same reason as in [`deal`].
+/// itself: inlined into the worker's poll, its register allocation, and with it its cost per
+/// packet, changed with every edit anywhere in the poll (see docs/benchmarks.md). The memo
+/// is copied in and out for the same reason as in [`deal`].
 #[inline(never)]
 fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
     rx: &mut [B],
@@ -83,8 +83,8 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
     let mut m = *memo;
     // Frames the run keeps for one VIP all add the same length to the bytes received,
     // transmitted and counted for the VIP, and one to its packets: summed once here and added
-    // to the four when the VIP changes and after the run (3 instructions per packet less, and
-    // two registers fewer in the loop).
+    // to the four when the VIP changes and after the run (fewer additions, and two registers
+    // fewer in the loop).
     let (mut kept, mut since, mut bytes) = (d.kept, d.kept, 0);
     let mut classified = false;
     while let Some(buf) = rx.get_mut(i) {
@@ -96,12 +96,10 @@ fn common_run<'s, B: PacketBuf, const NIC: bool, const NAT: bool>(
         let key = RouteMemo::key(&h);
         if key != m.key {
             // Datagrams to several VIPs interleave: another VIP of this run's kind is switched
-            // to here, without leaving the run, by a swap with its parked memo (DR: 42
-            // instructions per switch in the DPDK micro-benchmark, `--vips 2`), else by a
-            // lookup (~105). Through `process_slow` a switch cost 330. This branch costs one
-            // VIP 4 to 11 instructions per packet, depending on register allocation. Out of
-            // line (a cold call with the memo handed over through `memo`), it cost one VIP 10
-            // and two 155.
+            // to here, without leaving the run, by a swap with its parked memo, else by a
+            // lookup. Inline, because a switch through `process_slow`, or through a cold call
+            // handing the memo over in `memo`, costs several times as much (see
+            // docs/benchmarks.md).
             m.packets += (kept - since) as u64;
             m.bytes += bytes;
             d.rx_bytes += bytes;
@@ -199,11 +197,10 @@ impl Dealt<'_> {
 /// path specialised for it, on integers ([`process_v4`]); every other frame through
 /// [`process_general`], which classifies it fully. All reach the same decisions and the same
 /// bytes (`worker::tests` checks it frame by frame): the split only keeps the general enum,
-/// `SocketAddr`s and the rarer kinds of packet off the datagram path, about 150 instructions
-/// per packet in the DR micro-benchmark (docs/benchmarks.md). Out of line, apart from the
-/// common case's loop ([`common_run`]), so the two kinds of header need no separate copies
-/// here (in the loop, one path for both spilled the parsed header: 16 instructions per
-/// packet).
+/// `SocketAddr`s and the rarer kinds of packet off the datagram path (see
+/// docs/benchmarks.md). Out of line, apart from the common case's loop ([`common_run`]), so
+/// the two kinds of header need no separate copies here (in the loop, one path for both
+/// spilled the parsed header to the stack).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn process_slow<'s>(
@@ -217,8 +214,8 @@ fn process_slow<'s>(
     memo: &mut RouteMemo<'s>,
 ) -> Result<Fwd, DropReason> {
     // Classified again rather than handed over from the common case's test: a parsed
-    // header passed to this call was built on the stack ahead of that test, for every packet
-    // (~10 instructions per packet). `classified`: that test recognised the frame, so its
+    // header passed to this call would be built on the stack ahead of that test, for every
+    // packet. `classified`: that test recognised the frame, so its
     // header checksum is known to be good and is not summed twice.
     let h = match classify_untagged_ipv4_udp(frame, header_verified || classified) {
         Some(h) => h,

@@ -10,7 +10,7 @@ use super::Worker;
 /// about `max_sleep` plus the kernel's timer slack (docs/benchmarks.md has the figures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idle {
-    /// Never back off: every core at 100 %, the lowest latency.
+    /// Never back off: the cores poll even while idle, for the lowest latency.
     Off,
     /// Spin, then pause, then sleep, each step after so many empty polls in a row.
     Backoff {

@@ -9,9 +9,9 @@ use crate::wire::Ipv4Udp;
 /// The last VIP route the fast path looked up in this burst: its hops, the worker's position
 /// in them, and the VIP packets and bytes counted for it but not yet added to the shared
 /// counters. Datagrams in a burst mostly go to one VIP: reusing its route saves the table
-/// lookup, keeping its position here saves the cursor array's load, bounds check and store
-/// (6–9 instructions per packet), and adding its counts once per run of packets saves a
-/// counter update per packet (docs/benchmarks.md). Lives for one burst, so it never
+/// lookup, keeping its position here saves the cursor array's load, bounds check and store,
+/// and adding its counts once per run of packets saves a counter update per packet (see
+/// docs/benchmarks.md). Lives for one burst, so it never
 /// outlives the snapshot it was read from; [`RouteMemo::flush`] must run before the burst
 /// ends, and the next burst starts from its [`MemoSeed`].
 #[derive(Debug, Clone, Copy)]
@@ -43,8 +43,7 @@ impl Default for RouteMemo<'_> {
 
 /// What a [`RouteMemo`] leaves for the next burst: its VIP's key and route, valid while the
 /// worker keeps the snapshot they were read from. Starting a burst from it spares its first
-/// datagram the slow path and the table lookup (with bursts of 32 from one VIP, about 5
-/// instructions per packet in the DPDK micro-benchmark).
+/// datagram the slow path and the table lookup.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MemoSeed {
     /// [`RouteMemo::key`], or `u64::MAX`: no route.
@@ -159,11 +158,10 @@ impl<'s> RouteMemo<'s> {
 
 /// Memos a run of the common case switched away from, for datagrams to several VIPs that
 /// interleave: switching back to one of them swaps two memos instead of handing one's counts
-/// and position back, looking the VIP up and reading the other's (~105 instructions per
-/// switch in the DPDK micro-benchmark with `--vips 2`, docs/benchmarks.md).
+/// and position back, looking the VIP up and reading the other's (see docs/benchmarks.md).
 ///
 /// A parked VIP's position is in its memo, not in the cursor array, so nothing else may
-/// read or move that VIP's cursor while it is parked: [`deal`] hands every parked memo back
+/// read or move that VIP's cursor while it is parked: `burst::deal` hands every parked memo back
 /// ([`Parked::release`]) before the slow path, which reads the cursor array, and at the end
 /// of the burst. No VIP is ever in two memos: a run parks only the memo it leaves, and
 /// takes a VIP from here before it looks one up. Every parked memo is of the kind of the run
@@ -174,15 +172,13 @@ pub(super) struct Parked<'s> {
     pub(super) slots: [RouteMemo<'s>; PARKED],
 }
 
-/// VIPs parked beside the run's own. With up to eight VIPs of one kind interleaving, every
-/// switch is a swap. Seven slots rather than three: DR with `--vips 8` takes 331 instructions
-/// per packet instead of 355, and one or two VIPs cost the same (the scan runs only when the
-/// VIP changes, and stops at the first match). Once the slots are full, a switch to a ninth
-/// VIP hands the memo it leaves back instead of parking it. The VIPs parked first stay, so
-/// the other VIPs pay the full switch (as before parking existed) and the parked ones still
-/// swap. Evicting the oldest instead made every switch a full one plus an eviction when five
-/// VIPs took turns with three slots (DR, 422 instructions per packet against 358 without
-/// parking).
+/// VIPs parked beside the run's own: with up to eight VIPs of one kind interleaving, every
+/// switch is a swap, and one or two VIPs pay nothing for the extra slots (the scan runs only
+/// when the VIP changes, and stops at the first match). Once the slots are full, a switch to
+/// a ninth VIP hands the memo it leaves back instead of parking it: the VIPs parked first
+/// stay, so the other VIPs pay the full switch (as before parking existed) and the parked
+/// ones still swap. Evicting the oldest instead would make every switch a full one plus an
+/// eviction whenever more VIPs take turns than there are slots (see docs/benchmarks.md).
 pub(super) const PARKED: usize = 7;
 
 impl<'s> Parked<'s> {

@@ -3,7 +3,7 @@
 //! One iteration ([`Worker::poll`]): receive a burst, apply the newest snapshot the control
 //! thread sent (a non-blocking `try_recv`, so a swap happens only between two bursts, and
 //! the burst just received is dealt with the newest state), process every packet of it,
-//! transmit the burst. Per packet: [`parse_udp`], VIP lookup,
+//! transmit the burst. Per packet: [`parse_udp`](crate::wire::parse_udp), VIP lookup,
 //! schedule, rewrite in place, count. Nothing in [`Worker::poll`] allocates, locks or makes a
 //! system call of its own (the port may make one per burst).
 //!
@@ -225,17 +225,16 @@ impl<P: Port> Worker<P> {
         // The burst is processed in place: forwarded buffers are compacted to the front of
         // `rx` (a pointer swap, only once something was dropped), the rest are freed after
         // the loop, and `rx` then becomes the TX burst by swapping the two `Vec`s. Bytes are
-        // counted in the same pass. Moving each buffer from one `Vec` to the other and two
-        // more passes over the burst for the byte counts cost ~20 instructions per packet
-        // (docs/benchmarks.md).
+        // counted in the same pass: no buffer moves between the `Vec`s one by one and the
+        // burst is walked once (see docs/benchmarks.md).
         debug_assert!(
             self.tx.is_empty(),
             "send_neigh_frames transmitted its frames"
         );
         // The two instances differ only in whether they read the NIC's checksum verdict:
         // asked once per burst, and a port without the offload runs the loop it always had
-        // (a per-packet test cost ~20 instructions per packet in the memory-port benchmark,
-        // from register pressure rather than the test itself).
+        // (a per-packet test costs more than the test itself: it adds register pressure to
+        // the loop; see docs/benchmarks.md).
         let (cursors, frags) = (&mut self.cursors[..], &mut self.frags);
         let mut memo = RouteMemo::resume(self.memo_seed, &self.snap, cursors);
         let (rx_bytes, tx_bytes, kept) = if self.port.rx_ip_checksum_offload() {
@@ -264,8 +263,8 @@ impl<P: Port> Worker<P> {
         let want = self.tx.len();
         let sent = self.port.tx_burst(&mut self.tx);
         c.tx_packets.add(sent as u64);
-        // Bytes of a partially refused burst are approximated by the mean length. The
-        // division (tens of cycles) only then.
+        // Bytes of a partially refused burst are approximated by the mean length, so the
+        // division, slow beside the rest of the accounting, runs only then.
         c.tx_bytes.add(if sent == want {
             tx_bytes as u64
         } else {

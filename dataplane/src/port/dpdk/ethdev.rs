@@ -504,9 +504,8 @@ impl DpdkPort {
 impl Port for DpdkPort {
     type Buf = Mbuf;
 
-    /// Receives straight into `bufs`' spare capacity: no pointer array on the stack and no
-    /// per-packet push (with the direct mbuf field reads in [`Mbuf`], about 30 instructions
-    /// per packet less than copying through a local array; docs/benchmarks.md).
+    /// Receives straight into `bufs`' spare capacity: no pointer array on the stack to copy
+    /// from and no per-packet push (see docs/benchmarks.md).
     #[inline]
     fn rx_burst(&mut self, bufs: &mut Vec<Mbuf>, max: usize) -> usize {
         let want = max.min(MAX_BURST);
