@@ -4,7 +4,7 @@
 //! line. A worker bumps a counter with a relaxed load and store (no locked operation: it is
 //! the only writer); readers see a value at most one burst old. Per-VIP and per-backend arrays
 //! are sized once for [`MAX_VIPS`] and [`MAX_BACKENDS`] and indexed by the stable ids of
-//! [`crate::model`], so nothing on the packet path allocates.
+//! `crate::model`, so nothing on the packet path allocates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -283,7 +283,7 @@ impl WorkerCounters {
 
     /// Counts `packets` packets of `bytes` bytes in all for VIP `vip`.
     #[inline]
-    pub fn vip_packets(&self, vip: VipId, packets: u64, bytes: usize) {
+    pub(crate) fn vip_packets(&self, vip: VipId, packets: u64, bytes: usize) {
         self.vip_rx.add_n(usize::from(vip.0), packets, bytes);
     }
 

@@ -25,7 +25,7 @@ pub(crate) fn fold_v4(ip: u32, port: u16) -> u64 {
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub struct AddrTable<V: Copy> {
+pub(crate) struct AddrTable<V: Copy> {
     /// (folded key, value); the key is [`EMPTY`] in a free slot.
     slots: Box<[(u64, V)]>,
     shift: u32,
@@ -86,7 +86,7 @@ impl<V: Copy + Default> AddrTable<V> {
     /// The value stored for IPv4 address `ip` (host order of its big-endian bytes) and
     /// `port`: [`AddrTable::get`] without a `SocketAddr`, for the packet path's fast case.
     #[inline]
-    pub fn get_v4(&self, ip: u32, port: u16) -> Option<V> {
+    pub(crate) fn get_v4(&self, ip: u32, port: u16) -> Option<V> {
         let k = fold_v4(ip, port);
         let mut i = self.slot(k);
         // Terminates: the table is at most half full, so an EMPTY slot exists.

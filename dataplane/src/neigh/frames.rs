@@ -17,7 +17,7 @@ pub(super) fn rd16(b: &[u8], at: usize) -> u16 {
 
 /// The ICMPv6 checksum of `msg` (checksum field included as it is) between `src` and `dst`:
 /// 0 when a received message verifies (RFC 4443 section 2.3).
-pub fn icmpv6_sum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+pub(crate) fn icmpv6_sum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
     let mut pseudo = [0u8; 40];
     pseudo[..16].copy_from_slice(src);
     pseudo[16..32].copy_from_slice(dst);

@@ -3,7 +3,7 @@
 //! A kernel-bypass port gets no help from the kernel: nobody answers "who has the VIP?",
 //! nobody finds the backends' MAC addresses. This module does both, in two halves:
 //!
-//! * **In the worker, per frame, no allocation** ([`handle_arp`], [`handle_ndp`]): an ARP
+//! * **In the worker, per frame, no allocation** (`handle_arp`, `handle_ndp`): an ARP
 //!   request or a neighbour solicitation for a VIP or the port's own address is turned into
 //!   the reply in the buffer it arrived in and sent back on the same port (VLAN tag kept).
 //!   ARP replies, gratuitous ARP and neighbour advertisements are copied into a fixed-size
@@ -40,11 +40,12 @@ mod responder;
 
 use std::fmt;
 
-pub use self::frames::{
-    arp_frame, icmpv6_sum, multicast_mac, ndp_frame, sender_of, solicited_node,
-};
+#[cfg(any(test, feature = "testkit"))]
+pub(crate) use self::frames::icmpv6_sum;
+pub use self::frames::{arp_frame, multicast_mac, ndp_frame, sender_of, solicited_node};
 pub use self::resolver::{NeighConfig, NeighState, Neighbours};
-pub use self::responder::{handle_arp, handle_ndp, is_ndp, Verdict, WorkerNeigh};
+pub use self::responder::WorkerNeigh;
+pub(crate) use self::responder::{handle_arp, handle_ndp, is_ndp, Verdict};
 
 #[cfg(doc)]
 use crate::counters::DropReason;

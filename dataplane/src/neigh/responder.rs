@@ -53,7 +53,7 @@ impl WorkerNeigh {
 
 /// What a worker does with an ARP/NDP frame that is not dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The buffer now holds the answer: transmit it.
     Answered,
     /// A copy went to the control thread: free the buffer.
@@ -66,7 +66,7 @@ pub enum Verdict {
 /// # Errors
 /// [`DropReason::Truncated`], [`DropReason::BadNeigh`] (not Ethernet/IPv4 ARP),
 /// [`DropReason::NeighNotForUs`], [`DropReason::NeighQueueFull`].
-pub fn handle_arp(
+pub(crate) fn handle_arp(
     frame: &mut [u8],
     l3: usize,
     snap: &Snapshot,
@@ -103,7 +103,7 @@ pub fn handle_arp(
 
 /// Whether an ICMPv6 type belongs to neighbour discovery (RFC 4861: 133 to 137).
 #[inline]
-pub fn is_ndp(icmp_type: u8) -> bool {
+pub(crate) fn is_ndp(icmp_type: u8) -> bool {
     (133..=137).contains(&icmp_type)
 }
 
@@ -114,7 +114,7 @@ pub fn is_ndp(icmp_type: u8) -> bool {
 /// # Errors
 /// [`DropReason::BadNeigh`] (hop limit not 255, bad checksum, code not 0, too short),
 /// [`DropReason::NeighNotForUs`], [`DropReason::NeighQueueFull`].
-pub fn handle_ndp(
+pub(crate) fn handle_ndp(
     frame: &mut [u8],
     ipf: &IpFrame,
     snap: &Snapshot,

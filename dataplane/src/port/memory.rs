@@ -12,7 +12,7 @@ use super::{PacketBuf, Port, RxIpChecksum};
 use crate::model::MacAddr;
 
 /// Largest frame a memory buffer holds (a jumbo frame).
-pub const BUF_SIZE: usize = 9216;
+pub(crate) const BUF_SIZE: usize = 9216;
 
 const SMALL: usize = 128;
 
@@ -36,7 +36,7 @@ pub struct MemBuf {
 }
 
 impl MemBuf {
-    /// A buffer holding a copy of `frame` (truncated to [`BUF_SIZE`]).
+    /// A buffer holding a copy of `frame` (truncated to `BUF_SIZE`).
     pub fn from_frame(frame: &[u8]) -> Self {
         let mut b = Self {
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -148,7 +148,7 @@ impl MemoryPort {
 
     /// Queues a frame with the NIC's verdict on its IPv4 header checksum (which the worker
     /// reads only while the offload is on: [`MemoryPort::set_rx_ip_checksum_offload`]).
-    pub fn push_rx_with(&mut self, frame: &[u8], verdict: RxIpChecksum) {
+    pub(crate) fn push_rx_with(&mut self, frame: &[u8], verdict: RxIpChecksum) {
         let mut b = self.free.pop().unwrap_or_else(|| MemBuf::from_frame(&[]));
         b.fill(frame);
         b.rx_csum = verdict;

@@ -40,7 +40,7 @@ impl Default for Idle {
 
 /// What to do after a poll (the sans-I/O half of the idle back-off; [`Worker::run`] acts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdleAction {
+pub(crate) enum IdleAction {
     /// Poll again at once (one pause hint).
     Spin,
     /// Pause for `n` hints, then poll.
@@ -51,7 +51,7 @@ pub enum IdleAction {
 
 /// Counts empty polls and says how to wait; any packet resets it.
 #[derive(Debug, Clone)]
-pub struct IdleBackoff {
+pub(crate) struct IdleBackoff {
     policy: Idle,
     empty: u32,
     sleep: Duration,
@@ -69,7 +69,7 @@ impl IdleBackoff {
 
     /// Call after each poll with the packets it received.
     #[inline]
-    pub fn after_poll(&mut self, received: usize) -> IdleAction {
+    pub(crate) fn after_poll(&mut self, received: usize) -> IdleAction {
         if received > 0 {
             self.empty = 0;
             self.sleep = MIN_SLEEP;

@@ -45,7 +45,8 @@ use crate::neigh::WorkerNeigh;
 use crate::port::{PacketBuf, Port};
 
 use self::burst::deal;
-pub use self::idle::{Idle, IdleAction, IdleBackoff, MIN_SLEEP, PAUSES_PER_POLL};
+pub use self::idle::{Idle, MIN_SLEEP, PAUSES_PER_POLL};
+pub(crate) use self::idle::{IdleAction, IdleBackoff};
 use self::memo::{MemoSeed, RouteMemo};
 
 /// Settings of one worker, fixed at start.
@@ -170,7 +171,7 @@ impl<P: Port> Worker<P> {
     /// Applies the newest pending snapshot, if any. Older ones are skipped: only the latest
     /// state matters.
     #[inline]
-    pub fn check_updates(&mut self) {
+    pub(crate) fn check_updates(&mut self) {
         // Almost always nothing is pending, and `try_recv` on an empty unbounded channel runs
         // a full fence (`lock or` on x86), which waits for every store the burst left in the
         // store buffer; `is_empty` is two plain loads there. A snapshot sent while they run

@@ -52,7 +52,7 @@ impl Mbuf {
 
     /// The raw pointer, still owned by `self` (for a burst call that may take it over).
     #[inline]
-    pub fn as_ptr(&self) -> *mut ffi::rte_mbuf {
+    pub(crate) fn as_ptr(&self) -> *mut ffi::rte_mbuf {
         self.0.as_ptr()
     }
 
