@@ -1,10 +1,10 @@
 //! Per-worker counters: written only by their worker, read by the control thread.
 //!
 //! Each worker owns one [`WorkerCounters`], cache-line padded so two workers never share a
-//! line. A worker bumps a counter with a relaxed load and store (no locked instruction: it is
+//! line. A worker bumps a counter with a relaxed load and store (no locked operation: it is
 //! the only writer); readers see a value at most one burst old. Per-VIP and per-backend arrays
 //! are sized once for [`MAX_VIPS`] and [`MAX_BACKENDS`] and indexed by the stable ids of
-//! [`crate::model`], so nothing on the packet path allocates.
+//! `crate::model`, so nothing on the packet path allocates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -157,8 +157,8 @@ impl Counter {
 }
 
 /// Packet and byte counts of one VIP or backend: the two counters of an entry sit side by
-/// side (one bounds check, one cache line per packet; with separate packet and byte arrays,
-/// about 10 instructions more per packet, docs/benchmarks.md).
+/// side: one bounds check and one cache line per packet, not two as with separate packet
+/// and byte arrays (see docs/benchmarks.md).
 ///
 /// `N`, the number of entries, is a constant so that an index is checked against an
 /// immediate: the backend count on the packet path then loads no length (nor the pointer
@@ -188,7 +188,7 @@ impl<const N: usize> Traffic<N> {
 
     /// Counts at index `i`; an index beyond `N` is ignored (ids are checked against their
     /// maximum when a snapshot is built, so none reaches here). Checked rather than masked:
-    /// a mask would save the packet path a compare and a branch (2 instructions), but put a
+    /// a mask would save the packet path a compare and a branch, but put a
     /// stray id's counts on another entry.
     #[inline]
     fn add_n(&self, i: usize, packets: u64, bytes: usize) {
@@ -283,7 +283,7 @@ impl WorkerCounters {
 
     /// Counts `packets` packets of `bytes` bytes in all for VIP `vip`.
     #[inline]
-    pub fn vip_packets(&self, vip: VipId, packets: u64, bytes: usize) {
+    pub(crate) fn vip_packets(&self, vip: VipId, packets: u64, bytes: usize) {
         self.vip_rx.add_n(usize::from(vip.0), packets, bytes);
     }
 

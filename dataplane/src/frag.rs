@@ -2,8 +2,8 @@
 //!
 //! Only the first fragment (offset 0) carries the UDP header, so only it can be matched to a
 //! VIP and scheduled. The worker schedules it like any datagram and records the decision in a
-//! [`FragTable`] under the datagram's [`FragKey`] (source, destination, protocol, IP ID);
-//! each later fragment looks the key up and gets the same [`FragAction`], whatever the
+//! [`FragTable`] under the datagram's `FragKey` (source, destination, protocol, IP ID);
+//! each later fragment looks the key up and gets the same `FragAction`, whatever the
 //! scheduler (per-packet round robin would otherwise deal the pieces to different backends).
 //! Spray does not reassemble: the backend does, as it would without a balancer.
 //!
@@ -17,12 +17,12 @@
 //!   whose set holds 4 live entries is dropped and counted
 //!   ([`DropReason::FragmentTableFull`]): the datagram could not be steered whole anyway,
 //!   and datagrams already in flight keep their entries.
-//! * Lifetime: an entry lives [`DEFAULT_LIFETIME`] after its last fragment, and is freed as
+//! * Lifetime: an entry lives `DEFAULT_LIFETIME` after its last fragment, and is freed as
 //!   soon as every byte from 0 to the last fragment's end has been seen.
 //! * Overlap: a fragment that overlaps bytes already forwarded is dropped, and so is every
 //!   later fragment of that datagram (RFC 5722; the backend's reassembly then times out).
 //!   A first fragment for a key that is still live starts a new datagram (IP ID reuse).
-//! * Holes: an entry tracks up to [`MAX_RANGES`] disjoint byte ranges; a fragment that would
+//! * Holes: an entry tracks up to `MAX_RANGES` disjoint byte ranges; a fragment that would
 //!   need more is counted as [`DropReason::FragmentTableFull`].
 //!
 //! A table belongs to one worker: NIC RSS hashes fragments on addresses only (the UDP ports
@@ -38,16 +38,16 @@ use crate::model::{BackendId, MacAddr, VipId};
 use crate::wire::{FragInfo, FragKey};
 
 /// Entries of a worker's table unless configured otherwise.
-pub const DEFAULT_ENTRIES: usize = 1024;
+pub(crate) const DEFAULT_ENTRIES: usize = 1024;
 /// How long an entry outlives its most recent fragment.
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(2);
 /// Disjoint byte ranges an entry tracks (for overlap detection).
-pub const MAX_RANGES: usize = 8;
+pub(crate) const MAX_RANGES: usize = 8;
 const WAYS: usize = 4;
 
 /// What to do with the fragments of a datagram, decided by its first fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FragAction {
+pub(crate) enum FragAction {
     /// Toward a backend of a VIP.
     Backend {
         /// The VIP the datagram was sent to.
@@ -168,7 +168,7 @@ impl FragTable {
     ///
     /// # Errors
     /// [`DropReason::FragmentTableFull`] when the key's set has no free or expired slot.
-    pub fn insert_first(
+    pub(crate) fn insert_first(
         &mut self,
         now: Instant,
         info: &FragInfo,
@@ -206,7 +206,11 @@ impl FragTable {
     /// [`DropReason::FragmentOverlap`] when it overlaps bytes seen before (or the datagram
     /// already had an overlap), [`DropReason::FragmentTableFull`] when the entry cannot track
     /// another hole.
-    pub fn lookup(&mut self, now: Instant, info: &FragInfo) -> Result<FragAction, DropReason> {
+    pub(crate) fn lookup(
+        &mut self,
+        now: Instant,
+        info: &FragInfo,
+    ) -> Result<FragAction, DropReason> {
         let lifetime = self.lifetime;
         let set = self.set(&info.key);
         let e = set

@@ -24,7 +24,7 @@
 //!
 //! A destination unreachable (IPv4 3, ICMPv6 1) with a host or port code that quotes a
 //! datagram sent to a backend of a NAT service whose `spec.passive` is set becomes a
-//! [`PassiveReport`] ([`passive_report`]), as socket mode makes from its error queues
+//! [`PassiveReport`] (`passive_report`), as socket mode makes from its error queues
 //! ([`crate::socket`]); the worker sends it with `try_send` and translates the error as above.
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,7 +51,7 @@ fn wr16(b: &mut [u8], at: usize, v: u16) {
 
 /// Whether an ICMP (v4 or v6) type is an error that quotes the offending datagram.
 #[inline]
-pub fn is_error(ipv6: bool, icmp_type: u8) -> bool {
+pub(crate) fn is_error(ipv6: bool, icmp_type: u8) -> bool {
     if ipv6 {
         matches!(icmp_type, 1..=4)
     } else {
@@ -61,7 +61,7 @@ pub fn is_error(ipv6: bool, icmp_type: u8) -> bool {
 
 /// What [`translate_error`] translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Translated {
+pub(crate) struct Translated {
     /// The VIP the quoted datagram was sent to.
     pub vip: VipId,
     /// The backend address:port the quoted datagram was NATed to.
@@ -86,7 +86,7 @@ pub fn passive_errno(ipv6: bool, (icmp_type, code): (u8, u8)) -> Option<i32> {
 /// it is a host or port unreachable about a NAT service whose `spec.passive` is set. No
 /// allocation.
 #[inline]
-pub fn passive_report(
+pub(crate) fn passive_report(
     snap: &Snapshot,
     ipv6: bool,
     t: &Translated,
@@ -109,7 +109,7 @@ pub fn passive_report(
 /// # Errors
 /// [`DropReason::IcmpNotTranslated`] when the message is not such an error (see the module
 /// docs), [`DropReason::FamilyMismatch`] when the VIP is of another family.
-pub fn translate_error(
+pub(crate) fn translate_error(
     frame: &mut [u8],
     ipf: &IpFrame,
     snap: &Snapshot,

@@ -8,13 +8,21 @@
 //! Contract for the per-packet path: no allocation, no lock, no system call per packet, and no
 //! panic on any input; a packet that cannot be forwarded is dropped and counted under a
 //! [`counters::DropReason`].
+//!
+//! The public surface is what the control plane, the benchmarks and the fuzz targets use:
+//! the service snapshot and its ids ([`service`], [`sched`], [`flow`]), the [`worker`] and
+//! its [`port`]s, socket mode ([`socket`]), the neighbour logic ([`neigh`]), the counters,
+//! and the few wire and rewrite helpers the benchmarks call. The classifiers, the per-frame
+//! policy (`decide`), the rewrite functions and the model's internals are `pub(crate)`;
+//! the test builders are behind the `testkit` feature.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod counters;
+mod decide;
 pub mod frag;
 pub mod icmp;
-pub mod model;
+mod model;
 pub mod neigh;
 pub mod port;
 pub mod rewrite;
@@ -25,4 +33,4 @@ pub mod wire;
 pub mod worker;
 
 // The model's modules under the names other crates use.
-pub use model::{addr_table, flow, sched, service};
+pub use model::{flow, sched, service};

@@ -2,7 +2,7 @@
 //!
 //! Every function here takes a frame that [`crate::wire::parse_udp`] accepted together with
 //! the [`UdpFrame`] it returned; the views are then built unchecked and cannot panic. Checksums
-//! are patched with [`Delta`] (RFC 1624), never recomputed: the cost does not depend on the
+//! are patched with `Delta` (RFC 1624), never recomputed: the cost does not depend on the
 //! datagram's length, and a checksum that was wrong on arrival stays wrong, so the backend
 //! drops the corrupted datagram just as it would have without Spray.
 
@@ -15,7 +15,7 @@ use crate::wire::{Ipv4Packet, Ipv4Udp, Ipv6Packet, UdpFrame, UdpPacket};
 
 /// Sets the Ethernet source and destination (DR, and the last step of NAT).
 #[inline]
-pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+pub(crate) fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     // parse_udp guaranteed at least an Ethernet header.
     frame[0..6].copy_from_slice(&dst.0);
     frame[6..12].copy_from_slice(&src.0);
@@ -30,11 +30,11 @@ pub fn eth_src_word(mac: MacAddr, next: u16) -> u64 {
     u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
-/// [`set_macs`] from words: the destination MAC in the first six bytes of `dst`'s
+/// `set_macs` from words: the destination MAC in the first six bytes of `dst`'s
 /// little-endian bytes (the other two are overwritten), and [`eth_src_word`] of the source
 /// MAC and the two bytes the frame already holds after it. Two 8-byte stores instead of
-/// four narrower ones and the shifts that split the addresses for them (the DR fast path
-/// needs 4 instructions per packet less, docs/benchmarks.md).
+/// four narrower ones and the shifts that split the addresses for them (see
+/// docs/benchmarks.md).
 #[inline(always)]
 pub fn set_mac_words(frame: &mut [u8], dst: u64, src_next: u64) {
     frame[0..8].copy_from_slice(&dst.to_le_bytes());
@@ -53,7 +53,11 @@ enum End {
 /// # Errors
 /// [`DropReason::FamilyMismatch`] when `to` is not of the datagram's IP family.
 #[inline]
-pub fn nat_to_backend(frame: &mut [u8], f: &UdpFrame, to: SocketAddr) -> Result<(), DropReason> {
+pub(crate) fn nat_to_backend(
+    frame: &mut [u8],
+    f: &UdpFrame,
+    to: SocketAddr,
+) -> Result<(), DropReason> {
     rewrite(frame, f, End::Dst, f.dst(), to)
 }
 
@@ -63,7 +67,11 @@ pub fn nat_to_backend(frame: &mut [u8], f: &UdpFrame, to: SocketAddr) -> Result<
 /// # Errors
 /// [`DropReason::FamilyMismatch`] when `vip` is not of the datagram's IP family.
 #[inline]
-pub fn nat_from_backend(frame: &mut [u8], f: &UdpFrame, vip: SocketAddr) -> Result<(), DropReason> {
+pub(crate) fn nat_from_backend(
+    frame: &mut [u8],
+    f: &UdpFrame,
+    vip: SocketAddr,
+) -> Result<(), DropReason> {
     rewrite(frame, f, End::Src, f.src(), vip)
 }
 
@@ -75,7 +83,11 @@ pub fn nat_from_backend(frame: &mut [u8], f: &UdpFrame, vip: SocketAddr) -> Resu
 /// [`DropReason::FamilyMismatch`] when `to` is IPv6; [`DropReason::Truncated`] when the
 /// headers `h` describes are not in `frame` (never for the frame `h` was classified from).
 #[inline]
-pub fn nat_to_backend_v4(frame: &mut [u8], h: &Ipv4Udp, to: SocketAddr) -> Result<(), DropReason> {
+pub(crate) fn nat_to_backend_v4(
+    frame: &mut [u8],
+    h: &Ipv4Udp,
+    to: SocketAddr,
+) -> Result<(), DropReason> {
     let SocketAddr::V4(to) = to else {
         return Err(DropReason::FamilyMismatch);
     };
@@ -111,10 +123,10 @@ pub fn nat_to_backend_v4(frame: &mut [u8], h: &Ipv4Udp, to: SocketAddr) -> Resul
 /// # Errors
 /// [`DropReason::TtlExceeded`] (frame untouched) as [`decrement_ttl`];
 /// [`DropReason::Truncated`] when the headers `h` describes are not in `frame`.
-// Always inlined: out of line (the worker's loop has two instances) it cost ~25 instructions
-// per NAT packet in calls and spills.
+// Always inlined: out of line (the worker's loop has two instances) every NAT packet would
+// pay a call and the spills around it.
 #[inline(always)]
-pub fn nat_to_backend_v4_ttl(
+pub(crate) fn nat_to_backend_v4_ttl(
     frame: &mut [u8],
     h: &Ipv4Udp,
     ip: u32,
@@ -131,8 +143,8 @@ pub fn nat_to_backend_v4_ttl(
     // Every word is taken as the frame holds it (native-endian loads and stores): a
     // one's-complement sum does not depend on byte order (RFC 1071, 2.(B)), so the old and
     // new words need no swaps, and all of RFC 1624's `~m + m'` terms go into one wide sum
-    // folded once per checksum. Through `Delta`, on big-endian words, this took ~100
-    // instructions per packet with the spills it caused; this way about half.
+    // folded once per checksum. Through `Delta`, on big-endian words, the byte swaps and the
+    // spills they cause come back (see docs/benchmarks.md).
     let word = |b: &[u8; 28], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
     let ttl_old = word(b, 8);
     b[8] = ttl - 1;
@@ -213,7 +225,7 @@ fn rewrite(
 /// ICMP time-exceeded is sent, see docs/network.md), [`DropReason::Truncated`] when `l3` is
 /// not followed by an IP header.
 #[inline]
-pub fn decrement_ttl(frame: &mut [u8], l3: usize, ipv6: bool) -> Result<(), DropReason> {
+pub(crate) fn decrement_ttl(frame: &mut [u8], l3: usize, ipv6: bool) -> Result<(), DropReason> {
     let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
     if ipv6 {
         let hop = ip.get_mut(7).ok_or(DropReason::Truncated)?;
@@ -251,7 +263,12 @@ pub fn decrement_ttl(frame: &mut [u8], l3: usize, ipv6: bool) -> Result<(), Drop
 /// [`DropReason::FamilyMismatch`] when `new` is not of the packet's family,
 /// [`DropReason::Truncated`] when `l3` is not followed by an IP header.
 #[inline]
-pub fn nat_fragment(frame: &mut [u8], l3: usize, src: bool, new: IpAddr) -> Result<(), DropReason> {
+pub(crate) fn nat_fragment(
+    frame: &mut [u8],
+    l3: usize,
+    src: bool,
+    new: IpAddr,
+) -> Result<(), DropReason> {
     let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
     let at = |v6: bool| match (v6, src) {
         (false, true) => 12,

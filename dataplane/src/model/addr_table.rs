@@ -5,10 +5,10 @@
 //! hashing): a lookup is a multiply, a shift and usually one comparison. Key and value sit
 //! side by side in one slot, so a hit reads one cache line. IPv6 keys go to an `FxHashMap`.
 //!
-//! Why hand-written: with `FxHashMap<SocketAddr, _>` the DR micro-benchmark spent 60 ns per
-//! packet (a store-forwarding stall in the derived `Hash`); with integer keys in a hashbrown
-//! map, 35 ns, of which about a quarter was hashbrown's probe; this table brings the lookup
-//! to a few ns (figures in docs/benchmarks.md).
+//! Why hand-written: the lookup runs for every packet, and a general hash map does more than
+//! it needs (over `SocketAddr` keys the derived `Hash` stalls on store forwarding; with
+//! integer keys hashbrown's probe remains), where this table is a multiply, a shift and a
+//! compare (see docs/benchmarks.md).
 
 use std::net::SocketAddr;
 
@@ -25,7 +25,7 @@ pub(crate) fn fold_v4(ip: u32, port: u16) -> u64 {
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub struct AddrTable<V: Copy> {
+pub(crate) struct AddrTable<V: Copy> {
     /// (folded key, value); the key is [`EMPTY`] in a free slot.
     slots: Box<[(u64, V)]>,
     shift: u32,
@@ -86,7 +86,7 @@ impl<V: Copy + Default> AddrTable<V> {
     /// The value stored for IPv4 address `ip` (host order of its big-endian bytes) and
     /// `port`: [`AddrTable::get`] without a `SocketAddr`, for the packet path's fast case.
     #[inline]
-    pub fn get_v4(&self, ip: u32, port: u16) -> Option<V> {
+    pub(crate) fn get_v4(&self, ip: u32, port: u16) -> Option<V> {
         let k = fold_v4(ip, port);
         let mut i = self.slot(k);
         // Terminates: the table is at most half full, so an EMPTY slot exists.

@@ -1,6 +1,6 @@
 //! Flow hashing and the NAT reply table.
 //!
-//! [`flow_hash`] feeds consistent-hash schedulers; every worker computes the same value for
+//! `flow_hash` feeds consistent-hash schedulers; every worker computes the same value for
 //! the same flow, so a flow stays on one backend whichever core receives it.
 //!
 //! [`NatFlows`] answers one question for NAT replies when several VIPs share one backend
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ids::VipId;
 
-/// Mixes a 64-bit value (the finaliser of MurmurHash3; good avalanche, a few cycles).
+/// Mixes a 64-bit value (the finaliser of MurmurHash3: good avalanche from two multiplications).
 #[inline]
-pub fn mix64(mut x: u64) -> u64 {
+pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -39,7 +39,7 @@ fn addr_bits(a: &SocketAddr) -> u64 {
 
 /// Hash of a flow (source, destination), the same on every worker and every run.
 #[inline]
-pub fn flow_hash(src: &SocketAddr, dst: &SocketAddr) -> u64 {
+pub(crate) fn flow_hash(src: &SocketAddr, dst: &SocketAddr) -> u64 {
     mix64(addr_bits(src) ^ mix64(addr_bits(dst)))
 }
 

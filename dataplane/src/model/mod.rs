@@ -2,7 +2,7 @@
 //! its ids, the schedulers that pick a backend, the flow hash and the passive-failure
 //! reports that flow back. Nothing here does I/O.
 
-pub mod addr_table;
+pub(crate) mod addr_table;
 pub mod flow;
 pub mod ids;
 pub mod passive;

@@ -143,7 +143,7 @@ pub struct Service {
     pub spec: ServiceSpec,
     /// Picks an index into `spec.backends`; only backends with non-zero effective weight
     /// are ever picked.
-    pub sched: Scheduler,
+    pub(crate) sched: Scheduler,
     /// Per backend (same index, then one more for the fallback): whether NAT must record
     /// the flow because another VIP shares the backend's address:port. Precomputed so the
     /// packet path does not look the backend up in the reverse table for every datagram.
@@ -171,21 +171,26 @@ impl Service {
     /// Whether replies from backend `i` need the NAT flow table (its address:port is shared
     /// with another NAT VIP).
     #[inline]
-    pub fn backend_is_shared(&self, i: usize) -> bool {
+    pub(crate) fn backend_is_shared(&self, i: usize) -> bool {
         self.shared.get(i).copied().unwrap_or(false)
     }
 
     /// Like [`Service::pick`], also returning the backend's index in `spec.backends`
     /// (`spec.backends.len()` for the fallback).
+    #[cfg(test)]
     #[inline]
-    pub fn pick_indexed(&self, cursor: &mut u32, flow_hash: u64) -> Option<(usize, &Backend)> {
+    pub(crate) fn pick_indexed(
+        &self,
+        cursor: &mut u32,
+        flow_hash: u64,
+    ) -> Option<(usize, &Backend)> {
         self.pick_indexed_with(cursor, || flow_hash)
     }
 
     /// Like [`Service::pick_indexed`], computing the flow hash only for a scheduler that
     /// uses it (see [`Scheduler::pick_with`]).
     #[inline]
-    pub fn pick_indexed_with(
+    pub(crate) fn pick_indexed_with(
         &self,
         cursor: &mut u32,
         flow_hash: impl FnOnce() -> u64,
@@ -214,7 +219,7 @@ impl Service {
     }
 
     /// The backends and then the fallback, if any: every address the VIP may send to.
-    pub fn all_backends(&self) -> impl Iterator<Item = &Backend> {
+    pub(crate) fn all_backends(&self) -> impl Iterator<Item = &Backend> {
         self.spec.backends.iter().chain(self.spec.fallback.as_ref())
     }
 }
@@ -222,10 +227,9 @@ impl Service {
 /// One step of a VIP's rotation with everything the packet path needs to send a datagram
 /// there, in one 16-byte record: the snapshot flattens Service → Scheduler → Backend →
 /// `Option<MacAddr>` into these, so the common case costs one VIP-table read and one hop
-/// read instead of five dependent loads with a bounds check each (about 70 instructions
-/// per packet in the DPDK micro-benchmark; docs/benchmarks.md).
+/// read instead of five dependent loads with a bounds check each (see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
+pub(crate) struct Hop {
     /// Its MAC address in the low six bytes and its counter index ([`BackendId`]) in the top
     /// two, as one little-endian word: the destination MAC goes into a frame with one 8-byte
     /// store ([`Hop::mac_word`]).
@@ -252,8 +256,9 @@ impl Hop {
     }
 
     /// Its MAC address.
+    #[cfg(test)]
     #[inline]
-    pub fn mac(&self) -> MacAddr {
+    pub(crate) fn mac(&self) -> MacAddr {
         let [a, b, c, d, e, f, _, _] = self.mac_backend.to_le_bytes();
         MacAddr([a, b, c, d, e, f])
     }
@@ -267,14 +272,14 @@ impl Hop {
     /// Its MAC address as the first six bytes of `to_le_bytes` (the last two are not part of
     /// it).
     #[inline(always)]
-    pub fn mac_word(&self) -> u64 {
+    pub(crate) fn mac_word(&self) -> u64 {
         self.mac_backend
     }
 }
 
 /// How the packet path handles datagrams to a VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Path {
+pub(crate) enum Path {
     /// Through [`Service`]: a hashing scheduler, no backend in rotation (fallback or
     /// drop), a backend without a MAC, or an IPv6 VIP.
     #[default]
@@ -289,7 +294,7 @@ pub enum Path {
 /// [`Snapshot`]'s hops that is its rotation (the same order as [`Scheduler::rotation`], so a
 /// cursor means the same on both paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VipRoute {
+pub(crate) struct VipRoute {
     /// The VIP.
     pub id: VipId,
     /// How its datagrams are handled.
@@ -302,7 +307,7 @@ pub struct VipRoute {
 /// is `cursor`, which it advances exactly as [`Service::pick`] does; `None` when there are no
 /// hops.
 #[inline(always)]
-pub fn next_hop<'h>(hops: &'h [Hop], cursor: &mut u32) -> Option<&'h Hop> {
+pub(crate) fn next_hop<'h>(hops: &'h [Hop], cursor: &mut u32) -> Option<&'h Hop> {
     // Reset rather than `%`, as the schedulers do: a cursor from a longer rotation.
     let i = if (*cursor as usize) < hops.len() {
         *cursor
@@ -315,7 +320,7 @@ pub fn next_hop<'h>(hops: &'h [Hop], cursor: &mut u32) -> Option<&'h Hop> {
 
 /// Where a NAT reply from a backend address:port goes back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReverseNat {
+pub(crate) enum ReverseNat {
     /// Only one VIP uses this backend address:port: replies take its address.
     One(VipId),
     /// Several VIPs share it; the flow table decides, the first one is the fallback.
@@ -326,7 +331,7 @@ pub enum ReverseNat {
 /// (16 bytes each) that would be 1 MiB per VIP and, over [`MAX_VIPS`] such VIPs, 1 GiB per
 /// snapshot. Real rotations are the sum of gcd-reduced weights, far below this; a longer one
 /// keeps the general path (2 bytes per entry).
-pub const MAX_HOPS_PER_VIP: usize = 4096;
+pub(crate) const MAX_HOPS_PER_VIP: usize = 4096;
 
 /// `svc`'s route, appending its hops to `hops` when the fast path can serve it.
 fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
@@ -517,13 +522,13 @@ impl Snapshot {
     /// The route to the UDP service on IPv4 `ip` (host order of its big-endian bytes) and
     /// `port`, if any: the packet path's first step.
     #[inline]
-    pub fn route_v4(&self, ip: u32, port: u16) -> Option<VipRoute> {
+    pub(crate) fn route_v4(&self, ip: u32, port: u16) -> Option<VipRoute> {
         self.by_vip.get_v4(ip, port)
     }
 
     /// `route`'s rotation as hops, in the scheduler's order; empty for [`Path::General`].
     #[inline]
-    pub fn hops(&self, route: VipRoute) -> &[Hop] {
+    pub(crate) fn hops(&self, route: VipRoute) -> &[Hop] {
         let start = route.start as usize;
         self.hops
             .get(start..start + route.len as usize)
@@ -538,7 +543,7 @@ impl Snapshot {
 
     /// Which VIP(s) a reply from backend `from` belongs to (NAT services only).
     #[inline]
-    pub fn reverse(&self, from: &SocketAddr) -> Option<&ReverseNat> {
+    pub(crate) fn reverse(&self, from: &SocketAddr) -> Option<&ReverseNat> {
         let i = self.reverse.get(from)?;
         self.reverse_entries.get(i as usize)
     }
@@ -549,7 +554,7 @@ impl Snapshot {
     }
 
     /// One past the highest VIP id in use.
-    pub fn vip_slots(&self) -> usize {
+    pub(crate) fn vip_slots(&self) -> usize {
         self.services.len()
     }
 
@@ -567,7 +572,7 @@ impl Snapshot {
     }
 
     /// Whether `ip` is the address of any VIP.
-    pub fn is_vip_addr(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_vip_addr(&self, ip: IpAddr) -> bool {
         self.services().any(|s| s.spec.vip.addr.ip() == ip)
     }
 }

@@ -1,4 +1,4 @@
-//! An in-process port: rings of prebuilt frames, for tests and the micro-benchmark.
+//! An in-process port: rings of prebuilt frames, for tests and `spray bench dataplane`.
 //!
 //! Tests push frames with [`MemoryPort::push_rx`] and read what the worker sent with
 //! [`MemoryPort::pop_tx`]. In replay mode ([`MemoryPort::replay`]) the RX ring never runs dry:
@@ -12,7 +12,7 @@ use super::{PacketBuf, Port, RxIpChecksum};
 use crate::model::MacAddr;
 
 /// Largest frame a memory buffer holds (a jumbo frame).
-pub const BUF_SIZE: usize = 9216;
+pub(crate) const BUF_SIZE: usize = 9216;
 
 const SMALL: usize = 128;
 
@@ -28,15 +28,15 @@ struct Template {
 #[derive(Debug, Clone)]
 pub struct MemBuf {
     buf: Box<[u8]>,
-    // u32 (at most BUF_SIZE) so that the verdict fits beside it: a 32-byte MemBuf instead of
-    // 24 cost the micro-benchmark ~12 instructions per packet in moves.
+    // u32 (at most BUF_SIZE) so that the verdict fits beside it and a MemBuf stays 24 bytes:
+    // buffers are moved for every packet.
     len: u32,
     /// The stand-in NIC's verdict on the IPv4 header checksum.
     rx_csum: RxIpChecksum,
 }
 
 impl MemBuf {
-    /// A buffer holding a copy of `frame` (truncated to [`BUF_SIZE`]).
+    /// A buffer holding a copy of `frame` (truncated to `BUF_SIZE`).
     pub fn from_frame(frame: &[u8]) -> Self {
         let mut b = Self {
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
@@ -55,7 +55,7 @@ impl MemBuf {
     }
 
     /// Refills from a padded template: a fixed-size copy compiles to a few vector moves,
-    /// where the variable-length one calls memmove (~25% of the DR micro-benchmark's time).
+    /// where the variable-length one calls memmove for every frame (see docs/benchmarks.md).
     #[inline]
     fn fill_small(&mut self, t: &Template) {
         if let Some(dst) = self.buf.first_chunk_mut::<SMALL>() {
@@ -148,7 +148,7 @@ impl MemoryPort {
 
     /// Queues a frame with the NIC's verdict on its IPv4 header checksum (which the worker
     /// reads only while the offload is on: [`MemoryPort::set_rx_ip_checksum_offload`]).
-    pub fn push_rx_with(&mut self, frame: &[u8], verdict: RxIpChecksum) {
+    pub(crate) fn push_rx_with(&mut self, frame: &[u8], verdict: RxIpChecksum) {
         let mut b = self.free.pop().unwrap_or_else(|| MemBuf::from_frame(&[]));
         b.fill(frame);
         b.rx_csum = verdict;
@@ -184,7 +184,7 @@ impl Port for MemoryPort {
     type Buf = MemBuf;
 
     // Inline hints on both bursts: without them the io-forward loop stopped inlining them
-    // once the offload stand-in was added (~12 instructions per packet in the benchmark).
+    // once the offload stand-in was added, and the benchmark then measured the calls.
     #[inline]
     fn rx_burst(&mut self, bufs: &mut Vec<MemBuf>, max: usize) -> usize {
         let mut n = 0;

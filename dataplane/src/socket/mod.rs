@@ -11,7 +11,7 @@
 //!
 //! * Per-packet scheduling: every datagram is dealt on its own (`rr` and `wrr` spread one
 //!   client address:port over all backends; `maglev` keeps a flow on one backend, hashed with
-//!   [`flow_hash`]`(client, vip)`). Each worker keeps its own cursor per VIP.
+//!   `flow_hash``(client, vip)`). Each worker keeps its own cursor per VIP.
 //! * The newest snapshot waiting on the update channel is applied after every batch read
 //!   from a VIP socket and before that batch is dealt (and once more after each
 //!   `epoll_wait`), so a snapshot sent before a datagram arrives is in force for that
@@ -92,7 +92,7 @@
 //! their own addresses. A VIP and its backends must be of the same IP family
 //! ([`DropReason::FamilyMismatch`] otherwise).
 
-pub mod session;
+mod session;
 pub mod sys;
 
 use std::fmt;

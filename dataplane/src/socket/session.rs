@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 /// What identifies a session: the worker's VIP socket slot and the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey {
+pub(crate) struct SessionKey {
     /// The worker's slot of the VIP socket the client sent to.
     pub vip_slot: u32,
     /// The client's address and port.
@@ -30,7 +30,7 @@ pub struct SessionKey {
 /// Names one live session: slot index in the low 32 bits, generation in the next 31. The top
 /// bit is always clear, free for the caller to tag other kinds of tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Token(pub u64);
+pub(crate) struct Token(pub u64);
 
 /// Generations wrap at 2^31, keeping the token's top bit clear.
 const GENERATION_MASK: u32 = 0x7fff_ffff;
@@ -51,7 +51,7 @@ impl Token {
 
 /// One session.
 #[derive(Debug)]
-pub struct Session<T> {
+pub(crate) struct Session<T> {
     /// Its key.
     pub key: SessionKey,
     /// Last datagram in either direction.
@@ -68,7 +68,7 @@ struct Slot<T> {
 
 /// Why [`Sessions::get_or_insert_with`] found no session.
 #[derive(Debug)]
-pub enum InsertError<E> {
+pub(crate) enum InsertError<E> {
     /// The table already holds `max` sessions.
     Full,
     /// The constructor failed.
@@ -77,7 +77,7 @@ pub enum InsertError<E> {
 
 /// A bounded session table with idle expiry.
 #[derive(Debug)]
-pub struct Sessions<T> {
+pub(crate) struct Sessions<T> {
     by_key: FxHashMap<SessionKey, Token>,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
@@ -104,13 +104,9 @@ impl<T> Sessions<T> {
     }
 
     /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_key.is_empty()
-    }
-
-    /// The idle time after which a session expires.
-    pub fn idle(&self) -> Duration {
-        self.idle
     }
 
     /// The session of `key`, marked seen at `now`; when there is none and the table has
@@ -120,7 +116,7 @@ impl<T> Sessions<T> {
     /// [`InsertError::Full`] at the cap; [`InsertError::Open`] when `open` fails (nothing is
     /// inserted then).
     #[inline]
-    pub fn get_or_insert_with<E>(
+    pub(crate) fn get_or_insert_with<E>(
         &mut self,
         key: SessionKey,
         now: Instant,
@@ -202,7 +198,7 @@ impl<T> Sessions<T> {
     }
 
     /// Removes every session for which `pred` holds, handing each to `closed`.
-    pub fn remove_where(
+    pub(crate) fn remove_where(
         &mut self,
         mut pred: impl FnMut(&Session<T>) -> bool,
         mut closed: impl FnMut(Session<T>),

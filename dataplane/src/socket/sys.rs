@@ -8,7 +8,7 @@
 //!   [`Batch::send`] sends received slots (to any destinations) with one `sendmmsg` call,
 //!   straight from the receive buffers: no copy, no allocation.
 //! * [`Epoll`]: a level-triggered readiness set keyed by caller-chosen `u64` tokens.
-//! * Socket constructors ([`bind_vip`], [`session_socket`], [`set_transparent`]) that set
+//! * Socket constructors (`bind_vip`, `session_socket`, `set_transparent`) that set
 //!   the options socket mode needs, with `socket2` where it has them and `setsockopt` where it
 //!   does not (`SO_RCVBUFFORCE`, `IPV6_TRANSPARENT`).
 //!
@@ -32,7 +32,7 @@ use libc::{c_int, c_uint, c_void, sockaddr_in, sockaddr_in6, sockaddr_storage, s
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Largest UDP payload a slot must hold: 65535 minus the 8-byte UDP header, rounded up.
-pub const MAX_DATAGRAM: usize = 65536;
+pub(crate) const MAX_DATAGRAM: usize = 65536;
 
 /// Most datagrams one `recvmmsg`/`sendmmsg` call may carry (the kernel's `UIO_MAXIOV`).
 pub const MAX_BATCH: usize = 1024;
@@ -50,7 +50,7 @@ pub struct Datagram<'a> {
     pub data: &'a [u8],
     /// The sender; `None` when the kernel reported no IPv4/IPv6 address.
     pub from: Option<SocketAddr>,
-    /// The address it was sent to, on a socket with [`set_pktinfo`] (a wildcard VIP).
+    /// The address it was sent to, on a socket with `set_pktinfo` (a wildcard VIP).
     pub to: Option<IpAddr>,
     /// The datagram was larger than the slot (`MSG_TRUNC`).
     pub truncated: bool,
@@ -114,7 +114,7 @@ fn zeroed_array<T>(n: usize) -> Box<[T]> {
 
 impl Batch {
     /// A batch of `capacity` slots (clamped to `1..=`[`MAX_BATCH`]) of `slot` bytes each
-    /// (at least 1; [`MAX_DATAGRAM`] holds any UDP datagram).
+    /// (at least 1; `MAX_DATAGRAM` holds any UDP datagram).
     pub fn new(capacity: usize, slot: usize) -> Self {
         let n = capacity.clamp(1, MAX_BATCH);
         let slot = slot.max(1);
@@ -429,7 +429,7 @@ fn encode_pktinfo(from: IpAddr, buf: &mut Cmsg) -> usize {
 ///
 /// # Errors
 /// The `setsockopt` error.
-pub fn set_pktinfo(sock: &Socket, ipv6: bool) -> io::Result<()> {
+pub(crate) fn set_pktinfo(sock: &Socket, ipv6: bool) -> io::Result<()> {
     let one: c_int = 1;
     let (level, name) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
@@ -580,12 +580,12 @@ impl Epoll {
     ///
     /// # Errors
     /// The `epoll_ctl` error (`ENOENT` when `fd` was not watched).
-    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
     }
 
     /// Waits up to `timeout` (rounded up to whole milliseconds) for readiness and returns how
-    /// many descriptors are ready; their tokens are [`Epoll::token`]`(0..n)`. A signal
+    /// many descriptors are ready; their tokens are `Epoll::token``(0..n)`. A signal
     /// interrupting the wait counts as a timeout.
     ///
     /// # Errors
@@ -620,7 +620,7 @@ impl Epoll {
 
     /// The token of ready descriptor `i` of the last wait (0 when out of range).
     #[inline]
-    pub fn token(&self, i: usize) -> u64 {
+    pub(crate) fn token(&self, i: usize) -> u64 {
         if i < self.ready {
             // A by-value copy: `epoll_event` is packed on x86_64, so no reference is taken.
             let ev = self.events[i];
@@ -684,7 +684,7 @@ fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
 /// This process's share of a VIP address; dropping it (with its socket) lets a later
 /// first bind probe again.
 #[derive(Debug)]
-pub struct VipClaim(SocketAddr);
+pub(crate) struct VipClaim(SocketAddr);
 
 impl Drop for VipClaim {
     fn drop(&mut self) {
@@ -711,7 +711,7 @@ impl Drop for VipClaim {
 /// # Errors
 /// `AddrInUse` naming the cause when another process holds the address; otherwise the first
 /// failing step's error (typically `EADDRNOTAVAIL` from `bind`).
-pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)> {
+pub(crate) fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)> {
     let mut own = OWN_VIPS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -748,7 +748,7 @@ pub fn bind_vip(vip: SocketAddr, rcvbuf: usize) -> io::Result<(Socket, VipClaim)
 ///
 /// # Errors
 /// `EPERM` without CAP_NET_ADMIN (or CAP_NET_RAW).
-pub fn set_transparent(sock: &Socket, ipv6: bool) -> io::Result<()> {
+pub(crate) fn set_transparent(sock: &Socket, ipv6: bool) -> io::Result<()> {
     if !ipv6 {
         return sock.set_ip_transparent(true);
     }
@@ -775,7 +775,7 @@ pub fn set_transparent(sock: &Socket, ipv6: bool) -> io::Result<()> {
 ///
 /// # Errors
 /// As [`set_transparent`].
-pub fn probe_transparent(vip: &SocketAddr) -> io::Result<()> {
+pub(crate) fn probe_transparent(vip: &SocketAddr) -> io::Result<()> {
     let sock = udp_socket(vip)?;
     set_transparent(&sock, vip.is_ipv6())
 }
@@ -786,7 +786,10 @@ pub fn probe_transparent(vip: &SocketAddr) -> io::Result<()> {
 ///
 /// # Errors
 /// The first failing step's error.
-pub fn session_socket(vip: &SocketAddr, transparent_src: Option<SocketAddr>) -> io::Result<Socket> {
+pub(crate) fn session_socket(
+    vip: &SocketAddr,
+    transparent_src: Option<SocketAddr>,
+) -> io::Result<Socket> {
     let sock = udp_socket(vip)?;
     match transparent_src {
         Some(src) => {
@@ -818,7 +821,7 @@ fn port_bit(v6: bool, port: u16) -> (&'static AtomicU64, u64) {
 
 /// A session socket's local port, marked as this process's while the claim lives.
 #[derive(Debug)]
-pub struct SessionPort {
+pub(crate) struct SessionPort {
     v6: bool,
     port: u16,
 }
@@ -828,7 +831,7 @@ impl SessionPort {
     ///
     /// # Errors
     /// The `getsockname` error.
-    pub fn claim(sock: &Socket) -> io::Result<Self> {
+    pub(crate) fn claim(sock: &Socket) -> io::Result<Self> {
         let local = sock
             .local_addr()?
             .as_socket()
@@ -849,7 +852,7 @@ impl Drop for SessionPort {
 
 /// Whether `from`'s port is the local port of one of this process's session sockets (the
 /// caller also checks that `from`'s address is this host's).
-pub fn is_session_port(from: &SocketAddr) -> bool {
+pub(crate) fn is_session_port(from: &SocketAddr) -> bool {
     let (word, bit) = port_bit(from.is_ipv6(), from.port());
     word.load(Ordering::Relaxed) & bit != 0
 }
@@ -864,7 +867,7 @@ pub fn is_session_port(from: &SocketAddr) -> bool {
 ///
 /// # Errors
 /// The `setsockopt` error.
-pub fn set_recverr(sock: &Socket, ipv6: bool) -> io::Result<()> {
+pub(crate) fn set_recverr(sock: &Socket, ipv6: bool) -> io::Result<()> {
     let one: c_int = 1;
     let (level, name) = if ipv6 {
         (libc::SOL_IPV6, libc::IPV6_RECVERR)
@@ -890,7 +893,7 @@ pub fn set_recverr(sock: &Socket, ipv6: bool) -> io::Result<()> {
 
 /// Whether `e` is an errno an ICMP error turns into on a UDP socket (the pending error that
 /// `IP_RECVERR` leaves behind): the operation did nothing and may be retried.
-pub fn is_icmp_errno(e: &io::Error) -> bool {
+pub(crate) fn is_icmp_errno(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -906,7 +909,7 @@ pub fn is_icmp_errno(e: &io::Error) -> bool {
 
 /// One entry of a socket's error queue (`struct sock_extended_err`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueuedError {
+pub(crate) struct QueuedError {
     /// The errno the error stands for (`ECONNREFUSED` for a port unreachable).
     pub errno: i32,
     /// Where it came from: `SO_EE_ORIGIN_ICMP` (2), `SO_EE_ORIGIN_ICMP6` (3), ...
@@ -923,7 +926,7 @@ pub struct QueuedError {
 
 impl QueuedError {
     /// Whether the error is an ICMP (or ICMPv6) message from the network.
-    pub fn is_icmp(&self) -> bool {
+    pub(crate) fn is_icmp(&self) -> bool {
         self.origin == libc::SO_EE_ORIGIN_ICMP || self.origin == libc::SO_EE_ORIGIN_ICMP6
     }
 }
@@ -933,7 +936,7 @@ impl QueuedError {
 ///
 /// # Errors
 /// The `recvmsg` error, other than "queue empty".
-pub fn recv_error(fd: BorrowedFd<'_>) -> io::Result<Option<QueuedError>> {
+pub(crate) fn recv_error(fd: BorrowedFd<'_>) -> io::Result<Option<QueuedError>> {
     // The original datagram comes back as data; only its destination (msg_name) matters,
     // so a few bytes of it are enough (the rest is cut, MSG_TRUNC).
     let mut data = [0u8; 16];

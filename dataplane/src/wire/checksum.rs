@@ -2,32 +2,32 @@
 //!
 //! A rewrite changes a few 16-bit words of a header; patching the checksum with those words is
 //! O(words changed) instead of O(packet length), which matters for a 1400-byte syslog
-//! datagram. [`Delta`] accumulates `~m + m'` for every replaced word and applies RFC 1624
+//! datagram. `Delta` accumulates `~m + m'` for every replaced word and applies RFC 1624
 //! eqn. 3, `HC' = ~(~HC + ~m + m')`, which (unlike eqn. 2) never produces a `-0` result.
 
 /// Accumulated changes to a checksummed region; apply it to each checksum that covers them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delta {
+pub(crate) struct Delta {
     sum: u32,
 }
 
 impl Delta {
     /// Records that the 16-bit word `old` became `new`.
     #[inline]
-    pub fn replace16(&mut self, old: u16, new: u16) {
+    pub(crate) fn replace16(&mut self, old: u16, new: u16) {
         self.sum += u32::from(!old) + u32::from(new);
     }
 
     /// Records that the 32-bit field `old` (host order of its big-endian bytes) became `new`.
     #[inline]
-    pub fn replace32(&mut self, old: u32, new: u32) {
+    pub(crate) fn replace32(&mut self, old: u32, new: u32) {
         self.replace16((old >> 16) as u16, (new >> 16) as u16);
         self.replace16(old as u16, new as u16);
     }
 
     /// Records that the 128-bit field `old` became `new` (an IPv6 address).
     #[inline]
-    pub fn replace128(&mut self, old: u128, new: u128) {
+    pub(crate) fn replace128(&mut self, old: u128, new: u128) {
         self.replace32((old >> 96) as u32, (new >> 96) as u32);
         self.replace32((old >> 64) as u32, (new >> 64) as u32);
         self.replace32((old >> 32) as u32, (new >> 32) as u32);
@@ -46,7 +46,7 @@ impl Delta {
     /// Like [`Delta::apply`], for a UDP checksum: zero means "no checksum" (RFC 768) and stays
     /// zero, and a computed zero is sent as `0xffff`.
     #[inline]
-    pub fn apply_udp(&self, hc: u16) -> u16 {
+    pub(crate) fn apply_udp(&self, hc: u16) -> u16 {
         if hc == 0 {
             return 0;
         }
@@ -79,7 +79,7 @@ pub(crate) fn fold_to_16(s: u64) -> u16 {
 
 /// One's-complement sum of `data` as big-endian 16-bit words (odd length padded with zero),
 /// not yet complemented (RFC 1071).
-pub fn sum(data: &[u8]) -> u16 {
+pub(crate) fn sum(data: &[u8]) -> u16 {
     let mut s: u64 = 0;
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -97,9 +97,9 @@ pub fn sum(data: &[u8]) -> u16 {
 /// Whether an IPv4 header (exactly `header_len` bytes) has a valid checksum.
 ///
 /// The 20-byte case (no options, nearly every packet) is [`ipv4_header20_valid`]: smoltcp's
-/// generic `verify_checksum` took ~6% of the DR micro-benchmark's time.
+/// generic `verify_checksum` is slower there (see docs/benchmarks.md).
 #[inline]
-pub fn ipv4_header_valid(header: &[u8]) -> bool {
+pub(crate) fn ipv4_header_valid(header: &[u8]) -> bool {
     match header.first_chunk::<20>() {
         Some(h) if header.len() == 20 => ipv4_header20_valid(h),
         _ => sum(header) == 0xffff,
@@ -113,8 +113,7 @@ pub fn ipv4_header_valid(header: &[u8]) -> bool {
 /// the all-ones result it is compared with reads the same both ways, and 2^64 - 1 is a
 /// multiple of 0xffff, so a sum modulo 2^64 - 1 folds to the same 16 bits. Three loads and
 /// two adds with carry instead of five loads and four adds, and a divisibility test by
-/// multiplication instead of a division by a constant: 5 instructions per packet less than
-/// five 32-bit words (docs/benchmarks.md).
+/// multiplication instead of a division by a constant (see docs/benchmarks.md).
 #[inline]
 pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
     // Always there (20 bytes); the `else` arms compile away.

@@ -29,11 +29,11 @@ use crate::counters::DropReason;
 use crate::wire::checksum;
 
 /// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
 /// IPv6 next-header value of the fragment extension header.
-pub const IPV6_FRAGMENT: u8 = 44;
+pub(crate) const IPV6_FRAGMENT: u8 = 44;
 /// Length of the IPv6 fragment extension header.
-pub const IPV6_FRAGMENT_LEN: usize = 8;
+pub(crate) const IPV6_FRAGMENT_LEN: usize = 8;
 const PROTO_ICMP: u8 = 1;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
@@ -41,7 +41,7 @@ const PROTO_ICMPV6: u8 = 58;
 /// What identifies the fragments of one datagram (RFC 791: source, destination, protocol
 /// and identification; RFC 8200: source, destination and identification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FragKey {
+pub(crate) struct FragKey {
     /// Source address.
     pub src: IpAddr,
     /// Destination address.
@@ -54,7 +54,7 @@ pub struct FragKey {
 
 /// Where a fragment sits in its datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FragInfo {
+pub(crate) struct FragInfo {
     /// The datagram it belongs to.
     pub key: FragKey,
     /// Offset of its payload in the datagram, in bytes.
@@ -67,7 +67,7 @@ pub struct FragInfo {
 
 /// An IP packet whose transport header is not (or not yet) parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpFrame {
+pub(crate) struct IpFrame {
     /// The 802.1Q TCI, when the frame carries one tag.
     pub vlan: Option<u16>,
     /// Offset of the IP header.
@@ -92,7 +92,7 @@ impl IpFrame {
 
 /// What a frame is; see the module docs for what each variant guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Packet {
+pub(crate) enum Packet {
     /// A whole UDP datagram.
     Udp(UdpFrame),
     /// The first fragment of a UDP datagram (it carries the UDP header).
@@ -115,7 +115,7 @@ pub enum Packet {
 /// # Errors
 /// The [`DropReason`] that names what is wrong or unsupported.
 #[inline]
-pub fn classify(frame: &[u8]) -> Result<Packet, DropReason> {
+pub(crate) fn classify(frame: &[u8]) -> Result<Packet, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
     let mut ethertype = u16::from(eth.ethertype());
     let mut l3 = ETH_HEADER_LEN;
@@ -148,7 +148,7 @@ pub fn classify(frame: &[u8]) -> Result<Packet, DropReason> {
 /// and the rewrite: no `SocketAddr` is built, stored and reloaded on the way (the
 /// store-forwarding stall of docs/benchmarks.md), and the whole result fits in registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Udp {
+pub(crate) struct Ipv4Udp {
     /// The 802.1Q TCI, when the frame carries one tag.
     pub vlan: Option<u16>,
     /// Offset of the IPv4 header (14 or 18); the UDP header is at `l3 + 20`.
@@ -166,7 +166,7 @@ pub struct Ipv4Udp {
 impl Ipv4Udp {
     /// Offset of the UDP header.
     #[inline]
-    pub fn l4(&self) -> usize {
+    pub(crate) fn l4(&self) -> usize {
         self.l3 + 20
     }
 
@@ -193,19 +193,21 @@ impl Ipv4Udp {
 /// (which then finds another kind of packet, or the reason to drop it).
 ///
 /// Hand-written, with fixed-size views and integer fields, because it runs for nearly every
-/// packet: with it the DR micro-benchmark needs about 150 instructions per packet less than
-/// through [`classify`]'s general enum (docs/benchmarks.md has the figures).
+/// packet: it keeps [`classify`]'s general enum and `SocketAddr`s off the datagram path (see
+/// docs/benchmarks.md).
+#[cfg(test)]
 #[inline(always)]
-pub fn classify_ipv4_udp(frame: &[u8]) -> Option<Ipv4Udp> {
+pub(crate) fn classify_ipv4_udp(frame: &[u8]) -> Option<Ipv4Udp> {
     classify_ipv4_udp_with(frame, false)
 }
 
 /// [`classify_ipv4_udp`], skipping the IPv4 header checksum when `header_verified` (the NIC
 /// checked it: its RX checksum offload said good). Everything else is still checked: the
-/// NIC's verdict covers the checksum only. With a NIC that checks, the memory-port
-/// benchmark needs 8 (DR) and 13 (NAT) instructions per packet less (docs/benchmarks.md).
+/// NIC's verdict covers the checksum only. With a NIC that checks, the packet path skips
+/// the header sum (see docs/benchmarks.md).
+#[cfg(test)]
 #[inline(always)]
-pub fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
+pub(crate) fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     classify_untagged_ipv4_udp(frame, header_verified)
         .or_else(|| classify_tagged_ipv4_udp(frame, header_verified))
 }
@@ -213,9 +215,9 @@ pub fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Option<Ipv
 /// [`classify_ipv4_udp_with`] for a frame without an 802.1Q tag; `None` for every other
 /// frame, tagged ones included. Apart from the tagged case so that a caller can keep the
 /// two out of one code path: where both merged, the fast path spilled the result to the
-/// stack (16 instructions per packet in the DPDK micro-benchmark).
+/// stack (see docs/benchmarks.md).
 #[inline(always)]
-pub fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
+pub(crate) fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     // Ethernet, IPv4 and UDP headers: one length check for all the fixed-offset reads
     // below (checked at 16 bytes first, a frame paid for two).
     let hdrs: &[u8; ETH_HEADER_LEN + 28] = frame.first_chunk()?;
@@ -231,7 +233,7 @@ pub fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option
 
 /// [`classify_ipv4_udp_with`] for a frame with one 802.1Q tag; `None` for every other frame.
 #[inline(never)]
-pub fn classify_tagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
+pub(crate) fn classify_tagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     let eth: &[u8; 19] = frame.first_chunk()?;
     if u16::from_be_bytes([eth[12], eth[13]]) != vlan::TPID_8021Q
         || u16::from_be_bytes([eth[16], eth[17]]) != ETHERTYPE_IPV4

@@ -2,10 +2,10 @@
 //!
 //! The views are smoltcp's (`smoltcp::wire`, re-exported here): generic over any byte
 //! container, getters on readable buffers and setters on writable ones, built with
-//! `new_checked` for input. smoltcp has no 802.1Q view, so [`vlan`] adds one in the same
+//! `new_checked` for input. smoltcp has no 802.1Q view, so `vlan` adds one in the same
 //! style. [`checksum`] adds the incremental update (RFC 1624) smoltcp lacks.
 //!
-//! [`classify`] is the one validation step of the packet path ([`parse_udp`] is its
+//! `classify` is the one validation step of the packet path ([`parse_udp`] is its
 //! whole-datagram form): once it returns `Ok`, the offsets and lengths it reports are inside
 //! the frame, and the rewrite
 //! functions in [`crate::rewrite`] use unchecked views that cannot panic on that frame. It
@@ -13,37 +13,34 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use smoltcp::wire::{
-    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet,
-    IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket,
-};
+pub(crate) use smoltcp::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, UdpPacket};
 
 use crate::counters::DropReason;
 
 pub mod checksum;
-pub mod classify;
-pub mod vlan;
+pub(crate) mod classify;
+pub(crate) mod vlan;
 
-pub use classify::{
-    classify, classify_ipv4_udp, classify_ipv4_udp_with, classify_tagged_ipv4_udp,
-    classify_untagged_ipv4_udp, FragInfo, FragKey, IpFrame, Ipv4Udp, Packet,
+pub(crate) use classify::{
+    classify, classify_tagged_ipv4_udp, classify_untagged_ipv4_udp, FragInfo, FragKey, IpFrame,
+    Ipv4Udp, Packet,
 };
 
 /// Length of an Ethernet header without a tag.
-pub const ETH_HEADER_LEN: usize = 14;
+pub(crate) const ETH_HEADER_LEN: usize = 14;
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Length of the fixed IPv6 header.
-pub const IPV6_HEADER_LEN: usize = 40;
+pub(crate) const IPV6_HEADER_LEN: usize = 40;
 
 /// What [`parse_udp`] learnt about a valid Ethernet/IP/UDP frame.
 ///
 /// Addresses are kept as integers and handed out as `SocketAddr` by [`UdpFrame::src`] and
 /// [`UdpFrame::dst`]: a `SocketAddr` field built in place and moved through `Result<Packet>`
 /// made the compiler reload it with wider loads than it stored, a store-forwarding stall
-/// that cost a third of the DR micro-benchmark's time (31 vs 40 Mpps, docs/benchmarks.md).
+/// on every packet (see docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpFrame {
     /// The 802.1Q TCI, when the frame carries one tag.
@@ -112,7 +109,7 @@ impl UdpFrame {
 }
 
 /// Validates an Ethernet (optionally 802.1Q-tagged) IPv4/IPv6 UDP frame carrying a whole
-/// datagram; [`classify`] is the general form the worker uses.
+/// datagram; `classify` is the general form the worker uses.
 ///
 /// # Errors
 /// The [`DropReason`] that names what is wrong: fragments are [`DropReason::Fragment`], ICMP

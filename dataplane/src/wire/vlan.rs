@@ -4,41 +4,42 @@
 //! A view is four bytes of TCI and inner type, starting right after the outer ethertype.
 
 /// EtherType of an 802.1Q tag (TPID).
-pub const TPID_8021Q: u16 = 0x8100;
+pub(crate) const TPID_8021Q: u16 = 0x8100;
 /// Bytes a tag adds to the Ethernet header.
-pub const TAG_LEN: usize = 4;
+pub(crate) const TAG_LEN: usize = 4;
 
 mod field {
     use core::ops::Range;
     pub const TCI: Range<usize> = 0..2;
-    pub const INNER_TYPE: Range<usize> = 2..4;
+    pub(crate) const INNER_TYPE: Range<usize> = 2..4;
 }
 
 /// A view over the four bytes of an 802.1Q tag.
 #[derive(Debug, Clone, Copy)]
-pub struct VlanTag<T: AsRef<[u8]>> {
+pub(crate) struct VlanTag<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
     /// Wraps `buffer` after checking it holds a whole tag; no accessor panics afterwards.
-    pub fn new_checked(buffer: T) -> Option<Self> {
+    pub(crate) fn new_checked(buffer: T) -> Option<Self> {
         (buffer.as_ref().len() >= TAG_LEN).then_some(Self { buffer })
     }
 
     /// Tag control information: PCP(3) DEI(1) VID(12).
-    pub fn tci(&self) -> u16 {
+    pub(crate) fn tci(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[field::TCI.start], b[field::TCI.start + 1]])
     }
 
     /// The VLAN identifier (low 12 bits of the TCI).
-    pub fn vid(&self) -> u16 {
+    #[cfg(test)]
+    pub(crate) fn vid(&self) -> u16 {
         self.tci() & 0x0fff
     }
 
     /// EtherType of the encapsulated payload.
-    pub fn inner_type(&self) -> u16 {
+    pub(crate) fn inner_type(&self) -> u16 {
         let b = self.buffer.as_ref();
         u16::from_be_bytes([b[field::INNER_TYPE.start], b[field::INNER_TYPE.start + 1]])
     }

@@ -33,7 +33,7 @@ use crate::model::flow::mix64;
 /// Slots in the lookup table: prime (so every skip generates a full permutation) and much
 /// larger than the backend count, as the paper advises (M >> 100 × N keeps shares within
 /// about 1%). 65537 slots of `u16` is 128 KiB per VIP.
-pub const TABLE_SIZE: usize = 65537;
+pub(crate) const TABLE_SIZE: usize = 65537;
 
 /// Marks a free slot while building. Backend indices are therefore below `u16::MAX`.
 const EMPTY: u16 = u16::MAX;
@@ -45,7 +45,7 @@ const SEED_SKIP: u64 = 0x6d61_676c_6576_3032; // "maglev02"
 
 /// Maglev lookup table: slot -> backend index.
 #[derive(Debug, Clone, Default)]
-pub struct Maglev {
+pub(crate) struct Maglev {
     /// [`TABLE_SIZE`] entries, or none when no backend is in rotation.
     table: Box<[u16]>,
 }

@@ -10,9 +10,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-pub mod maglev;
-pub mod rr;
-pub mod wrr;
+pub(crate) mod maglev;
+pub(crate) mod rr;
+pub(crate) mod wrr;
 
 /// Scheduler names as they appear in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,7 +36,7 @@ impl SchedulerKind {
     }
 
     /// Whether the scheduler needs [`crate::model::flow::flow_hash`] of each packet.
-    pub fn needs_flow_hash(self) -> bool {
+    pub(crate) fn needs_flow_hash(self) -> bool {
         matches!(self, Self::Maglev)
     }
 }
@@ -77,7 +77,7 @@ impl FromStr for SchedulerKind {
 
 /// A built scheduler. `pick` returns an index into the weights it was built from.
 #[derive(Debug, Clone)]
-pub enum Scheduler {
+pub(crate) enum Scheduler {
     /// See [`rr::RoundRobin`].
     Rr(rr::RoundRobin),
     /// See [`wrr::WeightedRoundRobin`].
@@ -109,7 +109,11 @@ impl Scheduler {
     /// Like [`Scheduler::pick`], computing the flow hash only when the scheduler uses it
     /// (the packet path then skips both the hash and a separate "needs a hash?" test).
     #[inline]
-    pub fn pick_with(&self, cursor: &mut u32, flow_hash: impl FnOnce() -> u64) -> Option<usize> {
+    pub(crate) fn pick_with(
+        &self,
+        cursor: &mut u32,
+        flow_hash: impl FnOnce() -> u64,
+    ) -> Option<usize> {
         match self {
             Self::Rr(s) => s.pick(cursor),
             Self::Wrr(s) => s.pick(cursor),

@@ -2,7 +2,7 @@
 
 /// Round robin over the backends whose weight is non-zero.
 #[derive(Debug, Clone, Default)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     active: Box<[u16]>,
 }
 

@@ -18,14 +18,14 @@
 ///
 /// Weights whose sum (after dividing by their gcd) exceeds this are scaled down, which is the
 /// only case where a backend's share is approximate.
-pub const MAX_TABLE_LEN: usize = 1 << 16;
+pub(crate) const MAX_TABLE_LEN: usize = 1 << 16;
 
 /// Backend indices are stored as `u16`; backends past this many are left out.
 const MAX_BACKENDS: usize = 1 << 16;
 
 /// Weighted round robin as an interleaved table of backend indices.
 #[derive(Debug, Clone, Default)]
-pub struct WeightedRoundRobin {
+pub(crate) struct WeightedRoundRobin {
     /// One cycle of the smooth sequence; empty when no backend is in rotation.
     table: Box<[u16]>,
 }

@@ -58,7 +58,7 @@ impl std::error::Error for EalError {}
 
 /// `rte_strerror(code)` as text (`code` positive, as in `rte_errno`, or negative, as ethdev
 /// functions return it).
-pub fn strerror(code: c_int) -> String {
+pub(crate) fn strerror(code: c_int) -> String {
     // SAFETY: rte_strerror accepts any value and returns a pointer to a NUL-terminated
     // string, static or in a per-thread buffer that stays valid until the next call on this
     // thread; it is copied before anything else runs here.
@@ -67,7 +67,7 @@ pub fn strerror(code: c_int) -> String {
 }
 
 /// `rte_strerror(rte_errno)` for the last failed DPDK call on this thread.
-pub fn last_error() -> String {
+pub(crate) fn last_error() -> String {
     // SAFETY: reads the calling thread's rte_errno (a thread-local int).
     strerror(unsafe { ffi::spray_errno() })
 }
@@ -140,7 +140,7 @@ impl Eal {
     }
 
     /// Ethernet ports EAL found (PCI devices on the allow-list, and vdevs).
-    pub fn port_count(&self) -> u16 {
+    pub(crate) fn port_count(&self) -> u16 {
         // SAFETY: EAL is initialised.
         unsafe { ffi::rte_eth_dev_count_avail() }
     }

@@ -28,7 +28,7 @@ use crate::model::MacAddr;
 use crate::port::Port;
 
 /// Largest burst a [`DpdkPort`] receives at once.
-pub const MAX_BURST: usize = 256;
+pub(crate) const MAX_BURST: usize = 256;
 
 /// How to set up one port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub struct Link {
 }
 
 /// Mempool fill level: `(available, size)`. Back to `(n, n)` once every mbuf is home.
-pub type PoolLevel = (u32, u32);
+pub(crate) type PoolLevel = (u32, u32);
 
 /// A configured and started port (control thread only: it owns the mempool pointer).
 #[derive(Debug)]
@@ -157,7 +157,7 @@ fn check(device: &str, step: impl Into<String>, r: c_int) -> Result<c_int, EthEr
 }
 
 /// The mempool size for `s` (see the module docs).
-pub fn mempool_size(s: &PortSettings) -> u32 {
+pub(crate) fn mempool_size(s: &PortSettings) -> u32 {
     let q = u32::from(s.queues);
     let need = q * (u32::from(s.rx_ring) + u32::from(s.tx_ring))
         + q * (u32::from(s.burst) + s.mempool_cache);
@@ -504,9 +504,8 @@ impl DpdkPort {
 impl Port for DpdkPort {
     type Buf = Mbuf;
 
-    /// Receives straight into `bufs`' spare capacity: no pointer array on the stack and no
-    /// per-packet push (with the direct mbuf field reads in [`Mbuf`], about 30 instructions
-    /// per packet less than copying through a local array; docs/benchmarks.md).
+    /// Receives straight into `bufs`' spare capacity: no pointer array on the stack to copy
+    /// from and no per-packet push (see docs/benchmarks.md).
     #[inline]
     fn rx_burst(&mut self, bufs: &mut Vec<Mbuf>, max: usize) -> usize {
         let want = max.min(MAX_BURST);

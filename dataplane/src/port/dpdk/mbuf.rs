@@ -52,15 +52,15 @@ impl Mbuf {
 
     /// The raw pointer, still owned by `self` (for a burst call that may take it over).
     #[inline]
-    pub fn as_ptr(&self) -> *mut ffi::rte_mbuf {
+    pub(crate) fn as_ptr(&self) -> *mut ffi::rte_mbuf {
         self.0.as_ptr()
     }
 
     /// Length of the packet data.
     ///
     /// Reads `data_len` from the mbuf header itself rather than through the shim's
-    /// `spray_pktmbuf_data_len`: a call into C per access, several per packet, cost about
-    /// 25 instructions per packet (docs/benchmarks.md, DPDK section).
+    /// `spray_pktmbuf_data_len`: it is read several times per packet, and through the shim
+    /// each read is a call into C (see docs/benchmarks.md, DPDK section).
     #[inline]
     pub fn len(&self) -> usize {
         // SAFETY: `self.0` is a live mbuf this handle owns; `data_len` is a plain field of
@@ -151,7 +151,7 @@ impl PacketBuf for Mbuf {
 
 impl Mbuf {
     /// Sets the IPv4 header checksum verdict as a NIC's RX offload would (`Unknown` clears
-    /// it): for stand-ins of a NIC, such as the DPDK micro-benchmark's template port.
+    /// it): for stand-ins of a NIC, such as the template port of `bench/src/dpdk_micro.rs`.
     #[inline]
     pub fn set_rx_ip_checksum(&mut self, verdict: RxIpChecksum) {
         let bits = match verdict {
