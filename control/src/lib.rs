@@ -13,10 +13,7 @@ pub mod health;
 pub mod import;
 pub mod metrics;
 pub mod notify;
-pub mod ops;
 pub mod process_stats;
 pub mod report;
 pub mod run;
-#[cfg(spray_dpdk)]
-pub mod startup;
 pub mod state;

@@ -5,7 +5,7 @@
 //! errors, 1 for runtime ones.
 
 #[cfg(spray_dpdk)]
-use spray::startup;
+use spray::run::dpdk as startup;
 use spray::{bench, config, ctl, demo, report, run};
 
 use std::error::Error as _;

@@ -1,7 +1,7 @@
 //! `[control]` and `[metrics]`: where the control socket and the metrics endpoint listen.
 //!
-//! Kept beside `config.rs` as a child module so the operations keys stay in one place and
-//! the shared file changes only by a field per table.
+//! Kept beside the loader (`config/mod.rs`) as a child module so the operations keys stay
+//! in one place and the shared file changes only by a field per table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

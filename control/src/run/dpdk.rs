@@ -9,7 +9,7 @@
 //!    it has an lcore id and the mempool's per-lcore cache), builds its
 //!    [`Worker<DpdkPort>`] and reports ready. Workers start polling only when all are ready.
 //!
-//! Then the control plane, the same as in socket mode ([`crate::run::serve`]): one
+//! Then the control plane, the same as in socket mode ([`super::serve`]): one
 //! [`crate::state::Controller`] fed each worker's snapshot channel and counters runs the
 //! health checks and neighbour resolution and is the only publisher of snapshots; the
 //! control socket, metrics and SIGHUP reload talk to it. Each port's workers queue the
@@ -76,7 +76,7 @@ pub enum StartupError {
     },
     /// The control plane (controller, control socket, metrics, signals) failed.
     #[error(transparent)]
-    Control(#[from] crate::run::RunError),
+    Control(#[from] super::RunError),
     /// Mbufs did not come back to a port's mempool (a Spray bug).
     #[error("dpdk port {device:?}: {missing} mbuf(s) of {size} did not come back to the mempool")]
     Leak {
@@ -227,8 +227,8 @@ fn start_workers(
                 .spawn(move || {
                     if let Some(core) = core {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            let _ = ready
-                                .send(Err(crate::run::RunError::Pin { worker: id, core }.into()));
+                            let _ =
+                                ready.send(Err(super::RunError::Pin { worker: id, core }.into()));
                             return;
                         }
                     }
@@ -267,7 +267,7 @@ fn start_workers(
                 }
                 Err(source) => {
                     let _ = w.stop_and_join();
-                    return Err(crate::run::RunError::Spawn { worker: id, source }.into());
+                    return Err(super::RunError::Spawn { worker: id, source }.into());
                 }
             }
             id += 1;
@@ -326,9 +326,9 @@ pub fn run(
 ) -> Result<(), StartupError> {
     let machine = Machine::current();
     let mut state = State::new(config.clone(), 1, Instant::now())
-        .map_err(|e| StartupError::Control(crate::run::RunError::Controller(e)))?;
+        .map_err(|e| StartupError::Control(super::RunError::Controller(e)))?;
     let stop = Arc::new(AtomicBool::new(false));
-    crate::run::stop_on_signals(&stop)?;
+    super::stop_on_signals(&stop)?;
     let args = eal_args(&config.dpdk, &machine);
     tracing::info!(args = %args.join(" "), "initialising the DPDK EAL");
     let eal = Eal::init(&args)?;
@@ -391,7 +391,7 @@ pub fn run(
     }
     state
         .set_neighbours(neigh, Instant::now())
-        .map_err(|e| StartupError::Control(crate::run::RunError::Controller(e)))?;
+        .map_err(|e| StartupError::Control(super::RunError::Controller(e)))?;
     let snapshot = Arc::clone(state.snapshot());
     // Workers report ICMP errors from backends of passive services, as in socket mode.
     let (passive_tx, passive_rx) = crate::state::passive_channel();
@@ -404,7 +404,7 @@ pub fn run(
         &snapshot,
         &stop,
     )?;
-    let served = crate::run::serve(
+    let served = super::serve(
         config,
         state,
         Links {

@@ -43,7 +43,6 @@ pub mod loops;
 mod ops;
 pub mod traps;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
-#[path = "config_dpdk.rs"]
 pub mod dpdk;
 pub use dpdk::DpdkSettings;
 

@@ -8,7 +8,7 @@
 //! The control thread keeps the sending half of each worker's update channel (reloads and
 //! health changes will publish new snapshots through it), and reads the per-worker counters
 //! without locks for the periodic stats line and the summary on exit. [`serve`] is that
-//! control plane, shared with the DPDK dataplane (`crate::startup`): one controller, the
+//! control plane, shared with the DPDK dataplane (`run::dpdk`): one controller, the
 //! control socket, metrics, SIGHUP and the stats line, whatever moves the packets.
 
 use std::path::Path;
@@ -19,60 +19,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use dataplane::counters::{SharedCounters, WorkerCounters};
-use dataplane::service::{Snapshot, SnapshotError};
+use dataplane::service::Snapshot;
 
+use super::{serve, stop_on_signals, RunError};
 use crate::config::Config;
 use crate::report;
-use dataplane::socket::{ProxyError, ProxySettings, ProxyWorker};
-
-/// Error from running the workers.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The service table was refused by the dataplane.
-    #[error("cannot build the service table")]
-    Snapshot(#[source] SnapshotError),
-    /// The OS would not start a thread.
-    #[error("cannot start worker {worker}")]
-    Spawn {
-        /// Worker index.
-        worker: usize,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Pinning a worker to its core failed.
-    #[error("cannot pin worker {worker} to core {core}")]
-    Pin {
-        /// Worker index.
-        worker: usize,
-        /// Core id from `runtime.cores`.
-        core: usize,
-    },
-    /// A worker failed to start or stopped with an error.
-    #[error("worker {worker} failed")]
-    Worker {
-        /// Worker index.
-        worker: usize,
-        /// Why.
-        #[source]
-        source: ProxyError,
-    },
-    /// A worker panicked (a Spray bug).
-    #[error("worker {worker} panicked")]
-    Panicked {
-        /// Worker index.
-        worker: usize,
-    },
-    /// Signal handlers could not be installed.
-    #[error("cannot install the SIGINT/SIGTERM handlers")]
-    Signals(#[source] std::io::Error),
-    /// The controller (health checks) could not start.
-    #[error("cannot start the controller")]
-    Controller(#[source] crate::state::StateError),
-    /// The control socket or the metrics endpoint could not start.
-    #[error(transparent)]
-    Ops(#[from] crate::ops::OpsError),
-}
+use dataplane::socket::{ProxySettings, ProxyWorker};
 
 /// Running worker threads and what the control thread keeps of them.
 #[derive(Debug)]
@@ -224,23 +176,6 @@ impl Drop for Workers {
     }
 }
 
-/// Makes SIGINT and SIGTERM set `stop`; a second one while stopping exits at once with
-/// status 1.
-///
-/// # Errors
-/// When a handler cannot be installed.
-pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<(), RunError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    for sig in [SIGINT, SIGTERM] {
-        // Order matters: the conditional exit must see the flag as it was before this
-        // signal set it.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(stop))
-            .map_err(RunError::Signals)?;
-        signal_hook::flag::register(sig, Arc::clone(stop)).map_err(RunError::Signals)?;
-    }
-    Ok(())
-}
-
 /// Settings of the socket dataplane from the config.
 pub fn proxy_settings(config: &Config) -> ProxySettings {
     ProxySettings {
@@ -250,66 +185,6 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         rcvbuf: config.socket.rcvbuf,
         ..ProxySettings::default()
     }
-}
-
-/// The control plane of `spray run`, whatever the dataplane: starts the controller over
-/// `state` connected to the running workers through `links` (health checks, neighbours,
-/// the only publisher of snapshots), the control socket, metrics and SIGHUP ([`crate::ops`]);
-/// prints the start-up line (`workers` says what serves) and a stats line every
-/// `stats_interval` until `stop` is set or `finished` says a worker ended. Stops the
-/// controller (nothing is published after this) and returns the snapshot in force, for the
-/// summary.
-///
-/// # Errors
-/// When the controller, the control socket or metrics cannot start.
-pub fn serve(
-    config: &Config,
-    state: crate::state::State,
-    links: crate::state::Links,
-    workers: &str,
-    stop: &AtomicBool,
-    finished: &dyn Fn() -> bool,
-    stats_interval: Option<Duration>,
-) -> Result<Arc<Snapshot>, RunError> {
-    let counters = links.counters.clone();
-    let snapshot = Arc::clone(state.snapshot());
-    let controller = crate::state::Controller::start(state, links).map_err(RunError::Controller)?;
-    let ops = crate::ops::Ops::start(config, Arc::new(controller))?;
-    for svc in snapshot.services() {
-        tracing::info!(
-            service = %svc.spec.name,
-            vip = %svc.spec.vip,
-            scheduler = %svc.spec.scheduler,
-            backends = svc.spec.backends.len(),
-            "serving"
-        );
-    }
-    println!(
-        "spray: serving {} service(s) on {workers}{}; Ctrl-C to stop",
-        snapshot.services().count(),
-        ops.describe()
-    );
-    crate::notify::ready(&format!(
-        "serving {} service(s) on {workers}",
-        snapshot.services().count()
-    ));
-    let mut prev = report::Totals::default();
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) && !finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        ops.tick();
-        if let Some(every) = stats_interval {
-            if last.elapsed() >= every {
-                let now = report::Totals::collect(&counters);
-                println!("{}", report::progress_line(&prev, &now, last.elapsed()));
-                prev = now;
-                last = Instant::now();
-            }
-        }
-    }
-    crate::notify::stopping();
-    ops.stop();
-    Ok(ops.snapshot())
 }
 
 /// `spray run` in socket mode: starts the workers for `config` (read from `path`), then
