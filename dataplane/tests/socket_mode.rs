@@ -106,11 +106,12 @@ impl Sink {
                         continue;
                     };
                     sources.lock().unwrap().insert(from);
+                    // Counted before the echo: a test that has its reply may read the count.
+                    count.fetch_add(1, Ordering::Relaxed);
                     if let Some(tag) = echo_tag {
                         buf[0] = tag;
                         sock.send_to(&buf[..=n], from).unwrap();
                     }
-                    count.fetch_add(1, Ordering::Relaxed);
                 }
             })
         };
