@@ -7,6 +7,10 @@
 //!   serialises it with the toml crate ([`RawConfig::to_toml`]), so what it writes is what
 //!   the loader reads, key for key.
 //!
+//! The names of schedulers ([`SchedulerKind`]'s `name` and `FromStr`) and of forwarding modes
+//! ([`mode_name`], [`mode_from_name`]) are the same in the file, in the control socket's
+//! `add_vip` and `list`, and in what the importer writes.
+//!
 //! Values stay as TOML gives them (strings for addresses and names, `i64` for numbers) and
 //! each is wrapped in [`Spanned`], so the validator can say on which line a bad value is and
 //! give its own message for an out-of-range number rather than a type error. A model built
@@ -15,8 +19,12 @@
 
 use std::collections::BTreeMap;
 
+use dataplane::service::Mode;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+#[cfg(doc)]
+use dataplane::sched::SchedulerKind;
 
 pub use super::dpdk::{RawDpdk, RawDpdkPort};
 pub use super::ops::{RawControl, RawMetrics};
@@ -25,6 +33,21 @@ pub use crate::health::config::RawCheck;
 /// A value built in memory rather than read from a file (it has no place in one).
 pub fn value<T>(v: T) -> Spanned<T> {
     Spanned::new(0..0, v)
+}
+
+/// The name of a forwarding mode in the file (`mode = "nat"`) and on the control socket.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Nat => "nat",
+        Mode::Dr => "dr",
+    }
+}
+
+/// The mode a name stands for; `None` for an unknown name.
+pub fn mode_from_name(name: &str) -> Option<Mode> {
+    [Mode::Nat, Mode::Dr]
+        .into_iter()
+        .find(|&m| mode_name(m) == name)
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -130,6 +153,14 @@ mod tests {
     use super::*;
     use crate::config::{Config, Machine};
     use crate::health::Probe;
+
+    #[test]
+    fn mode_names_go_both_ways() {
+        for m in [Mode::Nat, Mode::Dr] {
+            assert_eq!(mode_from_name(mode_name(m)), Some(m));
+        }
+        assert_eq!(mode_from_name("NAT"), None);
+    }
 
     #[test]
     fn a_built_model_is_written_and_read_back_as_it_was() {

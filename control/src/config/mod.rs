@@ -589,9 +589,15 @@ impl Validator<'_> {
             let key = format!("services.{name}");
             let svc_span = svc.span();
             let svc = svc.get_ref();
-            let mode = match svc.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-                None | Some(("nat", _)) => Mode::Nat,
-                Some(("dr", span)) => {
+            let mode = match svc.mode.as_ref().map(|m| {
+                (
+                    m.get_ref().as_str(),
+                    file::mode_from_name(m.get_ref()),
+                    m.span(),
+                )
+            }) {
+                None | Some((_, Some(Mode::Nat), _)) => Mode::Nat,
+                Some((_, Some(Mode::Dr), span)) => {
                     if dataplane == DataplaneKind::Socket {
                         self.report(
                             Some(span),
@@ -603,7 +609,7 @@ impl Validator<'_> {
                     }
                     Mode::Dr
                 }
-                Some((other, span)) => {
+                Some((other, None, span)) => {
                     self.report(
                         Some(span),
                         &format!("{key}.mode"),

@@ -35,8 +35,13 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
+use dataplane::sched::SchedulerKind;
+use dataplane::service::Mode;
+
 use self::parse::Node;
-use crate::config::file::{value, RawBackend, RawCheck, RawConfig, RawDpdkPort, RawService};
+use crate::config::file::{
+    mode_name, value, RawBackend, RawCheck, RawConfig, RawDpdkPort, RawService,
+};
 use crate::config::loops;
 
 /// How much a diagnostic matters.
@@ -121,8 +126,8 @@ struct Backend {
 #[derive(Debug)]
 struct Service {
     vip: SocketAddr,
-    scheduler: &'static str,
-    mode: &'static str,
+    scheduler: SchedulerKind,
+    mode: Mode,
     fallback: Option<SocketAddr>,
     backends: Vec<Backend>,
     line: usize,
@@ -196,12 +201,12 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
     }
     leave_out_local_real_servers(&mut cx, &mut services);
     let dpdk = match opts.dataplane {
-        Dataplane::Auto => services.iter().any(|s| s.mode == "dr"),
+        Dataplane::Auto => services.iter().any(|s| s.mode == Mode::Dr),
         Dataplane::Socket => false,
         Dataplane::Dpdk => true,
     };
     if !dpdk {
-        for s in services.iter_mut().filter(|s| s.mode == "dr") {
+        for s in services.iter_mut().filter(|s| s.mode == Mode::Dr) {
             cx.warn(
                 s.line,
                 format!(
@@ -210,7 +215,7 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
                     s.vip
                 ),
             );
-            s.mode = "nat";
+            s.mode = Mode::Nat;
         }
     }
     if dpdk && !services.is_empty() {
@@ -478,9 +483,9 @@ fn virtual_server(
             return;
         }
     }
-    let mut sched = "wrr";
+    let mut sched = SchedulerKind::Wrr;
     let mut sched_set = false;
-    let mut mode = "nat";
+    let mut mode = Mode::Nat;
     let mut timers = Timers::default();
     let mut fallback = None;
     let mut reals = Vec::new();
@@ -494,14 +499,14 @@ fn virtual_server(
             "lb_algo" | "lvs_sched" => {
                 sched_set = true;
                 sched = match v {
-                    "rr" => "rr",
-                    "wrr" => "wrr",
+                    "rr" => SchedulerKind::Rr,
+                    "wrr" => SchedulerKind::Wrr,
                     "mh" => {
                         cx.note(
                             c.line,
                             format!("{} mh: maglev, Spray's consistent hash", c.key),
                         );
-                        "maglev"
+                        SchedulerKind::Maglev
                     }
                     "sh" => {
                         cx.warn(
@@ -512,7 +517,7 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "maglev"
+                        SchedulerKind::Maglev
                     }
                     other => {
                         cx.warn(
@@ -523,14 +528,14 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "wrr"
+                        SchedulerKind::Wrr
                     }
                 }
             }
             "lb_kind" | "lvs_method" => {
                 mode = match v.to_ascii_uppercase().as_str() {
-                    "NAT" => "nat",
-                    "DR" => "dr",
+                    "NAT" => Mode::Nat,
+                    "DR" => Mode::Dr,
                     other => {
                         cx.warn(
                             c.line,
@@ -540,7 +545,7 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "nat"
+                        Mode::Nat
                     }
                 }
             }
@@ -668,7 +673,7 @@ fn real_server(
     cx: &mut Ctx,
     rs: &Node,
     vip: SocketAddr,
-    mode: &str,
+    mode: Mode,
     vs_timers: &Timers,
 ) -> Option<Backend> {
     let Some(addr) = addr_port(rs, Some(vip.port())) else {
@@ -710,6 +715,7 @@ fn real_server(
             },
             "inhibit_on_failure" => cx.note(c.line, INHIBIT),
             "lvs_method" => {
+                let mode = mode_name(mode);
                 if !v.eq_ignore_ascii_case(mode) {
                     cx.warn(
                         c.line,
@@ -1208,8 +1214,8 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
         let service = RawService {
             vip: value(s.vip.to_string()),
             protocol: None,
-            scheduler: Some(value(s.scheduler.to_owned())),
-            mode: Some(value(s.mode.to_owned())),
+            scheduler: Some(value(s.scheduler.name().to_owned())),
+            mode: Some(value(mode_name(s.mode).to_owned())),
             backends: Some(value(backends)),
             check: if shared {
                 first.cloned().map(value)
