@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Mode, ServiceSpec};
+use spray::config::file::RawConfig;
 use spray::config::{Config, Machine};
 use spray::health::{Check, Probe};
 use spray::import::keepalived::{convert, Dataplane, Level, Options, Output};
@@ -354,4 +355,62 @@ fn virtual_server_group_sample_leaves_out_the_real_server_that_is_its_own_vip() 
     );
     let e = Config::parse("generated.toml", &looping, &machine()).unwrap_err();
     assert!(e.to_string().contains("a forwarding loop"), "{e}");
+}
+
+/// The typed config the importer builds, serialised, reads back as the same model, and the
+/// normal loader makes of it the services the model names: name, VIP, scheduler, mode,
+/// fallback, backends with their weights, and a check where the model has one.
+#[test]
+fn import_serialise_load_gives_the_same_services() {
+    for name in [
+        "syslog-dr.conf",
+        "dns-nat.conf",
+        "mixed.conf",
+        "virtual_server_group.conf",
+    ] {
+        let out = import(name, Dataplane::Socket);
+        let model = &out.config;
+        let text = model.to_toml().unwrap();
+        assert!(
+            out.toml.ends_with(&text),
+            "{name}: stdout is the model's TOML"
+        );
+        let back: RawConfig = toml::from_str(&text).unwrap();
+        assert_eq!(&back, model, "{name}: read back as a different model");
+
+        let c = parse(&out);
+        assert_eq!(c.services.len(), model.services.len(), "{name}");
+        assert_eq!(c.services.len(), out.services, "{name}");
+        for (s, (key, raw)) in c.services.iter().zip(&model.services) {
+            let raw = raw.get_ref();
+            assert_eq!(&s.name, key);
+            assert_eq!(s.vip.addr.to_string(), *raw.vip.get_ref(), "{key}");
+            let sched = raw.scheduler.as_ref().map(|v| v.get_ref().as_str());
+            assert_eq!(Some(s.scheduler.to_string().as_str()), sched, "{key}");
+            let mode = raw.mode.as_ref().map(|v| v.get_ref().as_str());
+            assert_eq!(
+                mode,
+                Some(match s.mode {
+                    Mode::Nat => "nat",
+                    Mode::Dr => "dr",
+                }),
+                "{key}"
+            );
+            assert_eq!(
+                s.fallback.as_ref().map(|f| f.addr.to_string()),
+                raw.fallback.as_ref().map(|f| f.get_ref().clone()),
+                "{key}"
+            );
+            let backends = raw.backends.as_ref().unwrap().get_ref();
+            assert_eq!(s.backends.len(), backends.len(), "{key}");
+            for (i, (b, rb)) in s.backends.iter().zip(backends).enumerate() {
+                let rb = rb.get_ref();
+                assert_eq!(b.addr.to_string(), *rb.addr.get_ref(), "{key}[{i}]");
+                let weight = rb.weight.as_ref().map_or(1, |w| *w.get_ref());
+                assert_eq!(i64::from(b.weight), weight, "{key}[{i}]");
+                let checked = rb.check.is_some() || raw.check.is_some();
+                assert_eq!(check_of(&c, s, i).is_some(), checked, "{key}[{i}]");
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The `[dpdk]` section of the config file: EAL settings, ports and queues, idle back-off.
 //!
-//! A child module of [`crate::config`], so it validates with the same [`Validator`] (every
+//! A child module of [`crate::config`], so it validates with the same `Validator` (every
 //! problem reported, each with its key path and line). It is parsed whatever the dataplane;
 //! only `runtime.dataplane = "dpdk"` makes a port list mandatory.
 //!
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use dataplane::service::{MacAddr, Mode, ServiceSpec};
 use dataplane::worker::Idle;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{list, DataplaneKind, Machine, Validator};
@@ -143,37 +143,59 @@ impl DpdkPortConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawDpdk {
-    cores: Option<Spanned<Vec<Spanned<i64>>>>,
-    memory_mb: Option<Spanned<i64>>,
-    no_huge: Option<bool>,
-    huge_dir: Option<Spanned<String>>,
-    file_prefix: Option<Spanned<String>>,
-    allow: Option<Vec<String>>,
-    vdevs: Option<Vec<String>>,
-    eal_args: Option<Vec<String>>,
-    idle: Option<Spanned<String>>,
-    idle_spin_polls: Option<Spanned<i64>>,
-    idle_pause_polls: Option<Spanned<i64>>,
-    idle_max_sleep_us: Option<Spanned<i64>>,
-    ports: Option<Spanned<Vec<Spanned<RawDpdkPort>>>>,
+pub struct RawDpdk {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_huge: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub huge_dir: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_prefix: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vdevs: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eal_args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_spin_polls: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_pause_polls: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_max_sleep_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Spanned<Vec<Spanned<RawDpdkPort>>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawDpdkPort {
-    device: Spanned<String>,
-    rx_queues: Option<Spanned<i64>>,
-    rx_ring: Option<Spanned<i64>>,
-    tx_ring: Option<Spanned<i64>>,
-    mac: Option<Spanned<String>>,
-    gateway_mac: Option<Spanned<String>>,
-    addresses: Option<Spanned<Vec<Spanned<String>>>>,
-    gateways: Option<Spanned<Vec<Spanned<String>>>>,
-    vlan: Option<Spanned<i64>>,
-    burst: Option<Spanned<i64>>,
+pub struct RawDpdkPort {
+    pub device: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_queues: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_ring: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_ring: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_mac: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// Where an address of `addresses` / `gateways` may not point.

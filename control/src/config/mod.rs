@@ -9,7 +9,8 @@
 //!
 //! Two stages, so that both kinds of mistake point at the offending key:
 //!
-//! 1. Deserialisation into `Raw*` structs with `deny_unknown_fields` (a misspelt key is an
+//! 1. Deserialisation into the file model ([`file::RawConfig`], shared with the keepalived
+//!    importer, which serialises it) with `deny_unknown_fields` (a misspelt key is an
 //!    error, never silently ignored). Values are wrapped in [`Spanned`] so validation can
 //!    say on which line they are; numbers are read as `i64` so that an out-of-range value
 //!    gets our message rather than a type error. `serde_path_to_error` supplies the key
@@ -34,11 +35,12 @@ use dataplane::service::{
     AdminState, Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, SnapshotError, VipId,
     VipKey, MAX_BACKENDS, MAX_VIPS,
 };
-use serde::Deserialize;
 use toml::Spanned;
 
-use crate::health::config::{CheckProblem, Fields, RawCheck};
+use self::file::{RawBackend, RawConfig, RawRuntime, RawService, RawSocket};
+use crate::health::config::{CheckProblem, Fields};
 use crate::health::Check;
+pub mod file;
 pub mod loops;
 mod ops;
 pub mod traps;
@@ -362,62 +364,6 @@ fn line_of(src: &str, offset: usize) -> usize {
         + 1
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    runtime: RawRuntime,
-    #[serde(default)]
-    socket: RawSocket,
-    #[serde(default)]
-    dpdk: dpdk::RawDpdk,
-    #[serde(default)]
-    services: BTreeMap<String, Spanned<RawService>>,
-    control: Option<ops::RawControl>,
-    metrics: Option<ops::RawMetrics>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuntime {
-    dataplane: Option<Spanned<String>>,
-    workers: Option<Spanned<i64>>,
-    cores: Option<Spanned<Vec<Spanned<i64>>>>,
-    log: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSocket {
-    batch: Option<Spanned<i64>>,
-    transparent: Option<bool>,
-    session_idle_secs: Option<Spanned<i64>>,
-    rcvbuf: Option<Spanned<i64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    vip: Spanned<String>,
-    protocol: Option<Spanned<String>>,
-    scheduler: Option<Spanned<String>>,
-    mode: Option<Spanned<String>>,
-    backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
-    check: Option<Spanned<RawCheck>>,
-    fallback: Option<Spanned<String>>,
-    passive: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    addr: Spanned<String>,
-    weight: Option<Spanned<i64>>,
-    mac: Option<Spanned<String>>,
-    check: Option<Spanned<RawCheck>>,
-    drain: Option<bool>,
-}
-
 struct Validator<'a> {
     file: &'a str,
     src: &'a str,
@@ -643,9 +589,15 @@ impl Validator<'_> {
             let key = format!("services.{name}");
             let svc_span = svc.span();
             let svc = svc.get_ref();
-            let mode = match svc.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-                None | Some(("nat", _)) => Mode::Nat,
-                Some(("dr", span)) => {
+            let mode = match svc.mode.as_ref().map(|m| {
+                (
+                    m.get_ref().as_str(),
+                    file::mode_from_name(m.get_ref()),
+                    m.span(),
+                )
+            }) {
+                None | Some((_, Some(Mode::Nat), _)) => Mode::Nat,
+                Some((_, Some(Mode::Dr), span)) => {
                     if dataplane == DataplaneKind::Socket {
                         self.report(
                             Some(span),
@@ -657,7 +609,7 @@ impl Validator<'_> {
                     }
                     Mode::Dr
                 }
-                Some((other, span)) => {
+                Some((other, None, span)) => {
                     self.report(
                         Some(span),
                         &format!("{key}.mode"),

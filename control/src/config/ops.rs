@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::Validator;
@@ -92,19 +92,24 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawControl {
-    enabled: Option<bool>,
-    socket: Option<Spanned<String>>,
-    allow_uids: Option<Vec<Spanned<i64>>>,
+pub struct RawControl {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_uids: Option<Vec<Spanned<i64>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawMetrics {
-    enabled: Option<bool>,
-    listen: Option<Spanned<String>>,
+pub struct RawMetrics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {

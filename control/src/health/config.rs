@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{Check, Probe, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
@@ -25,26 +25,40 @@ pub const MAX_INTERVAL_MS: i64 = 3_600_000;
 /// Largest `rise` or `fall`.
 pub const MAX_RISE_FALL: i64 = 100;
 
-/// A `check` table as written.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// A `check` table as written (part of the file model, [`crate::config::file`]).
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
-    #[serde(rename = "type")]
-    kind: Option<Spanned<String>>,
-    interval_ms: Option<Spanned<i64>>,
-    timeout_ms: Option<Spanned<i64>>,
-    rise: Option<Spanned<i64>>,
-    fall: Option<Spanned<i64>>,
-    source: Option<Spanned<String>>,
-    port: Option<Spanned<i64>>,
-    payload: Option<Spanned<String>>,
-    expect: Option<Spanned<String>>,
-    require_reply: Option<Spanned<bool>>,
-    echo: Option<Spanned<bool>>,
-    path: Option<Spanned<String>>,
-    host: Option<Spanned<String>>,
-    expect_status: Option<Spanned<i64>>,
-    command: Option<Spanned<Vec<String>>>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rise: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_reply: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Spanned<Vec<String>>>,
 }
 
 /// One problem: where (span), which key, what.

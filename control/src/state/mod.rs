@@ -719,11 +719,7 @@ impl State {
                     vip: s.vip,
                     protocol: "udp".to_owned(),
                     scheduler: s.scheduler.name().to_owned(),
-                    mode: match s.mode {
-                        dataplane::service::Mode::Nat => "nat",
-                        dataplane::service::Mode::Dr => "dr",
-                    }
-                    .to_owned(),
+                    mode: crate::config::file::mode_name(s.mode).to_owned(),
                     admin: s.admin,
                     packets,
                     bytes,

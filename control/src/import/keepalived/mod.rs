@@ -2,10 +2,15 @@
 //!
 //! [`convert`] reads the LVS part of a keepalived.conf (`virtual_server`,
 //! `virtual_server_group`, `real_server` and their health checkers) and returns the
-//! equivalent Spray TOML plus one [`Diag`] per thing that maps only approximately
+//! equivalent Spray config plus one [`Diag`] per thing that maps only approximately
 //! (`Note`) or not at all (`Warning`), each naming the keepalived line. VRRP
 //! (`vrrp_instance`) stays with keepalived: Spray is driven by its notify scripts
 //! (`scripts/ha/`, docs/operations.md).
+//!
+//! The config is built as the loader's own file model ([`RawConfig`]) and written with the
+//! toml crate, so the output is what `spray check` reads, key for key. TOML written that way
+//! carries no comments between keys: the keepalived line of each service and backend, and
+//! the keys a DPDK config must have edited, are listed in a comment block at the top.
 //!
 //! Mapping, keepalived → Spray:
 //!
@@ -30,7 +35,13 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
+use dataplane::sched::SchedulerKind;
+use dataplane::service::Mode;
+
 use self::parse::Node;
+use crate::config::file::{
+    mode_name, value, RawBackend, RawCheck, RawConfig, RawDpdkPort, RawService,
+};
 use crate::config::loops;
 
 /// How much a diagnostic matters.
@@ -92,7 +103,11 @@ impl Default for Options {
 /// The result of a conversion.
 #[derive(Debug, Clone)]
 pub struct Output {
-    /// The Spray config, TOML; empty when no service could be converted.
+    /// The Spray config as the loader's file model; no services when none could be
+    /// converted.
+    pub config: RawConfig,
+    /// The same config as TOML (the toml crate's rendering of `config` under a comment
+    /// block); empty when no service could be converted.
     pub toml: String,
     /// Services written.
     pub services: usize,
@@ -100,62 +115,19 @@ pub struct Output {
     pub diags: Vec<Diag>,
 }
 
-/// A TOML value of a check key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Val {
-    Str(String),
-    Int(u64),
-    Bool(bool),
-    List(Vec<String>),
-}
-
-impl fmt::Display for Val {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Str(s) => f.write_str(&toml_str(s)),
-            Self::Int(i) => write!(f, "{i}"),
-            Self::Bool(b) => write!(f, "{b}"),
-            Self::List(l) => {
-                let items: Vec<String> = l.iter().map(|s| toml_str(s)).collect();
-                write!(f, "[{}]", items.join(", "))
-            }
-        }
-    }
-}
-
-/// A TOML basic string: quotes, backslashes and control characters escaped.
-fn toml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-type Check = Vec<(&'static str, Val)>;
-
 #[derive(Debug)]
 struct Backend {
     addr: SocketAddr,
     weight: u64,
-    check: Option<Check>,
+    check: Option<RawCheck>,
     line: usize,
 }
 
 #[derive(Debug)]
 struct Service {
     vip: SocketAddr,
-    scheduler: &'static str,
-    mode: &'static str,
+    scheduler: SchedulerKind,
+    mode: Mode,
     fallback: Option<SocketAddr>,
     backends: Vec<Backend>,
     line: usize,
@@ -229,12 +201,12 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
     }
     leave_out_local_real_servers(&mut cx, &mut services);
     let dpdk = match opts.dataplane {
-        Dataplane::Auto => services.iter().any(|s| s.mode == "dr"),
+        Dataplane::Auto => services.iter().any(|s| s.mode == Mode::Dr),
         Dataplane::Socket => false,
         Dataplane::Dpdk => true,
     };
     if !dpdk {
-        for s in services.iter_mut().filter(|s| s.mode == "dr") {
+        for s in services.iter_mut().filter(|s| s.mode == Mode::Dr) {
             cx.warn(
                 s.line,
                 format!(
@@ -243,7 +215,7 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
                     s.vip
                 ),
             );
-            s.mode = "nat";
+            s.mode = Mode::Nat;
         }
     }
     if dpdk && !services.is_empty() {
@@ -254,16 +226,22 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
         );
     }
     let count = services.len();
+    let names = names(&services);
+    let config = model(&services, &names, dpdk);
     let toml = if services.is_empty() {
         String::new()
     } else {
-        emit(&services, dpdk)
+        let body = config
+            .to_toml()
+            .expect("the importer builds only what TOML can express");
+        format!("{}{body}", header(&services, &names, dpdk))
     };
     // A group's real servers are read once per address: keep one copy of each remark.
     cx.diags
         .sort_by(|a, b| (a.line, &a.message).cmp(&(b.line, &b.message)));
     cx.diags.dedup();
     Ok(Output {
+        config,
         toml,
         services: count,
         diags: cx.diags,
@@ -505,9 +483,9 @@ fn virtual_server(
             return;
         }
     }
-    let mut sched = "wrr";
+    let mut sched = SchedulerKind::Wrr;
     let mut sched_set = false;
-    let mut mode = "nat";
+    let mut mode = Mode::Nat;
     let mut timers = Timers::default();
     let mut fallback = None;
     let mut reals = Vec::new();
@@ -521,14 +499,14 @@ fn virtual_server(
             "lb_algo" | "lvs_sched" => {
                 sched_set = true;
                 sched = match v {
-                    "rr" => "rr",
-                    "wrr" => "wrr",
+                    "rr" => SchedulerKind::Rr,
+                    "wrr" => SchedulerKind::Wrr,
                     "mh" => {
                         cx.note(
                             c.line,
                             format!("{} mh: maglev, Spray's consistent hash", c.key),
                         );
-                        "maglev"
+                        SchedulerKind::Maglev
                     }
                     "sh" => {
                         cx.warn(
@@ -539,7 +517,7 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "maglev"
+                        SchedulerKind::Maglev
                     }
                     other => {
                         cx.warn(
@@ -550,14 +528,14 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "wrr"
+                        SchedulerKind::Wrr
                     }
                 }
             }
             "lb_kind" | "lvs_method" => {
                 mode = match v.to_ascii_uppercase().as_str() {
-                    "NAT" => "nat",
-                    "DR" => "dr",
+                    "NAT" => Mode::Nat,
+                    "DR" => Mode::Dr,
                     other => {
                         cx.warn(
                             c.line,
@@ -567,7 +545,7 @@ fn virtual_server(
                                 c.key
                             ),
                         );
-                        "nat"
+                        Mode::Nat
                     }
                 }
             }
@@ -695,7 +673,7 @@ fn real_server(
     cx: &mut Ctx,
     rs: &Node,
     vip: SocketAddr,
-    mode: &str,
+    mode: Mode,
     vs_timers: &Timers,
 ) -> Option<Backend> {
     let Some(addr) = addr_port(rs, Some(vip.port())) else {
@@ -737,6 +715,7 @@ fn real_server(
             },
             "inhibit_on_failure" => cx.note(c.line, INHIBIT),
             "lvs_method" => {
+                let mode = mode_name(mode);
                 if !v.eq_ignore_ascii_case(mode) {
                     cx.warn(
                         c.line,
@@ -867,11 +846,10 @@ fn words(s: &str) -> Vec<String> {
     out
 }
 
-fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
+fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<RawCheck> {
     let mut t = outer.clone();
     let kind = c.key.as_str();
-    let mut fields: Check = Vec::new();
-    let mut extra: Check = Vec::new();
+    let mut check = RawCheck::default();
     let mut misc_timeout = None;
     let mut url: Option<&Node> = None;
     let mut dns = (String::from("."), 6u16);
@@ -882,11 +860,11 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
         let v = k.arg(0).unwrap_or("");
         match k.key.as_str() {
             "connect_port" => match v.parse::<u16>() {
-                Ok(p) if p > 0 => extra.push(("port", Val::Int(p.into()))),
+                Ok(p) if p > 0 => check.port = Some(value(i64::from(p))),
                 _ => cx.warn(k.line, format!("connect_port {v:?}: not a port: ignored")),
             },
             "bindto" => match v.parse::<IpAddr>() {
-                Ok(_) => extra.push(("source", Val::Str(v.to_owned()))),
+                Ok(_) => check.source = Some(value(v.to_owned())),
                 Err(_) => cx.warn(k.line, format!("bindto {v:?}: not an address: ignored")),
             },
             "connect_ip" => cx.warn(
@@ -917,7 +895,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                     cx.warn(k.line, "misc_path is empty: checker ignored");
                     return None;
                 }
-                extra.push(("command", Val::List(cmd)));
+                check.command = Some(value(cmd));
             }
             "misc_timeout" if kind == "MISC_CHECK" => match secs_ms(v) {
                 Some(ms) => misc_timeout = Some(ms),
@@ -937,7 +915,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                     .as_deref()
                     .and_then(ascii_string)
                 {
-                    Some(s) => extra.push(("payload", Val::Str(s))),
+                    Some(s) => check.payload = Some(value(s)),
                     None => cx.warn(
                         k.line,
                         "payload: only ASCII bytes fit Spray's payload string: an empty datagram \
@@ -947,14 +925,14 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
             }
             "require_reply" if kind == "UDP_CHECK" => {
                 if k.args.is_empty() {
-                    extra.push(("require_reply", Val::Bool(true)));
+                    check.require_reply = Some(value(true));
                 } else {
                     match hex_bytes(&k.args.join(""))
                         .as_deref()
                         .and_then(ascii_string)
                     {
                         Some(s) => {
-                            extra.push(("expect", Val::Str(s)));
+                            check.expect = Some(value(s));
                             cx.note(
                                 k.line,
                                 "require_reply HEX: Spray's expect matches the bytes anywhere in \
@@ -967,7 +945,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                                 "require_reply HEX: wildcards or non-ASCII bytes do not map: \
                                  any reply is accepted",
                             );
-                            extra.push(("require_reply", Val::Bool(true)));
+                            check.require_reply = Some(value(true));
                         }
                     }
                 }
@@ -1013,8 +991,8 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
         "DNS_CHECK" => {
             match dns_query(&dns.0, dns.1) {
                 Some(q) => {
-                    extra.push(("payload", Val::Str(q)));
-                    extra.push(("expect", Val::Str("\u{1a}\u{2b}".into())));
+                    check.payload = Some(value(q));
+                    check.expect = Some(value("\u{1a}\u{2b}".into()));
                     cx.note(
                         c.line,
                         format!(
@@ -1029,7 +1007,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                         c.line,
                         "DNS_CHECK name does not fit a query: reply required only",
                     );
-                    extra.push(("require_reply", Val::Bool(true)));
+                    check.require_reply = Some(value(true));
                 }
             }
             "udp"
@@ -1053,7 +1031,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
             return None;
         }
     };
-    if ty == "exec" && !extra.iter().any(|(k, _)| *k == "command") {
+    if ty == "exec" && check.command.is_none() {
         cx.warn(c.line, "MISC_CHECK without misc_path: checker ignored");
         return None;
     }
@@ -1061,9 +1039,9 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
         for k in u.children() {
             let v = k.arg(0).unwrap_or("");
             match k.key.as_str() {
-                "path" if v.starts_with('/') => extra.push(("path", Val::Str(v.to_owned()))),
+                "path" if v.starts_with('/') => check.path = Some(value(v.to_owned())),
                 "status_code" => {
-                    let first = v.split('-').next().and_then(|s| s.parse::<u64>().ok());
+                    let first = v.split('-').next().and_then(|s| s.parse::<i64>().ok());
                     match first {
                         Some(s) if (100..=599).contains(&s) => {
                             if k.args.len() > 1 || v.contains('-') {
@@ -1075,7 +1053,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                                     ),
                                 );
                             }
-                            extra.push(("expect_status", Val::Int(s)));
+                            check.expect_status = Some(value(s));
                         }
                         _ => cx.warn(k.line, format!("status_code {v:?}: not mapped, 200 used")),
                     }
@@ -1084,7 +1062,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
                 other => cx.warn(k.line, format!("{other} in url: not mapped, ignored")),
             }
         }
-        if !extra.iter().any(|(k, _)| *k == "expect_status") {
+        if check.expect_status.is_none() {
             cx.note(
                 u.line,
                 "no status_code: keepalived accepts any 2xx, Spray expects 200",
@@ -1093,7 +1071,7 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
     }
     if ty == "http" {
         if let Some(h) = &t.virtualhost {
-            extra.push(("host", Val::Str(h.clone())));
+            check.host = Some(value(h.clone()));
         }
     }
     // Timing: keepalived's defaults are delay_loop 60 s, connect_timeout 5 s, retry 1
@@ -1136,13 +1114,13 @@ fn checker(cx: &mut Ctx, c: &Node, outer: &Timers) -> Option<Check> {
             );
         }
     }
-    fields.push(("type", Val::Str(ty.to_owned())));
-    fields.push(("interval_ms", Val::Int(interval)));
-    fields.push(("timeout_ms", Val::Int(timeout)));
-    fields.push(("rise", Val::Int(1)));
-    fields.push(("fall", Val::Int(fall)));
-    fields.extend(extra);
-    Some(fields)
+    // Bounded above (interval and timeout by an hour, fall by 100): they fit an i64.
+    check.kind = Some(value(ty.to_owned()));
+    check.interval_ms = Some(value(interval as i64));
+    check.timeout_ms = Some(value(timeout as i64));
+    check.rise = Some(value(1));
+    check.fall = Some(value(fall as i64));
+    Some(check)
 }
 
 const WELL_KNOWN: &[(u16, &str)] = &[
@@ -1188,65 +1166,100 @@ fn names(services: &[Service]) -> Vec<String> {
         .collect()
 }
 
-fn fmt_check(c: &Check) -> String {
-    let items: Vec<String> = c.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    format!("{{ {} }}", items.join(", "))
-}
+/// The PCI address a generated DPDK config names until the operator edits it.
+const PLACEHOLDER_PCI: &str = "0000:00:00.0";
 
-fn emit(services: &[Service], dpdk: bool) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "# Generated by `spray import keepalived`: review it, then `spray check --config FILE`.\n\
-         # Reference: docs/config.md. Warnings about what did not map went to standard error.\n"
-    );
+/// The Spray config of `services` (named `names`), as the loader's file model.
+fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
+    let mut config = RawConfig::default();
     if dpdk {
-        let _ = writeln!(
-            o,
-            "[runtime]\n\
-             dataplane = \"dpdk\"   # DR needs a dataplane that owns the wire (docs/dpdk.md)\n\n\
-             [dpdk]\n\
-             allow = [\"0000:00:00.0\"]   # EDIT: the PCI address of the NIC bound to vfio-pci\n\n\
-             [[dpdk.ports]]\n\
-             device = \"0000:00:00.0\"    # EDIT: the same address\n\
-             addresses = [\"198.18.0.2\", \"2001:db8::2\"]   # EDIT: this port's own addresses\n\
-             gateways = [\"198.18.0.1\", \"2001:db8::1\"]    # EDIT: next hops toward clients (NAT replies)\n"
-        );
+        let strings = |v: &[&str]| Some(value(v.iter().map(|s| value((*s).to_owned())).collect()));
+        config.runtime.dataplane = Some(value("dpdk".to_owned()));
+        config.dpdk.allow = Some(vec![PLACEHOLDER_PCI.to_owned()]);
+        config.dpdk.ports = Some(value(vec![value(RawDpdkPort {
+            device: value(PLACEHOLDER_PCI.to_owned()),
+            rx_queues: None,
+            rx_ring: None,
+            tx_ring: None,
+            mac: None,
+            gateway_mac: None,
+            addresses: strings(&["198.18.0.2", "2001:db8::2"]),
+            gateways: strings(&["198.18.0.1", "2001:db8::1"]),
+            vlan: None,
+            burst: None,
+        })]));
     }
-    for (s, name) in services.iter().zip(names(services)) {
-        let _ = writeln!(o, "# keepalived line {}", s.line);
-        let _ = writeln!(o, "[services.{}]", toml_str(&name));
-        let _ = writeln!(o, "vip = {}", toml_str(&s.vip.to_string()));
-        let _ = writeln!(o, "scheduler = \"{}\"", s.scheduler);
-        let _ = writeln!(o, "mode = \"{}\"", s.mode);
-        if let Some(f) = s.fallback {
-            let _ = writeln!(o, "fallback = {}", toml_str(&f.to_string()));
-        }
+    for (s, name) in services.iter().zip(names) {
         // One service-wide check when every backend has the same one.
         let first = s.backends[0].check.as_ref();
         let shared = first.is_some() && s.backends.iter().all(|b| b.check.as_ref() == first);
-        let _ = writeln!(o, "backends = [");
-        for b in &s.backends {
-            let mut line = format!("  {{ addr = {}", toml_str(&b.addr.to_string()));
-            if b.weight != 1 {
-                let _ = write!(line, ", weight = {}", b.weight);
-            }
-            if !shared {
-                if let Some(c) = &b.check {
-                    let _ = write!(line, ", check = {}", fmt_check(c));
-                }
-            }
-            let _ = writeln!(o, "{line} }},   # line {}", b.line);
-        }
-        let _ = writeln!(o, "]");
-        if let (true, Some(c)) = (shared, first) {
-            let _ = writeln!(o, "\n[services.{}.check]", toml_str(&name));
-            for (k, v) in c {
-                let _ = writeln!(o, "{k} = {v}");
-            }
-        }
-        o.push('\n');
+        let backends = s
+            .backends
+            .iter()
+            .map(|b| {
+                value(RawBackend {
+                    addr: value(b.addr.to_string()),
+                    // At most 65535.
+                    weight: (b.weight != 1).then(|| value(b.weight as i64)),
+                    mac: None,
+                    check: if shared {
+                        None
+                    } else {
+                        b.check.clone().map(value)
+                    },
+                    drain: None,
+                })
+            })
+            .collect();
+        let service = RawService {
+            vip: value(s.vip.to_string()),
+            protocol: None,
+            scheduler: Some(value(s.scheduler.name().to_owned())),
+            mode: Some(value(mode_name(s.mode).to_owned())),
+            backends: Some(value(backends)),
+            check: if shared {
+                first.cloned().map(value)
+            } else {
+                None
+            },
+            fallback: s.fallback.map(|f| value(f.to_string())),
+            passive: None,
+        };
+        config.services.insert(name.clone(), value(service));
     }
+    config
+}
+
+/// The comment block above the generated TOML: how to use it, what a DPDK config must
+/// have edited, and the keepalived line each service and backend comes from.
+fn header(services: &[Service], names: &[String], dpdk: bool) -> String {
+    let mut o = String::from(
+        "# Generated by `spray import keepalived`: review it, then `spray check --config FILE`.\n\
+         # Reference: docs/config.md. Warnings about what did not map went to standard error.\n",
+    );
+    if dpdk {
+        o.push_str(
+            "#\n\
+             # runtime.dataplane = \"dpdk\": DR needs a dataplane that owns the wire (docs/dpdk.md).\n\
+             # EDIT before use:\n\
+             #   dpdk.allow, dpdk.ports[0].device  the PCI address of the NIC bound to vfio-pci\n\
+             #   dpdk.ports[0].addresses           this port's own addresses\n\
+             #   dpdk.ports[0].gateways            next hops toward clients (NAT replies)\n",
+        );
+    }
+    o.push_str("#\n# From the keepalived file:\n");
+    let mut by_name: Vec<(&String, &Service)> = names.iter().zip(services).collect();
+    by_name.sort_by_key(|(n, _)| *n);
+    for (name, s) in by_name {
+        let lines: Vec<String> = s.backends.iter().map(|b| b.line.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "#   services.{name}: line {}; backends from lines {}",
+            s.line,
+            lines.join(", ")
+        );
+    }
+    o.push('\n');
     o
 }
 
@@ -1271,7 +1284,6 @@ mod tests {
             words("/bin/check -n 'a b' \"\""),
             ["/bin/check", "-n", "a b", ""]
         );
-        assert_eq!(toml_str("a\"\\\u{1}"), "\"a\\\"\\\\\\u0001\"");
     }
 
     #[test]
