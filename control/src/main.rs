@@ -177,7 +177,8 @@ fn main() -> ExitCode {
                 if file == spray::cli::DEFAULT_CONFIG {
                     eprintln!(
                         "  hint: that is the default config path; give --config FILE, or start \
-                         from docs/examples/minimal.toml (spray demo needs no config)"
+                         from a sample (/usr/share/doc/spray/examples/ when installed, \
+                         docs/examples/ in the source); spray demo needs no config"
                     );
                 }
             }
