@@ -17,6 +17,24 @@ pub struct Node<'a> {
     pub targets: Vec<(String, SocketAddr)>,
 }
 
+impl<'a> Node<'a> {
+    /// The node of service `name` at `vip` that sends to `backends` (labelled by their place
+    /// in the list) and to its `fallback`, if any.
+    pub fn new(
+        name: &'a str,
+        vip: SocketAddr,
+        backends: impl Iterator<Item = SocketAddr>,
+        fallback: Option<SocketAddr>,
+    ) -> Self {
+        let targets = backends
+            .enumerate()
+            .map(|(i, addr)| (format!("backends[{i}]"), addr))
+            .chain(fallback.map(|addr| ("fallback".to_owned(), addr)))
+            .collect();
+        Self { name, vip, targets }
+    }
+}
+
 /// One step of a loop: `from`'s target `label` at `addr` reaches service `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {

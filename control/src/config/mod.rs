@@ -375,16 +375,14 @@ struct Validator<'a> {
 pub fn loop_nodes(specs: &[ServiceSpec]) -> Vec<loops::Node<'_>> {
     specs
         .iter()
-        .map(|s| loops::Node {
-            name: &s.name,
-            vip: s.vip.addr,
-            targets: s
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| (format!("backends[{i}]"), b.addr))
-                .chain(s.fallback.iter().map(|f| ("fallback".to_owned(), f.addr)))
-                .collect(),
+        .map(|s| {
+            let backends = s.backends.iter().map(|b| b.addr);
+            loops::Node::new(
+                &s.name,
+                s.vip.addr,
+                backends,
+                s.fallback.as_ref().map(|f| f.addr),
+            )
         })
         .collect()
 }

@@ -426,16 +426,9 @@ impl Table {
         let nodes: Vec<loops::Node<'_>> = self
             .services
             .iter()
-            .map(|(name, s)| loops::Node {
-                name,
-                vip: s.vip,
-                targets: s
-                    .backends
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| (format!("backends[{i}]"), b.addr))
-                    .chain(s.fallback.iter().map(|f| ("fallback".to_owned(), f.addr)))
-                    .collect(),
+            .map(|(name, s)| {
+                let backends = s.backends.iter().map(|b| b.addr);
+                loops::Node::new(name, s.vip, backends, s.fallback.as_ref().map(|f| f.addr))
             })
             .collect();
         match loops::find(&nodes) {
