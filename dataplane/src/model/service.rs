@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use super::addr_table::AddrTable;
 pub use super::ids::{BackendId, BadMac, MacAddr, Protocol, VipId, VipKey, MAX_BACKENDS, MAX_VIPS};
 use super::sched::{Scheduler, SchedulerKind};
+pub use super::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_TUNNEL_MTU};
 
 /// How packets reach a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +64,10 @@ pub struct Backend {
     pub health: Health,
     /// Operator's choice.
     pub admin: AdminState,
+    /// Set when datagrams reach it encapsulated (tunnel mode, a form of direct server
+    /// return): `mac` is then the next hop toward `addr`, its router when it is not on the
+    /// port's segment.
+    pub tunnel: Option<Tunnel>,
 }
 
 impl Backend {
@@ -75,6 +80,7 @@ impl Backend {
             weight,
             health: Health::Up,
             admin: AdminState::Enabled,
+            tunnel: None,
         }
     }
 
@@ -359,8 +365,8 @@ fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
             return general;
         };
         // Unresolved MACs, and NAT to another family, keep their drop reasons on the
-        // general path.
-        let (Some(mac), SocketAddr::V4(a)) = (b.mac, b.addr) else {
+        // general path; tunnelled backends need their headers grown there.
+        let (Some(mac), SocketAddr::V4(a), None) = (b.mac, b.addr, b.tunnel) else {
             return general;
         };
         mine.push(Hop::new(
