@@ -129,11 +129,7 @@ impl Inner {
 /// Bytes of outer headers `t` puts in front of an IP packet sent to `dst`.
 #[inline]
 pub(crate) fn overhead(t: &Tunnel, dst: IpAddr) -> usize {
-    let ip = if dst.is_ipv6() { IPV6_LEN } else { IPV4_LEN };
-    match t.encap {
-        Encap::Ipip => ip,
-        Encap::Gue { .. } => ip + UDP_LEN + GUE_LEN,
-    }
+    t.overhead(dst.is_ipv6())
 }
 
 /// Headers to grow in front of a frame, and what to write in them.

@@ -35,6 +35,18 @@ pub struct Tunnel {
     pub mtu: u16,
 }
 
+impl Tunnel {
+    /// Bytes the encapsulation adds in front of the datagram toward a backend of family
+    /// `outer_v6`: the outer IP header, and for GUE its UDP and GUE headers.
+    pub fn overhead(&self, outer_v6: bool) -> usize {
+        let ip = if outer_v6 { 40 } else { 20 };
+        match self.encap {
+            Encap::Ipip => ip,
+            Encap::Gue { .. } => ip + 8 + 4,
+        }
+    }
+}
+
 /// Default [`Tunnel::mtu`]: an Ethernet path.
 pub const DEFAULT_TUNNEL_MTU: u16 = 1500;
 
