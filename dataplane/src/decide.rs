@@ -269,7 +269,8 @@ pub(crate) fn to_backend<D: Datagram>(
     let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
     if let Some(tunnel) = b.tunnel {
         let dst = b.addr.ip();
-        let inner = Inner::read(frame, f.l3(), flow_hash(&f.src(), &f.dst()))?;
+        let hash = flow_hash(&f.src(), &f.dst());
+        let inner = Inner::read(frame, f.l3(), hash)?;
         let grow = tunnel_or_too_big(tunnel, dst, inner, ctx, now)?;
         if let (Some(info), Grow::Tunnel { .. }) = (frag, grow) {
             let action = FragAction::Backend {
@@ -277,7 +278,7 @@ pub(crate) fn to_backend<D: Datagram>(
                 backend: b.id,
                 mac,
                 nat_to: None,
-                tunnel: Some((tunnel, dst)),
+                tunnel: Some((tunnel, dst, hash)),
             };
             frags.insert_first(now.get(), info, action)?;
         }
@@ -399,9 +400,7 @@ fn fragment(
             tunnel,
         } => {
             ctx.c.vip_packet(vip, len);
-            if let Some((tunnel, dst)) = tunnel {
-                // Hashed on addresses alone: a later fragment has no ports.
-                let hash = crate::model::flow::mix64(u64::from(info.key.id));
+            if let Some((tunnel, dst, hash)) = tunnel {
                 let inner = Inner::read(frame, ipf.l3, hash)?;
                 let grow = tunnel_or_too_big(tunnel, dst, inner, ctx, now)?;
                 if let Grow::Tunnel { .. } = grow {

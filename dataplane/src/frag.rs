@@ -58,8 +58,10 @@ pub(crate) enum FragAction {
         mac: MacAddr,
         /// NAT: the backend's address (the new destination); `None` in DR mode.
         nat_to: Option<IpAddr>,
-        /// Tunnel: the backend's tunnel and address (the outer destination).
-        tunnel: Option<(Tunnel, IpAddr)>,
+        /// Tunnel: the backend's tunnel, its address (the outer destination) and the flow
+        /// hash the first fragment was encapsulated with, which the later ones (without
+        /// ports) reuse so that the whole datagram is one outer flow.
+        tunnel: Option<(Tunnel, IpAddr, u64)>,
     },
     /// A NAT reply from a backend toward a client: the source becomes the VIP's address.
     Reply {
