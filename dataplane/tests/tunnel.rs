@@ -714,3 +714,30 @@ fn a_service_mixing_tunnelled_and_direct_backends_sends_each_its_way() {
     }
     assert_eq!(direct, 100);
 }
+
+/// A snapshot whose tunnel could not be written is refused before any worker sees it: an
+/// IPv6 outer header would not fit the room made for an IPv4 backend, and a NAT service's
+/// replies come back through Spray, which a tunnel's backends do not do.
+#[test]
+fn a_snapshot_with_a_tunnel_it_cannot_build_is_refused() {
+    let mut wrong_family = even(VIP4, SchedulerKind::Rr, &BACKENDS4, IPIP);
+    wrong_family.backends[1].tunnel.as_mut().unwrap().source = SELF6.parse().unwrap();
+    let e = Snapshot::new(1, vec![wrong_family]).unwrap_err();
+    assert_eq!(
+        e,
+        dataplane::service::SnapshotError::BadTunnel(BackendId(1))
+    );
+    assert!(
+        e.to_string()
+            .contains("outer source of the backend's family"),
+        "{e}"
+    );
+
+    let mut nat = even(VIP4, SchedulerKind::Rr, &BACKENDS4, GUE);
+    nat.mode = Mode::Nat;
+    assert_eq!(
+        Snapshot::new(1, vec![nat]).unwrap_err(),
+        dataplane::service::SnapshotError::BadTunnel(BackendId(0))
+    );
+    Snapshot::new(1, vec![even(VIP4, SchedulerKind::Rr, &BACKENDS4, GUE)]).unwrap();
+}

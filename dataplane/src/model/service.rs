@@ -400,6 +400,9 @@ pub enum SnapshotError {
     TooManyVips(VipId),
     /// A backend id is beyond [`MAX_BACKENDS`].
     TooManyBackends(BackendId),
+    /// A tunnelled backend whose outer source is not of its address's family (the outer
+    /// header would not fit the room made for it), or a tunnel in a NAT service.
+    BadTunnel(BackendId),
 }
 
 impl fmt::Display for SnapshotError {
@@ -410,6 +413,12 @@ impl fmt::Display for SnapshotError {
             Self::TooManyBackends(id) => {
                 write!(f, "backend id {} is beyond the limit {MAX_BACKENDS}", id.0)
             }
+            Self::BadTunnel(id) => write!(
+                f,
+                "backend id {}: a tunnel needs a dr service and an outer source of the \
+                 backend's family",
+                id.0
+            ),
         }
     }
 }
@@ -452,6 +461,14 @@ impl Snapshot {
                 .find(|b| usize::from(b.id.0) >= MAX_BACKENDS)
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
+            }
+            let bad_tunnel = |b: &&Backend| {
+                b.tunnel.is_some_and(|t| {
+                    spec.mode == Mode::Nat || t.source.is_ipv4() != b.addr.is_ipv4()
+                })
+            };
+            if let Some(b) = spec.backends.iter().find(bad_tunnel) {
+                return Err(SnapshotError::BadTunnel(b.id));
             }
             if by_vip.insert(spec.vip.addr, id).is_some() {
                 return Err(SnapshotError::DuplicateVip(spec.vip));
