@@ -20,11 +20,21 @@
 #    the detection window and death -> decision; then backend 1 comes back and gets its
 #    third again.
 #
+# 3. tunnel: three backends behind a router (spr-tb1..3 in 198.19.2.0/24 and 2001:db8:2::/64),
+#    reached by IPIP and GUE: an IPv4 VIP over IPIP, one over GUE, an IPv6 VIP over IPv6 (and
+#    one IPv4 backend: IPv6 in IPv4). The backends decapsulate with the kernel's own devices
+#    when the kernel has them (tunl0/sit0/ip6tnl0 and `ip fou ... gue`), else in user space
+#    (scripts/netns/decap.py, which also checks every header); every datagram arrives, in
+#    exact round robin, with Spray's port address as outer source; an echo backend's reply
+#    goes from the VIP straight to the client through the router; then backend 1 stops
+#    answering its ICMP checks: after the decision it gets zero datagrams, and it gets its
+#    share again once it answers.
+#
 # The testbed is always torn down (trap). Skips with a reason when not root or without
 # libdpdk, unless SPRAY_REQUIRE_ALL=1.
 #
-#   scripts/netns-tests.sh                  both tests
-#   scripts/netns-tests.sh forwarding       one of them (or: failover)
+#   scripts/netns-tests.sh                  every test
+#   scripts/netns-tests.sh forwarding       one of them (or: failover, tunnel)
 #   COUNT=30000 RATE=50000 scripts/netns-tests.sh forwarding    more, faster
 #   FAILOVER_RATE=4000 DEATH=kill scripts/netns-tests.sh failover
 set -euo pipefail
@@ -45,7 +55,7 @@ for t in ip ethtool python3; do
     command -v "$t" >/dev/null || skip "$t not installed"
 done
 
-TESTS="${1:-forwarding failover}"
+TESTS="${1:-forwarding failover tunnel}"
 COUNT="${COUNT:-3000}"
 RATE="${RATE:-20000}"
 FAILOVER_RATE="${FAILOVER_RATE:-4000}"
@@ -357,6 +367,228 @@ TOML
  "sinks": {"be1": "$be1", "be2": "$work/fo-be2", "be3": "$work/fo-be3"}}
 JSON
     python3 "$fo" report "$work/fo-facts.json"
+}
+
+# Whether this kernel decapsulates IPIP and GUE itself (CONFIG_NET_IPIP, CONFIG_NET_FOU).
+kernel_decaps() {
+    local ns=spr-probe-$$ ok=0
+    ip netns add "$ns"
+    if ip -n "$ns" link add probe4 type ipip 2>/dev/null \
+        && ip -n "$ns" fou add port 6080 gue 2>/dev/null; then
+        ok=1
+    fi
+    ip netns del "$ns"
+    [ "$ok" = 1 ]
+}
+
+# Starts the counters of the three routed backends for phase $1 (each writes
+# $work/tun-PHASE-beN.json at SIGTERM), and backend 1's echo server.
+tunnel_counters() { # PHASE
+    local i
+    for i in 1 2 3; do
+        if [ "$KERNEL_DECAP" = 1 ]; then
+            ip netns exec "spr-tb$i" python3 scripts/netns/sink.py 5514 5515 "$work/tun-$1-be$i.json" &
+        else
+            ip netns exec "spr-tb$i" python3 scripts/netns/decap.py 6080 7 "$work/tun-$1-be$i.json" &
+        fi
+        pids+=($!)
+    done
+    if [ "$KERNEL_DECAP" = 1 ]; then
+        # decap.py answers port 7 itself; with the kernel's devices a socket on the VIP does.
+        ip netns exec spr-tb1 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.18.0.10", 7))
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(b"echo " + d, a)' &
+        pids+=($!)
+    fi
+    wait_ready "$work/tun-$1-be1.json" "$work/tun-$1-be2.json" "$work/tun-$1-be3.json"
+    sleep 0.2
+}
+
+test_tunnel() {
+    KERNEL_DECAP=0
+    if kernel_decaps; then KERNEL_DECAP=1; fi
+    echo "== tunnel: IPIP and GUE to backends behind a router (decapsulation by the" \
+        "$([ "$KERNEL_DECAP" = 1 ] && echo kernel || echo "user-space decap.py: this kernel has no ipip/fou"))"
+    cat >"$work/tun.toml" <<TOML
+[runtime]
+dataplane = "dpdk"
+log = "info"
+
+[control]
+socket = "$work/spray.sock"
+
+[dpdk]
+no_huge = true
+memory_mb = 256
+file_prefix = "spray-netns-tun-$$"
+vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
+
+# The backends are behind the router: outside the port's /24, so their next hop is the
+# gateway, resolved by ARP/NDP like everything else.
+[[dpdk.ports]]
+device = "net_af_packet0"
+addresses = ["198.18.0.2/24", "2001:db8::2/64"]
+gateways = ["198.18.0.254", "2001:db8::fe"]
+
+[services.ipip]
+vip = "198.18.0.10:5514"
+mode = "tunnel"
+backends = [{ addr = "198.19.2.1" }, { addr = "198.19.2.2" }, { addr = "198.19.2.3" }]
+[services.ipip.check]
+type = "icmp"
+interval_ms = 100
+timeout_ms = 50
+fall = 3
+rise = 2
+
+[services.gue]
+vip = "198.18.0.11:5514"
+mode = "tunnel"
+backends = [{ addr = "198.19.2.1" }, { addr = "198.19.2.2" }, { addr = "198.19.2.3" }]
+[services.gue.tunnel]
+encap = "gue"
+port = 6080
+[services.gue.check]
+type = "icmp"
+interval_ms = 100
+timeout_ms = 50
+fall = 3
+rise = 2
+
+[services.ipip6]
+vip = "[2001:db8::10]:5515"
+mode = "tunnel"
+backends = [{ addr = "2001:db8:2::1" }, { addr = "2001:db8:2::2" }, { addr = "198.19.2.3" }]
+
+[services.echo]
+vip = "198.18.0.10:7"
+mode = "tunnel"
+backends = [{ addr = "198.19.2.1" }]
+TOML
+    local i
+    for i in 1 2 3; do
+        for vip in 198.18.0.10/32 198.18.0.11/32; do ip -n "spr-tb$i" addr add "$vip" dev lo; done
+        ip -n "spr-tb$i" addr add 2001:db8::10/128 dev lo
+        ip netns exec "spr-tb$i" sysctl -qw net.ipv4.conf.all.rp_filter=0 \
+            net.ipv4.conf.default.rp_filter=0
+        if [ "$KERNEL_DECAP" = 1 ]; then
+            # What docs/network.md tells operators to run.
+            ip -n "spr-tb$i" link add tun4 type ipip external
+            ip -n "spr-tb$i" link add tun6 type ip6tnl external
+            ip -n "spr-tb$i" link add sit4 type sit external
+            ip -n "spr-tb$i" fou add port 6080 gue
+            local d
+            for d in tun4 tun6 sit4; do
+                ip -n "spr-tb$i" link set "$d" up
+                ip netns exec "spr-tb$i" sysctl -qw "net.ipv4.conf.$d.rp_filter=0"
+            done
+        fi
+    done
+    start_spray "$work/tun.toml" "$work/tun.log"
+    # The router's two addresses are all Spray has to resolve.
+    for ((i = 0; i < 50; i++)); do
+        [ "$(grep -c 'neighbour resolved' "$work/tun.log")" -ge 2 ] && break
+        sleep 0.1
+    done
+    grep "neighbour resolved" "$work/tun.log" || true
+    # Phase 1: all up.
+    tunnel_counters all
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.10 5514 "$COUNT" "$RATE"
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.11 5514 "$COUNT" "$RATE"
+    ip netns exec spr-client python3 scripts/netns/send.py 2001:db8::10 5515 "$COUNT" "$RATE"
+    ip netns exec spr-client python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"ping", ("198.18.0.10", 7))
+d, a = s.recvfrom(2048)
+assert d == b"echo ping" and a == ("198.18.0.10", 7), (d, a)
+print(f"reply from {a[0]}:{a[1]} through the router, not Spray: {d!r}")
+PY
+    sleep 0.5
+    stop_pids
+    # Phase 2: backend 1 stops answering its checks (it still receives what it is sent).
+    ip netns exec spr-tb1 sysctl -qw net.ipv4.icmp_echo_ignore_all=1
+    for ((i = 0; i < 50; i++)); do
+        [ "$(ctl events | grep -c '198.19.2.1:.* down')" -ge 2 ] && break
+        sleep 0.1
+    done
+    ctl events | grep "198.19.2.1" || true
+    tunnel_counters down
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.10 5514 "$COUNT" "$RATE"
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.11 5514 "$COUNT" "$RATE"
+    sleep 0.5
+    stop_pids
+    # Phase 3: it answers again and gets its share back.
+    ip netns exec spr-tb1 sysctl -qw net.ipv4.icmp_echo_ignore_all=0
+    for ((i = 0; i < 50; i++)); do
+        [ "$(ctl events | grep -c '198.19.2.1:.* up')" -ge 2 ] && break
+        sleep 0.1
+    done
+    tunnel_counters back
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.10 5514 "$COUNT" "$RATE"
+    ip netns exec spr-client python3 scripts/netns/send.py 198.18.0.11 5514 "$COUNT" "$RATE"
+    sleep 0.5
+    stop_pids
+    ctl list | tee "$work/tun-list"
+    ctl stats | grep -iE "drops by reason" || true
+    stop_spray "$work/tun.log"
+    python3 - "$COUNT" "$KERNEL_DECAP" "$work" <<'PY'
+import json, sys
+count, kernel, work = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+ok = True
+
+def load(phase):
+    return [json.load(open(f"{work}/tun-{phase}-be{i}.json")) for i in (1, 2, 3)]
+
+def per_service(got):
+    """Datagrams per backend for (v4 ipip, v4 gue, v6), by what each backend counted."""
+    if kernel:  # sink.py: the kernel's devices do not say which encapsulation it was
+        return {"v4 (ipip + gue)": [g["v4"] for g in got], "v6": [g["v6"] for g in got]}
+    out = {"ipip": [], "gue": [], "v6": []}
+    for g in got:
+        c = g["counts"]
+        out["ipip"].append(c.get("ipip-ip4 v4 5514", 0))
+        out["gue"].append(c.get("gue-ip4 v4 5514", 0))
+        out["v6"].append(c.get("ipip-ip6 v6 5515", 0) + c.get("ipip-ip4 v6 5515", 0))
+    return out
+
+def expect(phase, want):
+    global ok
+    got = load(phase)
+    if not kernel:
+        for i, g in enumerate(got, 1):
+            if g["bad"]:
+                print(f"error: {phase}: backend {i}: {g['bad']} malformed: {g['bad_examples']}")
+                ok = False
+            srcs = set(g["outer_sources"]) - {"198.18.0.2", "2001:db8::2"}
+            if srcs:
+                print(f"error: {phase}: backend {i}: outer sources {sorted(srcs)}")
+                ok = False
+    for name, per in per_service(got).items():
+        w = want[name]
+        print(f"{phase}: {name}: backends received {per}, expected {w}")
+        if per != w:
+            ok = False
+
+third = count // 3
+spread = [third, third, third] if count % 3 == 0 else None
+assert spread, "COUNT must be a multiple of 3"
+if kernel:
+    expect("all", {"v4 (ipip + gue)": [2 * third] * 3, "v6": spread})
+    expect("down", {"v4 (ipip + gue)": [0, count, count], "v6": [0, 0, 0]})
+    expect("back", {"v4 (ipip + gue)": [2 * third] * 3, "v6": [0, 0, 0]})
+else:
+    expect("all", {"ipip": spread, "gue": spread, "v6": spread})
+    expect("down", {"ipip": [0, count // 2, count // 2], "gue": [0, count // 2, count // 2],
+                    "v6": [0, 0, 0]})
+    expect("back", {"ipip": spread, "gue": spread, "v6": [0, 0, 0]})
+sys.exit(0 if ok else 1)
+PY
 }
 
 # Each test runs in a subshell with errexit on (a function called from `if` would run with

@@ -13,6 +13,17 @@
 #               br0 198.18.0.3/15 2001:db8::3/64: the Spray host's kernel, which runs the
 #               health checks (a management path to the backends, as on an appliance)
 #
+# and behind a router, three backends in another subnet (for tunnel mode):
+#
+#   spr-rt      r0  198.18.0.254/24 2001:db8::fe/64   on br0
+#               r1  198.19.2.254/24 2001:db8:2::fe/64 bridge rbr0 in spr-rt, forwarding on
+#   spr-tb1     t0  198.19.2.1/24   2001:db8:2::1/64  \
+#   spr-tb2     t0  198.19.2.2/24   2001:db8:2::2/64   |-- rbr0; default routes via spr-rt
+#   spr-tb3     t0  198.19.2.3/24   2001:db8:2::3/64  /
+#
+# The client and the Spray host's kernel reach 198.19.2.0/24 and 2001:db8:2::/64 through the
+# router (more specific than their on-link /15 and /64).
+#
 # Spray answers ARP and neighbour solicitations for its VIPs and resolves the backends'
 # MACs itself, so nothing is static. SPRAY_STATIC_NEIGH=1 adds the old static entries for
 # VIPs 198.18.0.10 and 2001:db8::10 (MAC 02:00:00:00:00:10) in the client. Backend b0 MACs
@@ -26,12 +37,14 @@ set -euo pipefail
 NS_LB=spr-lb
 NS_CLIENT=spr-client
 BACKENDS=(spr-be1 spr-be2 spr-be3)
+NS_ROUTER=spr-rt
+ROUTED=(spr-tb1 spr-tb2 spr-tb3)
 SPRAY_MAC=02:00:00:00:00:10
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 down() {
-    for ns in "$NS_CLIENT" "${BACKENDS[@]}" "$NS_LB"; do
+    for ns in "$NS_CLIENT" "${BACKENDS[@]}" "${ROUTED[@]}" "$NS_ROUTER" "$NS_LB"; do
         ip netns del "$ns" 2>/dev/null || true
     done
 }
@@ -82,6 +95,41 @@ up() {
         in_ns "$ns" ip addr add "198.19.1.$i/15" dev b0
         in_ns "$ns" ip addr add "2001:db8::1:$i/64" dev b0 nodad
         i=$((i + 1))
+    done
+    routed
+}
+
+# The router and the backends behind it.
+routed() {
+    ip netns add "$NS_ROUTER"
+    link "$NS_ROUTER" r0 r0-br
+    in_ns "$NS_ROUTER" ip addr add 198.18.0.254/24 dev r0
+    in_ns "$NS_ROUTER" ip addr add 2001:db8::fe/64 dev r0 nodad
+    in_ns "$NS_ROUTER" ip link add rbr0 type bridge mcast_snooping 0
+    in_ns "$NS_ROUTER" ip link set rbr0 up
+    in_ns "$NS_ROUTER" ip addr add 198.19.2.254/24 dev rbr0
+    in_ns "$NS_ROUTER" ip addr add 2001:db8:2::fe/64 dev rbr0 nodad
+    # Replies from the VIP arrive on rbr0 but the VIP's route is r0: loose source checks.
+    in_ns "$NS_ROUTER" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    local i=1 ns
+    for ns in "${ROUTED[@]}"; do
+        ip netns add "$ns"
+        in_ns "$NS_ROUTER" ip link add "t$i-br" type veth peer name t0 netns "$ns"
+        in_ns "$NS_ROUTER" ip link set "t$i-br" master rbr0 up
+        in_ns "$NS_ROUTER" ethtool -K "t$i-br" tx off >/dev/null
+        in_ns "$ns" ethtool -K t0 tx off >/dev/null
+        in_ns "$ns" ip link set t0 up
+        in_ns "$ns" ip link set lo up
+        in_ns "$ns" ip addr add "198.19.2.$i/24" dev t0
+        in_ns "$ns" ip addr add "2001:db8:2::$i/64" dev t0 nodad
+        in_ns "$ns" ip route add default via 198.19.2.254
+        in_ns "$ns" ip -6 route add default via 2001:db8:2::fe
+        i=$((i + 1))
+    done
+    for ns in "$NS_CLIENT" "$NS_LB"; do
+        in_ns "$ns" ip route add 198.19.2.0/24 via 198.18.0.254
+        in_ns "$ns" ip -6 route add 2001:db8:2::/64 via 2001:db8::fe
     done
 }
 

@@ -1,6 +1,7 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat] [--vips N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat|--tunnel] [--vips N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
+//! `--tunnel`: DR to backends behind IPIP tunnels (the outer header grown in the mbuf headroom).
 //! `--vips N`: N VIPs of three backends each, consecutive frames to consecutive VIPs.
 //! `--nic-checksum`: every frame arrives with its IPv4 header checksum marked good, as from a
 //! NIC with the RX offload (Spray and the hand-written loop then trust it).
@@ -18,6 +19,8 @@ fn main() {
             s.null = true;
         } else if a == "--nat" {
             s.nat = true;
+        } else if a == "--tunnel" {
+            s.tunnel = true;
         } else if a == "--nic-checksum" {
             s.nic_checksum = true;
         } else if a == "--vips" {
@@ -67,7 +70,13 @@ fn main() {
                 },
                 s.burst,
                 r.io_forward,
-                if s.nat { "nat" } else { "dr" },
+                if s.nat {
+                    "nat"
+                } else if s.tunnel {
+                    "tunnel-ipip"
+                } else {
+                    "dr"
+                },
                 r.spray,
                 r.spray / r.io_forward
             );
@@ -111,7 +120,7 @@ fn main() {
 #[cfg(spray_dpdk)]
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "error: {msg}\nusage: dpdk_micro [--null [--nat] [--vips N] [--nic-checksum]] \
+        "error: {msg}\nusage: dpdk_micro [--null [--nat|--tunnel] [--vips N] [--nic-checksum]] \
          [--huge-dir DIR] [--bursts N] [millis] [reps]"
     );
     std::process::exit(2);

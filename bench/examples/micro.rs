@@ -1,5 +1,5 @@
 //! Quick run of the dataplane micro-benchmark:
-//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat] [millis] [reps] [--bursts N] [--nic-checksum]`.
+//! `cargo run --release -p spray-bench --example micro [io-forward|dr|nat|tunnel-ipip|all] [millis] [reps] [--bursts N] [--nic-checksum]`.
 //!
 //! `--nic-checksum`: the port acts as a NIC whose RX checksum offload vouched for every IPv4
 //! header, so the worker skips its own header-checksum check.
@@ -21,11 +21,9 @@ fn main() {
         s.bursts = args.get(i + 1).and_then(|a| a.parse().ok());
         args.drain(i..(i + 2).min(args.len()));
     }
-    let cases = match args.first().map(String::as_str) {
-        Some("io-forward") => vec![Case::IoForward],
-        Some("dr") => vec![Case::Dr],
-        Some("nat") => vec![Case::Nat],
-        _ => vec![Case::IoForward, Case::Dr, Case::Nat],
+    let cases = match args.first().and_then(|a| Case::from_name(a)) {
+        Some(case) => vec![case],
+        None => Case::ALL.to_vec(),
     };
     if let Some(ms) = args.get(1).and_then(|a| a.parse().ok()) {
         s.duration = Duration::from_millis(ms);
@@ -36,7 +34,7 @@ fn main() {
     for case in cases {
         let r = run_case(case, &s);
         println!(
-            "{:<10} {:>7.2} Mpps {:>6.1} ns/pkt  per on-CPU second {:>7.2} Mpps  runs {:.2?}",
+            "{:<11} {:>7.2} Mpps {:>6.1} ns/pkt  per on-CPU second {:>7.2} Mpps  runs {:.2?}",
             case.name(),
             r.mpps,
             r.ns_per_packet,

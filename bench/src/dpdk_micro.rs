@@ -20,7 +20,9 @@
 //! frames carry no content, so a 64-byte template is copied into each received mbuf in
 //! *both* loops (the stand-in for the NIC's DMA, as in the memory-port benchmark); the
 //! difference between the two loops is again Spray's own work. Since every frame is
-//! rewritten from the template, NAT works there too ([`DpdkMicroSettings::nat`]).
+//! rewritten from the template, NAT works there too ([`DpdkMicroSettings::nat`]), and so do
+//! tunnelled backends ([`DpdkMicroSettings::tunnel`]): the outer header is grown in the
+//! mbuf's headroom, which every freshly allocated mbuf has again.
 //!
 //! With [`DpdkMicroSettings::vips`] above 1 (`net_null` only), consecutive frames go to
 //! consecutive VIPs, each with its own backends: the worst case for the worker's memo of the
@@ -37,13 +39,15 @@ use dataplane::port::dpdk::{DpdkPort, Eal, EthPort, Mbuf, PortSettings};
 use dataplane::port::{PacketBuf, Port, RxIpChecksum};
 use dataplane::rewrite::{eth_src_word, set_mac_words};
 use dataplane::sched::SchedulerKind;
-use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::service::{
+    Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, Tunnel, VipId, VipKey,
+};
 use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::wire::checksum::ipv4_header20_valid;
 use dataplane::wire::ETHERTYPE_IPV4;
 use dataplane::worker::{Idle, Worker, WorkerSettings};
 
-use crate::micro::{drive, io_forward_loop, median};
+use crate::micro::{drive, io_forward_loop, ipip, median};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -69,6 +73,10 @@ pub struct DpdkMicroSettings {
     /// so it cannot circulate in a `net_ring`). Adds the TTL decrement, the address and port
     /// rewrite and both checksum patches.
     pub nat: bool,
+    /// DR to backends behind IPIP tunnels instead of plain DR (`net_null` only: an
+    /// encapsulated frame is addressed to its backend, so it cannot circulate in a
+    /// `net_ring`). Adds the general path and the outer IPv4 header written in the headroom.
+    pub tunnel: bool,
     /// VIPs, each with its own three backends; consecutive frames go to consecutive VIPs
     /// (`net_null` only), the worst case for the worker's memo of the last VIP.
     pub vips: usize,
@@ -170,6 +178,7 @@ impl Default for DpdkMicroSettings {
             null: false,
             bursts: None,
             nat: false,
+            tunnel: false,
             vips: 1,
             nic_checksum: false,
         }
@@ -217,7 +226,8 @@ fn vip_addr(v: u8) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([198, 18, 0, 10 + v], 514))
 }
 
-fn snapshot(mode: Mode, vips: u8) -> Snapshot {
+/// `vips` services of three backends each, in `mode`, the backends behind `tunnel` if any.
+fn snapshot(mode: Mode, tunnel: Option<Tunnel>, vips: u8) -> Snapshot {
     let services = (0..vips)
         .map(|v| {
             let backends = (1..=3u8)
@@ -228,6 +238,7 @@ fn snapshot(mode: Mode, vips: u8) -> Snapshot {
                         1,
                     );
                     b.mac = Some(MacAddr([2, 0, 0, v, 1, i]));
+                    b.tunnel = tunnel;
                     b
                 })
                 .collect();
@@ -363,6 +374,14 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     if s.nat && !s.null {
         return Err("NAT needs net_null (--null): NAT-rewritten frames cannot circulate".into());
     }
+    if s.tunnel && !s.null {
+        return Err(
+            "--tunnel needs net_null (--null): encapsulated frames cannot circulate".into(),
+        );
+    }
+    if s.tunnel && s.nat {
+        return Err("--tunnel and --nat: a tunnel is a form of DR, not NAT".into());
+    }
     if s.nic_checksum && !s.null {
         return Err("--nic-checksum needs net_null (--null): the verdict is set on refill".into());
     }
@@ -441,7 +460,11 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             gateway_mac: MacAddr::default(),
             idle: Idle::Off,
         },
-        Arc::new(snapshot(if s.nat { Mode::Nat } else { Mode::Dr }, vips)),
+        Arc::new(snapshot(
+            if s.nat { Mode::Nat } else { Mode::Dr },
+            s.tunnel.then(ipip),
+            vips,
+        )),
         rx,
         counters.clone(),
         Arc::new(NatFlows::new(1024)),
@@ -458,7 +481,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mac_cpu, mut mac_ratios) = (Vec::new(), Vec::new());
     let (mut hand_cpu, mut hand_ratios) = (Vec::new(), Vec::new());
-    let mut hand = (s.null && !s.nat && vips == 1).then(|| HandDr {
+    let mut hand = (s.null && !s.nat && !s.tunnel && vips == 1).then(|| HandDr {
         key: frame_key(
             w.port_mut().frames[0]
                 .first_chunk()

@@ -23,7 +23,10 @@ use dataplane::flow::NatFlows;
 use dataplane::port::memory::MemoryPort;
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
-use dataplane::service::{Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, VipId, VipKey};
+use dataplane::service::{
+    Backend, BackendId, Encap, MacAddr, Mode, ServiceSpec, Snapshot, Tunnel, VipId, VipKey,
+    DEFAULT_TUNNEL_MTU,
+};
 use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::worker::{Worker, WorkerSettings};
 use serde::Serialize;
@@ -37,16 +40,29 @@ pub enum Case {
     Dr,
     /// Full per-packet work, NAT mode.
     Nat,
+    /// Full per-packet work, DR mode with every backend reached through an IPIP tunnel: the
+    /// DR work on the general path plus an outer IPv4 header grown in the buffer's headroom.
+    Tunnel,
 }
 
 impl Case {
+    /// Every case, in the order `spray bench dataplane` runs them (io-forward first: the
+    /// others are reported against it).
+    pub const ALL: [Case; 4] = [Case::IoForward, Case::Dr, Case::Nat, Case::Tunnel];
+
     /// Short name for tables.
     pub fn name(self) -> &'static str {
         match self {
             Case::IoForward => "io-forward",
             Case::Dr => "dr",
             Case::Nat => "nat",
+            Case::Tunnel => "tunnel-ipip",
         }
+    }
+
+    /// The case called `name` ([`Case::name`]).
+    pub fn from_name(name: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 
@@ -125,8 +141,9 @@ pub(crate) fn median(v: &[f64]) -> f64 {
 
 const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
 
-fn snapshot(mode: Mode, scheduler: SchedulerKind) -> Snapshot {
-    let backends = (1..=3u16)
+/// The benchmark VIP's three backends, reached through `tunnel` when given.
+fn backends(tunnel: Option<Tunnel>) -> Vec<Backend> {
+    (1..=3u16)
         .map(|i| {
             let mut b = Backend::new(
                 BackendId(i - 1),
@@ -134,9 +151,28 @@ fn snapshot(mode: Mode, scheduler: SchedulerKind) -> Snapshot {
                 1,
             );
             b.mac = Some(MacAddr([2, 0, 0, 0, 1, i as u8]));
+            b.tunnel = tunnel;
             b
         })
-        .collect();
+        .collect()
+}
+
+/// The tunnel of [`Case::Tunnel`]: IPIP from the balancer's address, the default MTU.
+pub(crate) fn ipip() -> Tunnel {
+    Tunnel {
+        encap: Encap::Ipip,
+        source: [198, 18, 0, 2].into(),
+        mtu: DEFAULT_TUNNEL_MTU,
+    }
+}
+
+fn snapshot(case: Case, scheduler: SchedulerKind) -> Snapshot {
+    let mode = if case == Case::Nat {
+        Mode::Nat
+    } else {
+        Mode::Dr
+    };
+    let backends = backends((case == Case::Tunnel).then(ipip));
     let spec = ServiceSpec {
         id: VipId(0),
         name: "bench".into(),
@@ -284,12 +320,7 @@ fn one_worker(
             });
             (n as f64 / secs / 1e6, cpu.map(|c| n as f64 / c / 1e6))
         }
-        Case::Dr | Case::Nat => {
-            let mode = if case == Case::Dr {
-                Mode::Dr
-            } else {
-                Mode::Nat
-            };
+        Case::Dr | Case::Nat | Case::Tunnel => {
             let (_tx, rx) = crossbeam_channel::unbounded();
             let counters = WorkerCounters::shared();
             let mut w = Worker::new(
@@ -299,7 +330,7 @@ fn one_worker(
                     gateway_mac: MacAddr::default(),
                     idle: dataplane::worker::Idle::Off,
                 },
-                Arc::new(snapshot(mode, s.scheduler)),
+                Arc::new(snapshot(case, s.scheduler)),
                 rx,
                 counters.clone(),
                 nat_flows,
@@ -327,10 +358,44 @@ mod tests {
             reps: 1,
             ..Default::default()
         };
-        for case in [Case::IoForward, Case::Dr, Case::Nat] {
+        for case in Case::ALL {
             let r = run_case(case, &s);
             assert!(r.mpps > 0.0, "{case:?}");
+            assert_eq!(Case::from_name(case.name()), Some(case));
         }
+    }
+
+    #[test]
+    fn the_tunnel_case_sends_every_frame_encapsulated() {
+        let snap = Arc::new(snapshot(Case::Tunnel, SchedulerKind::Rr));
+        let s = MicroSettings::default();
+        let t = templates(&s, 0);
+        let mut w = Worker::new(
+            MemoryPort::new(PORT_MAC, 1024),
+            WorkerSettings {
+                burst: s.burst,
+                gateway_mac: MacAddr::default(),
+                idle: dataplane::worker::Idle::Off,
+            },
+            snap,
+            crossbeam_channel::unbounded().1,
+            WorkerCounters::shared(),
+            Arc::new(NatFlows::new(1024)),
+        );
+        for f in &t {
+            w.port_mut().push_rx(f);
+        }
+        while w.poll() > 0 {}
+        let mut n = 0;
+        while let Some(out) = w.port_mut().pop_tx() {
+            let inner = &t[n];
+            assert_eq!(out.len(), inner.len() + 20, "an outer IPv4 header");
+            assert_eq!((out[14], out[23]), (0x45, 4), "IPv4, protocol IPIP");
+            assert_eq!(&out[26..30], &[198, 18, 0, 2], "from the tunnel's source");
+            assert_eq!(&out[34..], &inner[14..], "the datagram inside, whole");
+            n += 1;
+        }
+        assert_eq!(n, t.len());
     }
 
     #[test]

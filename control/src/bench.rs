@@ -43,7 +43,7 @@ pub fn bench(args: &BenchArgs) -> io::Result<()> {
             for &w in workers {
                 s.workers = usize::from(w);
                 let mut base = None;
-                for case in [Case::IoForward, Case::Dr, Case::Nat] {
+                for case in Case::ALL {
                     let r = run_case(case, &s);
                     let base_mpps = *base.get_or_insert(r.mpps);
                     if args.json {

@@ -111,7 +111,8 @@ pub enum Command {
                       `spray bench dataplane` runs the worker loop over an in-memory port that \
                       replays 64-byte UDP frames, beside an io-forward loop (the same port, no \
                       per-packet work) measured by the same binary in the same run, and prints \
-                      Mpps and ns/packet for io-forward, DR and NAT (median of --reps).\n\n\
+                      Mpps and ns/packet for io-forward, DR, NAT and tunnel-ipip (DR to \
+                      backends behind IPIP tunnels), each the median of --reps.\n\n\
                       `spray bench socket` runs socket mode on 127.0.0.1: one client sends \
                       numbered datagrams through a Spray worker to three sinks, at --rate \
                       datagrams/s (or as fast as it can with --rate 0; several rates with \

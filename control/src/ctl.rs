@@ -381,8 +381,13 @@ pub fn list_table(l: &ServiceList) -> String {
             svc.bytes,
             svc.name
         );
-        let forward = if svc.mode == "dr" { "Route" } else { "Masq" };
         for b in &svc.backends {
+            // ipvsadm's names of its forwarding methods.
+            let forward = match b.mode.as_str() {
+                "dr" => "Route",
+                "tunnel" => "Tunnel",
+                _ => "Masq",
+            };
             let health = match b.health {
                 crate::api::HealthState::Up => "up",
                 crate::api::HealthState::Down => "down",

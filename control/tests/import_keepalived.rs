@@ -183,7 +183,7 @@ fn mixed_file_keeps_udp_and_reports_the_rest() {
     for vip in ["198.18.0.20:514", "198.18.0.21:514"] {
         let s = service(&c, vip);
         assert_eq!(s.scheduler, SchedulerKind::Wrr); // lc
-        assert_eq!(s.mode, Mode::Nat); // TUN
+        assert_eq!(s.mode, Mode::Nat); // FNAT, which is not keepalived's
         assert_eq!(s.backends[0].weight, 65535); // 100000, capped
         let tcp = check_of(&c, s, 0).unwrap();
         assert_eq!(tcp.probe, Probe::Tcp { port: Some(601) });
@@ -224,7 +224,7 @@ fn mixed_file_keeps_udp_and_reports_the_rest() {
         (26, "protocol TCP"),
         (41, "keepalived's default is TCP"),
         (52, "lb_algo lc"),
-        (53, "lb_kind TUN"),
+        (53, "lb_kind FNAT"),
         (55, "quorum"),
         (56, "hysteresis"),
         (58, "alpha"),
@@ -413,4 +413,67 @@ fn import_serialise_load_gives_the_same_services() {
             }
         }
     }
+}
+
+#[test]
+fn tun_services_become_tunnel_mode_with_their_encapsulation() {
+    let out = import("syslog-tun.conf", Dataplane::Auto);
+    assert!(out.toml.contains("dataplane = \"dpdk\""), "{}", out.toml);
+    // What the importer writes is the loader's model, key for key.
+    let raw: RawConfig = toml::from_str(&out.toml).unwrap();
+    let by_vip = |vip: &str| {
+        raw.services
+            .values()
+            .map(|s| s.get_ref())
+            .find(|s| s.vip.get_ref() == vip)
+            .unwrap()
+    };
+    let v4 = by_vip("198.18.0.10:514");
+    assert_eq!(v4.mode.as_ref().unwrap().get_ref(), "tunnel");
+    let t = v4.tunnel.as_ref().unwrap().get_ref();
+    assert_eq!(t.encap.as_ref().unwrap().get_ref(), "gue");
+    assert_eq!(*t.port.as_ref().unwrap().get_ref(), 6081);
+    let modes: Vec<Option<&str>> = v4
+        .backends
+        .as_ref()
+        .unwrap()
+        .get_ref()
+        .iter()
+        .map(|b| b.get_ref().mode.as_ref().map(|m| m.get_ref().as_str()))
+        .collect();
+    assert_eq!(modes, [None, None, Some("dr")]);
+    let v6 = by_vip("[2001:db8::10]:514");
+    assert_eq!(v6.mode.as_ref().unwrap().get_ref(), "tunnel");
+    assert!(v6.tunnel.is_none(), "ipip is the default");
+    // An IPv4 real server of an IPv6 VIP: a tunnel carries either family over either.
+    assert_eq!(v6.backends.as_ref().unwrap().get_ref().len(), 2);
+
+    if cfg!(spray_dpdk) {
+        let c = parse(&out);
+        let s = service(&c, "198.18.0.10:514");
+        assert_eq!(s.mode, Mode::Dr);
+        let t = s.backends[0].tunnel.expect("tunnelled");
+        assert_eq!(t.encap, dataplane::service::Encap::Gue { port: 6081 });
+        assert_eq!(t.source.to_string(), "198.18.0.2");
+        assert!(s.backends[2].tunnel.is_none(), "lvs_method DR");
+        let s6 = service(&c, "[2001:db8::10]:514");
+        let srcs: Vec<String> = s6
+            .backends
+            .iter()
+            .map(|b| b.tunnel.unwrap().source.to_string())
+            .collect();
+        assert_eq!(srcs, ["2001:db8::2", "198.18.0.2"]);
+    }
+
+    // Without the dpdk dataplane the services become NAT, with a warning, and the IPv4
+    // real server of the IPv6 VIP is skipped as NAT cannot translate between families.
+    let out = import("syslog-tun.conf", Dataplane::Socket);
+    assert!(!out.toml.contains("tunnel"), "{}", out.toml);
+    assert!(
+        diag(&out, 4, Level::Warning)
+            .iter()
+            .any(|m| m.contains("lb_kind TUNNEL of 198.18.0.10:514")),
+        "{:?}",
+        out.diags
+    );
 }

@@ -74,11 +74,17 @@ pub enum DropReason {
     /// Socket mode: a datagram reached a VIP from one of this process's own session sockets
     /// (a backend that leads back to a VIP): forwarding it again would loop forever.
     Loop,
+    /// Tunnel: a datagram that would not fit its backend's tunnel MTU once encapsulated. It
+    /// is answered with ICMP "fragmentation needed" / "packet too big" (counted as
+    /// [`WorkerCounters::icmp_too_big`]) unless that answer is rate-limited.
+    TunnelTooBig,
+    /// Tunnel: the buffer had no room in front of the frame for the outer headers.
+    NoHeadroom,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 25] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -102,6 +108,8 @@ impl DropReason {
         Self::BadNeigh,
         Self::IcmpNotTranslated,
         Self::Loop,
+        Self::TunnelTooBig,
+        Self::NoHeadroom,
     ];
 
     /// Stable snake_case name for stats and metrics.
@@ -130,6 +138,8 @@ impl DropReason {
             Self::BadNeigh => "bad_neigh",
             Self::IcmpNotTranslated => "icmp_not_translated",
             Self::Loop => "loop",
+            Self::TunnelTooBig => "tunnel_too_big",
+            Self::NoHeadroom => "no_headroom",
         }
     }
 }
@@ -242,6 +252,9 @@ pub struct WorkerCounters {
     pub icmp_translated: Counter,
     /// Non-first IP fragments steered after their first fragment.
     pub fragments_steered: Counter,
+    /// Tunnel: ICMP "fragmentation needed" / "packet too big" sent to clients whose datagram
+    /// did not fit a tunnel (at most [`crate::encap::TOO_BIG_PER_SEC`] a second per worker).
+    pub icmp_too_big: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],
     /// Packets that arrived for each VIP, indexed by [`VipId`].

@@ -7,14 +7,15 @@
 //! The worker (`crate::worker`) calls it for every frame its common-case loop does not take;
 //! the loop itself shares [`rewrite_to_hop_v4`], so both reach the same decisions and bytes.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use crate::counters::{DropReason, WorkerCounters};
+use crate::encap::{overhead, Grow, Inner, RateLimit};
 use crate::frag::{FragAction, FragTable};
 use crate::model::flow::{flow_hash, NatFlows};
 use crate::model::PassiveSink;
-use crate::model::{Hop, MacAddr, Mode, ReverseNat, Service, Snapshot, VipId};
+use crate::model::{Hop, MacAddr, Mode, ReverseNat, Service, Snapshot, Tunnel, VipId};
 use crate::neigh::{self, WorkerNeigh};
 use crate::rewrite::{
     decrement_ttl, eth_src_word, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
@@ -36,6 +37,9 @@ impl Now {
 pub(crate) enum Fwd {
     /// Transmit it (rewritten in place).
     Tx,
+    /// Grow headers in front of it, then transmit it (tunnel encapsulation, or an ICMP error
+    /// built over it): the worker applies the [`Grow`] to its buffer.
+    Grow(Grow),
     /// Free it without counting a drop (its content went to the control thread).
     Consumed,
 }
@@ -52,6 +56,8 @@ pub(crate) struct Ctx<'a, 's> {
     pub(crate) c: &'a WorkerCounters,
     pub(crate) neigh: &'a WorkerNeigh,
     pub(crate) passive: Option<&'a PassiveSink>,
+    /// The limit on ICMP "too big" answers; none are sent without it.
+    pub(crate) too_big: Option<&'a RateLimit>,
 }
 
 impl<'a, 's> Ctx<'a, 's> {
@@ -74,7 +80,14 @@ impl<'a, 's> Ctx<'a, 's> {
             c,
             neigh,
             passive,
+            too_big: None,
         }
+    }
+
+    /// The same context, answering datagrams too big for a tunnel within `limit`.
+    pub(crate) fn with_too_big(mut self, limit: &'a RateLimit) -> Self {
+        self.too_big = Some(limit);
+        self
     }
 
     /// Next hop toward clients: the resolved gateway, else the configured one.
@@ -254,6 +267,27 @@ pub(crate) fn to_backend<D: Datagram>(
         .pick_indexed_with(cursor, || flow_hash(&f.src(), &f.dst()))
         .ok_or(DropReason::NoHealthyBackend)?;
     let mac = b.mac.ok_or(DropReason::NoBackendMac)?;
+    if let Some(tunnel) = b.tunnel {
+        let dst = b.addr.ip();
+        let hash = flow_hash(&f.src(), &f.dst());
+        let inner = Inner::read(frame, f.l3(), hash)?;
+        let grow = tunnel_or_too_big(tunnel, dst, inner, ctx, now)?;
+        if let (Some(info), Grow::Tunnel { .. }) = (frag, grow) {
+            let action = FragAction::Backend {
+                vip: vip_id,
+                backend: b.id,
+                mac,
+                nat_to: None,
+                tunnel: Some((tunnel, dst, hash)),
+            };
+            frags.insert_first(now.get(), info, action)?;
+        }
+        if let Grow::Tunnel { .. } = grow {
+            set_macs(frame, ctx.port_mac, mac);
+            c.backend_packet(b.id, len + grow.len());
+        }
+        return Ok(Fwd::Grow(grow));
+    }
     let nat = svc.spec.mode == Mode::Nat;
     if nat {
         decrement_ttl(frame, f.l3(), f.is_ipv6())?;
@@ -264,6 +298,7 @@ pub(crate) fn to_backend<D: Datagram>(
             backend: b.id,
             mac,
             nat_to: nat.then(|| b.addr.ip()),
+            tunnel: None,
         };
         frags.insert_first(now.get(), info, action)?;
     }
@@ -276,6 +311,34 @@ pub(crate) fn to_backend<D: Datagram>(
     set_macs(frame, ctx.port_mac, mac);
     c.backend_packet(b.id, len);
     Ok(Fwd::Tx)
+}
+
+/// The headers for a datagram to a tunnelled backend at `dst`: the encapsulation, or, when
+/// the encapsulated datagram would exceed the tunnel's MTU, the ICMP error that tells the
+/// client the MTU left for it (at most [`crate::encap::TOO_BIG_PER_SEC`] a second per worker).
+///
+/// # Errors
+/// [`DropReason::TunnelTooBig`] for a datagram too big whose answer is rate-limited.
+#[inline]
+fn tunnel_or_too_big(
+    tunnel: Tunnel,
+    dst: IpAddr,
+    inner: Inner,
+    ctx: &Ctx,
+    now: &mut Now,
+) -> Result<Grow, DropReason> {
+    let overhead = overhead(&tunnel, dst);
+    if inner.len + overhead <= usize::from(tunnel.mtu) {
+        return Ok(Grow::Tunnel { tunnel, dst, inner });
+    }
+    if !ctx.too_big.is_some_and(|l| l.allow(now.get())) {
+        return Err(DropReason::TunnelTooBig);
+    }
+    // Not forwarded, so counted as a drop, though the frame leaves as the answer.
+    ctx.c.drop_packet(DropReason::TunnelTooBig);
+    ctx.c.icmp_too_big.add(1);
+    let mtu = tunnel.mtu.saturating_sub(overhead as u16);
+    Ok(Grow::TooBig { inner, mtu })
 }
 
 /// A datagram (or first fragment) not for a VIP: maybe a NAT reply from a backend on its way
@@ -334,8 +397,19 @@ fn fragment(
             backend,
             mac,
             nat_to,
+            tunnel,
         } => {
             ctx.c.vip_packet(vip, len);
+            if let Some((tunnel, dst, hash)) = tunnel {
+                let inner = Inner::read(frame, ipf.l3, hash)?;
+                let grow = tunnel_or_too_big(tunnel, dst, inner, ctx, now)?;
+                if let Grow::Tunnel { .. } = grow {
+                    set_macs(frame, ctx.port_mac, mac);
+                    ctx.c.backend_packet(backend, len + grow.len());
+                    ctx.c.fragments_steered.add(1);
+                }
+                return Ok(Fwd::Grow(grow));
+            }
             if let Some(to) = nat_to {
                 decrement_ttl(frame, ipf.l3, v6)?;
                 nat_fragment(frame, ipf.l3, false, to)?;

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::counters::DropReason;
 use crate::model::flow::mix64;
-use crate::model::{BackendId, MacAddr, VipId};
+use crate::model::{BackendId, MacAddr, Tunnel, VipId};
 use crate::wire::{FragInfo, FragKey};
 
 /// Entries of a worker's table unless configured otherwise.
@@ -58,6 +58,10 @@ pub(crate) enum FragAction {
         mac: MacAddr,
         /// NAT: the backend's address (the new destination); `None` in DR mode.
         nat_to: Option<IpAddr>,
+        /// Tunnel: the backend's tunnel, its address (the outer destination) and the flow
+        /// hash the first fragment was encapsulated with, which the later ones (without
+        /// ports) reuse so that the whole datagram is one outer flow.
+        tunnel: Option<(Tunnel, IpAddr, u64)>,
     },
     /// A NAT reply from a backend toward a client: the source becomes the VIP's address.
     Reply {
@@ -299,6 +303,7 @@ mod tests {
         backend: BackendId(1),
         mac: MacAddr([2, 0, 0, 0, 0, 1]),
         nat_to: None,
+        tunnel: None,
     };
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod counters;
 mod decide;
+mod encap;
 pub mod frag;
 pub mod icmp;
 mod model;

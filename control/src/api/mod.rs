@@ -161,6 +161,10 @@ pub enum HealthState {
 pub struct BackendInfo {
     /// Address and port.
     pub addr: SocketAddr,
+    /// How datagrams reach it: `nat`, `dr` or `tunnel` (the service's mode unless the
+    /// backend has its own).
+    #[serde(default)]
+    pub mode: String,
     /// Configured weight.
     pub weight: u32,
     /// The weight the dataplane uses: 0 when down, drained or disabled.
@@ -360,8 +364,8 @@ pub struct NewService {
     pub vip: SocketAddr,
     /// Scheduler.
     pub scheduler: dataplane::sched::SchedulerKind,
-    /// DR or NAT (socket mode takes only NAT).
-    pub mode: dataplane::service::Mode,
+    /// NAT, DR or tunnel (socket mode takes only NAT).
+    pub mode: crate::config::file::Method,
     /// Backends; may be empty (the VIP then drops and counts).
     pub backends: Vec<NewBackend>,
 }

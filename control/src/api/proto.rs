@@ -184,9 +184,13 @@ pub fn change(cmd: &str, a: Value) -> Result<Change, ApiError> {
                 Some(s) => s.parse().map_err(|e| bad(cmd, e))?,
             };
             let mode = match a.mode.as_deref() {
-                None => dataplane::service::Mode::Nat,
-                Some(m) => crate::config::file::mode_from_name(m)
-                    .ok_or_else(|| bad(cmd, format!("unknown mode {m:?}: expected nat or dr")))?,
+                None => crate::config::file::Method::Nat,
+                Some(m) => crate::config::file::Method::from_name(m).ok_or_else(|| {
+                    bad(
+                        cmd,
+                        format!("unknown mode {m:?}: expected nat, dr or tunnel"),
+                    )
+                })?,
             };
             let mut backends = Vec::with_capacity(a.backends.len());
             for b in &a.backends {

@@ -41,6 +41,9 @@ use toml::Spanned;
 
 use super::{list, DataplaneKind, Machine, Validator};
 
+/// A port's address and, when given, the prefix length of its network.
+type Network<A> = (A, Option<u8>);
+
 /// Most queue pairs per port.
 pub const MAX_QUEUES: i64 = 64;
 
@@ -113,6 +116,11 @@ pub struct DpdkPortConfig {
     pub ipv4: Option<Ipv4Addr>,
     /// The port's own IPv6 address: answered for, the source of its solicitations.
     pub ipv6: Option<Ipv6Addr>,
+    /// Prefix length of the IPv4 network: backends outside it are reached through the
+    /// gateway. `None`: every address is on the link.
+    pub ipv4_prefix: Option<u8>,
+    /// Prefix length of the IPv6 network, likewise.
+    pub ipv6_prefix: Option<u8>,
     /// Next hop toward IPv4 clients (NAT replies), resolved by ARP.
     pub gateway_ipv4: Option<Ipv4Addr>,
     /// Next hop toward IPv6 clients, resolved by NDP.
@@ -124,6 +132,30 @@ pub struct DpdkPortConfig {
 }
 
 impl DpdkPortConfig {
+    /// Whether `ip` is inside this port's network (always, when its address of that family
+    /// has no prefix length, as in [`dataplane::neigh::Neighbours::on_link`]).
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        match (ip, self.ipv4, self.ipv4_prefix, self.ipv6, self.ipv6_prefix) {
+            (IpAddr::V4(a), Some(l), Some(len), ..) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(l) & mask
+            }
+            (IpAddr::V6(a), .., Some(l), Some(len)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                u128::from(a) & mask == u128::from(l) & mask
+            }
+            _ => true,
+        }
+    }
+
+    /// The port's gateway of `ip`'s family.
+    pub fn gateway(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => self.gateway_ipv4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.gateway_ipv6.map(IpAddr::V6),
+        }
+    }
+
     /// A port on `device` with the defaults of every other key.
     pub fn new(device: impl Into<String>) -> Self {
         Self {
@@ -135,6 +167,8 @@ impl DpdkPortConfig {
             gateway_mac: None,
             ipv4: None,
             ipv6: None,
+            ipv4_prefix: None,
+            ipv6_prefix: None,
             gateway_ipv4: None,
             gateway_ipv6: None,
             vlan: None,
@@ -230,25 +264,56 @@ impl Validator<'_> {
     }
 
     /// At most one IPv4 and one IPv6 address from the list at `key`.
-    fn ip_pair(
+    pub(super) fn ip_pair(
         &mut self,
         key: &str,
         raw: &Option<Spanned<Vec<Spanned<String>>>>,
     ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        let (v4, v6) = self.networks(key, raw, false);
+        (v4.map(|(a, _)| a), v6.map(|(a, _)| a))
+    }
+
+    /// At most one IPv4 and one IPv6 address from the list at `key`, each with its prefix
+    /// length when `prefixes` allows one (`198.18.0.2/24`).
+    fn networks(
+        &mut self,
+        key: &str,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+        prefixes: bool,
+    ) -> (Option<Network<Ipv4Addr>>, Option<Network<Ipv6Addr>>) {
         let (mut v4, mut v6) = (None, None);
         for (i, a) in raw.iter().flat_map(|r| r.get_ref().iter()).enumerate() {
             let k = format!("{key}[{i}]");
-            let ip = match a.get_ref().parse::<IpAddr>() {
+            let text = a.get_ref();
+            let (addr, len) = match text.split_once('/') {
+                Some((addr, len)) if prefixes => (addr, Some(len)),
+                _ => (text.as_str(), None),
+            };
+            let ip = match addr.parse::<IpAddr>() {
                 Ok(ip) => ip,
                 Err(_) => {
+                    let like = if prefixes {
+                        "like 198.18.0.2/24 or 2001:db8::2/64; the prefix length is optional"
+                    } else {
+                        "like 198.18.0.2 or 2001:db8::2, without a prefix length"
+                    };
                     self.report(
                         Some(a.span()),
                         &k,
-                        format!(
-                            "{:?} is not an IP address (like 198.18.0.2 or 2001:db8::2, \
-                             without a prefix length)",
-                            a.get_ref()
-                        ),
+                        format!("{text:?} is not an IP address ({like})"),
+                    );
+                    continue;
+                }
+            };
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len = match len.map(|l| l.parse::<u8>().ok().filter(|&l| l <= max)) {
+                None => None,
+                Some(Some(l)) => Some(l),
+                Some(None) => {
+                    self.report(
+                        Some(a.span()),
+                        &k,
+                        format!("{text:?}: the prefix length must be 0..={max}"),
                     );
                     continue;
                 }
@@ -258,8 +323,8 @@ impl Validator<'_> {
                 continue;
             }
             let taken = match ip {
-                IpAddr::V4(a) => v4.replace(a).is_some(),
-                IpAddr::V6(a) => v6.replace(a).is_some(),
+                IpAddr::V4(a) => v4.replace((a, len)).is_some(),
+                IpAddr::V6(a) => v6.replace((a, len)).is_some(),
             };
             if taken {
                 self.report(
@@ -367,7 +432,7 @@ impl Validator<'_> {
                     .vlan
                     .as_ref()
                     .map(|_| self.int(&format!("{key}.vlan"), &p.vlan, 1..=4094, 1) as u16);
-                let (ipv4, ipv6) = self.ip_pair(&format!("{key}.addresses"), &p.addresses);
+                let (v4, v6) = self.networks(&format!("{key}.addresses"), &p.addresses, true);
                 let (gateway_ipv4, gateway_ipv6) =
                     self.ip_pair(&format!("{key}.gateways"), &p.gateways);
                 let port = DpdkPortConfig {
@@ -386,8 +451,10 @@ impl Validator<'_> {
                     gateway_mac: self.mac(&format!("{key}.gateway_mac"), &p.gateway_mac),
                     burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
                     vlan,
-                    ipv4,
-                    ipv6,
+                    ipv4: v4.map(|(a, _)| a),
+                    ipv6: v6.map(|(a, _)| a),
+                    ipv4_prefix: v4.and_then(|(_, l)| l),
+                    ipv6_prefix: v6.and_then(|(_, l)| l),
                     gateway_ipv4,
                     gateway_ipv6,
                 };
@@ -479,6 +546,35 @@ impl Validator<'_> {
                         b.addr
                     ),
                 );
+            }
+            for b in &svc.backends {
+                let ip = b.addr.ip();
+                if b.mac.is_some() || s.ports.iter().any(|p| p.on_link(ip)) {
+                    continue;
+                }
+                let service = format!("services.{}", svc.name);
+                if svc.mode == Mode::Dr && b.tunnel.is_none() {
+                    self.report(
+                        None,
+                        &service,
+                        format!(
+                            "backend {ip} is outside every dpdk port's network, and dr only \
+                             rewrites the MAC address: it must share the port's segment; \
+                             reach it through a router with mode = \"tunnel\""
+                        ),
+                    );
+                } else if !gateway_mac && !s.ports.iter().any(|p| p.gateway(ip).is_some()) {
+                    self.report(
+                        None,
+                        &service,
+                        format!(
+                            "backend {ip} is outside every dpdk port's network and no port has \
+                             an {} gateway to reach it through: add one to \
+                             dpdk.ports[N].gateways",
+                            super::family(ip)
+                        ),
+                    );
+                }
             }
             let v4 = svc.vip.addr.is_ipv4();
             let gateway = s.ports.iter().any(|p| {
@@ -610,9 +706,27 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         assert_eq!(p.gateway_ipv6, Some("2001:db8::1".parse().unwrap()));
         assert_eq!(p.vlan, Some(100));
         let bad = |from: &str, to: &str| parse(&src.replace(from, to)).unwrap_err().to_string();
-        let e = bad("\"198.18.0.2\"", "\"198.18.0.2/24\"");
+        let with_prefix = parse(&src.replace("\"198.18.0.2\"", "\"198.18.0.2/24\"")).unwrap();
+        let p = &with_prefix.dpdk.ports[0];
+        assert_eq!((p.ipv4_prefix, p.ipv6_prefix), (Some(24), None));
+        assert!(p.on_link("198.18.0.200".parse().unwrap()));
+        assert!(!p.on_link("198.19.1.1".parse().unwrap()));
         assert!(
-            e.contains("dpdk.ports[0].addresses[0]: \"198.18.0.2/24\" is not an IP address"),
+            p.on_link("2001:db8:ffff::1".parse().unwrap()),
+            "no IPv6 prefix"
+        );
+        let e = bad("\"198.18.0.2\"", "\"198.18.0.2/33\"");
+        assert!(
+            e.contains(
+                "dpdk.ports[0].addresses[0]: \"198.18.0.2/33\": the prefix length must be 0..=32"
+            ),
+            "{e}"
+        );
+        let e = bad("\"198.18.0.2\"", "\"198.18.0.2/x\"");
+        assert!(e.contains("\"198.18.0.2/x\": the prefix length"), "{e}");
+        let e = bad("\"198.18.0.2\"", "\"198.18.0.x/24\"");
+        assert!(
+            e.contains("\"198.18.0.x/24\" is not an IP address (like 198.18.0.2/24"),
             "{e}"
         );
         let e = bad("\"198.18.0.2\"", "\"198.18.0.3\", \"198.18.0.2\"");

@@ -7,8 +7,8 @@
 //!   serialises it with the toml crate ([`RawConfig::to_toml`]), so what it writes is what
 //!   the loader reads, key for key.
 //!
-//! The names of schedulers ([`SchedulerKind`]'s `name` and `FromStr`) and of forwarding modes
-//! ([`mode_name`], [`mode_from_name`]) are the same in the file, in the control socket's
+//! The names of schedulers ([`SchedulerKind`]'s `name` and `FromStr`) and of forwarding methods
+//! ([`Method`]) are the same in the file, in the control socket's
 //! `add_vip` and `list`, and in what the importer writes.
 //!
 //! Values stay as TOML gives them (strings for addresses and names, `i64` for numbers) and
@@ -28,6 +28,7 @@ use dataplane::sched::SchedulerKind;
 
 pub use super::dpdk::{RawDpdk, RawDpdkPort};
 pub use super::ops::{RawControl, RawMetrics};
+pub use super::tunnel::RawTunnel;
 pub use crate::health::config::RawCheck;
 
 /// A value built in memory rather than read from a file (it has no place in one).
@@ -35,19 +36,44 @@ pub fn value<T>(v: T) -> Spanned<T> {
     Spanned::new(0..0, v)
 }
 
-/// The name of a forwarding mode in the file (`mode = "nat"`) and on the control socket.
-pub fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Nat => "nat",
-        Mode::Dr => "dr",
-    }
+/// How a service, or one of its backends, forwards: `mode = "nat"` in the file and on the
+/// control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Address and port translation ([`Mode::Nat`]).
+    Nat,
+    /// Direct routing: only the MAC changes ([`Mode::Dr`]).
+    Dr,
+    /// Direct server return through an IPIP or GUE tunnel: [`Mode::Dr`] with the backend's
+    /// [`dataplane::service::Backend::tunnel`] set.
+    Tunnel,
 }
 
-/// The mode a name stands for; `None` for an unknown name.
-pub fn mode_from_name(name: &str) -> Option<Mode> {
-    [Mode::Nat, Mode::Dr]
-        .into_iter()
-        .find(|&m| mode_name(m) == name)
+impl Method {
+    /// Every method, in the order messages list them.
+    pub const ALL: [Method; 3] = [Method::Nat, Method::Dr, Method::Tunnel];
+
+    /// The name in the file and on the control socket.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Nat => "nat",
+            Method::Dr => "dr",
+            Method::Tunnel => "tunnel",
+        }
+    }
+
+    /// The method a name stands for; `None` for an unknown name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The dataplane's rewrite of a service forwarding this way.
+    pub fn mode(self) -> Mode {
+        match self {
+            Method::Nat => Mode::Nat,
+            Method::Dr | Method::Tunnel => Mode::Dr,
+        }
+    }
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -131,6 +157,8 @@ pub struct RawService {
     pub fallback: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Spanned<RawTunnel>>,
 }
 
 /// One entry of `services.NAME.backends` as written.
@@ -140,6 +168,8 @@ pub struct RawBackend {
     pub addr: Spanned<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,10 +186,10 @@ mod tests {
 
     #[test]
     fn mode_names_go_both_ways() {
-        for m in [Mode::Nat, Mode::Dr] {
-            assert_eq!(mode_from_name(mode_name(m)), Some(m));
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
         }
-        assert_eq!(mode_from_name("NAT"), None);
+        assert_eq!(Method::from_name("NAT"), None);
     }
 
     #[test]
@@ -180,6 +210,7 @@ mod tests {
             backends: Some(value(vec![value(RawBackend {
                 addr: value("127.0.0.1:6001".to_owned()),
                 weight: Some(value(3)),
+                mode: None,
                 mac: None,
                 check: Some(value(check)),
                 drain: None,
@@ -187,6 +218,7 @@ mod tests {
             check: None,
             fallback: None,
             passive: Some(false),
+            tunnel: None,
         };
         let mut model = RawConfig::default();
         model.services.insert("a b".to_owned(), value(service));

@@ -37,7 +37,7 @@ use dataplane::service::{
 };
 use toml::Spanned;
 
-use self::file::{RawBackend, RawConfig, RawRuntime, RawService, RawSocket};
+use self::file::{Method, RawBackend, RawConfig, RawRuntime, RawService, RawSocket};
 use crate::health::config::{CheckProblem, Fields};
 use crate::health::Check;
 pub mod file;
@@ -47,6 +47,8 @@ pub mod traps;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
 pub mod dpdk;
 pub use dpdk::DpdkSettings;
+pub mod tunnel;
+pub use tunnel::TunnelSettings;
 
 /// Most worker threads a config may ask for.
 pub const MAX_WORKERS: usize = 64;
@@ -136,10 +138,22 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// The health check of each checked backend entry (unchecked ones are always up).
     pub checks: BTreeMap<BackendId, Check>,
+    /// How each service forwards, by name (every service has an entry).
+    pub forwarding: BTreeMap<String, Forwarding>,
     /// `[control]`.
     pub control: ControlSettings,
     /// `[metrics]`.
     pub metrics: MetricsSettings,
+}
+
+/// How a service forwards, beyond the rewrite its [`ServiceSpec::mode`] gives the
+/// dataplane: what a backend added at run time takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The service's `mode`, the method of every backend without its own.
+    pub method: Method,
+    /// Its tunnel (the defaults when it has no `tunnel` table); used by tunnelled backends.
+    pub tunnel: TunnelSettings,
 }
 
 /// What validation needs to know about the machine it runs on.
@@ -437,16 +451,20 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig, machine: &Machine) -> Config {
         let runtime = self.runtime(&raw.runtime, machine);
         let socket = self.socket(&raw.socket);
-        let services = self.services(&raw.services, runtime.dataplane);
+        let (mut services, mut forwarding) = self.services(&raw.services, runtime.dataplane);
         let control = self.control(raw.control.as_ref());
         let metrics = self.metrics(raw.metrics.as_ref());
         let dpdk = self.dpdk(&raw.dpdk, runtime.dataplane, &services, machine);
+        if runtime.dataplane == DataplaneKind::Dpdk {
+            self.tunnel_sources(&mut services, &mut forwarding, &dpdk);
+        }
         Config {
             runtime,
             socket,
             dpdk,
             services,
             checks: std::mem::take(&mut self.checks),
+            forwarding,
             control,
             metrics,
         }
@@ -563,7 +581,8 @@ impl Validator<'_> {
         &mut self,
         raw: &BTreeMap<String, Spanned<RawService>>,
         dataplane: DataplaneKind,
-    ) -> Vec<ServiceSpec> {
+    ) -> (Vec<ServiceSpec>, BTreeMap<String, Forwarding>) {
+        let mut forwarding = BTreeMap::new();
         if raw.is_empty() {
             self.report(
                 None,
@@ -577,7 +596,7 @@ impl Validator<'_> {
                 "services",
                 format!("{} services is more than the limit {MAX_VIPS}", raw.len()),
             );
-            return Vec::new();
+            return (Vec::new(), forwarding);
         }
         let mut specs: Vec<ServiceSpec> = Vec::with_capacity(raw.len());
         let mut next_backend = 0usize;
@@ -587,35 +606,12 @@ impl Validator<'_> {
             let key = format!("services.{name}");
             let svc_span = svc.span();
             let svc = svc.get_ref();
-            let mode = match svc.mode.as_ref().map(|m| {
-                (
-                    m.get_ref().as_str(),
-                    file::mode_from_name(m.get_ref()),
-                    m.span(),
-                )
-            }) {
-                None | Some((_, Some(Mode::Nat), _)) => Mode::Nat,
-                Some((_, Some(Mode::Dr), span)) => {
-                    if dataplane == DataplaneKind::Socket {
-                        self.report(
-                            Some(span),
-                            &format!("{key}.mode"),
-                            "\"dr\" needs a dataplane that owns the wire (dpdk): the socket \
-                             dataplane hands datagrams to the kernel, which cannot keep the \
-                             vip as destination and rewrite only the MAC address",
-                        );
-                    }
-                    Mode::Dr
-                }
-                Some((other, None, span)) => {
-                    self.report(
-                        Some(span),
-                        &format!("{key}.mode"),
-                        format!("unknown mode {other:?}: expected nat or dr"),
-                    );
-                    Mode::Nat
-                }
+            let method = match &svc.mode {
+                None => Method::Nat,
+                Some(m) => self.method(&format!("{key}.mode"), m, dataplane),
             };
+            let mode = method.mode();
+            let tunnel = self.tunnel(&key, svc.tunnel.as_ref());
             let vip = self.vip(&key, &svc.vip);
             if let Some(p) = &svc.protocol {
                 if p.get_ref() != "udp" {
@@ -676,7 +672,38 @@ impl Validator<'_> {
                         let bkey = format!("{key}.backends[{j}]");
                         let id = next_backend;
                         next_backend += 1;
-                        if let Some(mut be) = self.backend(&bkey, b, id, vip, mode) {
+                        let own = match &b.get_ref().mode {
+                            None => method,
+                            Some(m) => {
+                                let mkey = format!("{bkey}.mode");
+                                let own = self.method(&mkey, m, dataplane);
+                                if (own == Method::Nat) != (method == Method::Nat) {
+                                    self.report(
+                                        Some(m.span()),
+                                        &mkey,
+                                        format!(
+                                            "{:?} cannot mix with the service's {:?}: a nat \
+                                             service rewrites its replies, dr and tunnel \
+                                             backends answer the client themselves; only dr \
+                                             and tunnel mix",
+                                            own.name(),
+                                            method.name()
+                                        ),
+                                    );
+                                }
+                                own
+                            }
+                        };
+                        if let Some(mut be) = self.backend(&bkey, b, id, vip, own) {
+                            if own == Method::Tunnel {
+                                be.tunnel = Some(self.backend_tunnel(
+                                    &key,
+                                    svc.tunnel.as_ref(),
+                                    &tunnel,
+                                    vip,
+                                    be.addr.ip(),
+                                ));
+                            }
                             if b.get_ref().drain == Some(true) {
                                 be.admin = AdminState::Drained;
                             }
@@ -713,6 +740,7 @@ impl Validator<'_> {
                 .fallback
                 .as_ref()
                 .and_then(|f| self.fallback(&key, f, vip, &backends));
+            forwarding.insert(name.clone(), Forwarding { method, tunnel });
             if let Some(vip) = vip {
                 specs.push(ServiceSpec {
                     id: VipId(i as u16),
@@ -763,7 +791,68 @@ impl Validator<'_> {
                 loops::describe(&nodes, &hops, "services."),
             );
         }
-        specs
+        (specs, forwarding)
+    }
+
+    /// The method named at `key`; a method the dataplane cannot do is reported.
+    fn method(&mut self, key: &str, raw: &Spanned<String>, dataplane: DataplaneKind) -> Method {
+        let Some(method) = Method::from_name(raw.get_ref()) else {
+            self.report(
+                Some(raw.span()),
+                key,
+                format!(
+                    "unknown mode {:?}: expected nat, dr or tunnel",
+                    raw.get_ref()
+                ),
+            );
+            return Method::Nat;
+        };
+        let why = match method {
+            Method::Nat => None,
+            Method::Dr => Some(
+                "the socket dataplane hands datagrams to the kernel, which cannot keep the \
+                 vip as destination and rewrite only the MAC address",
+            ),
+            Method::Tunnel => Some(
+                "the socket dataplane sends through the kernel's UDP sockets, which cannot \
+                 put an outer IPIP or GUE header around the client's datagram",
+            ),
+        };
+        if let (Some(why), DataplaneKind::Socket) = (why, dataplane) {
+            self.report(
+                Some(raw.span()),
+                key,
+                format!(
+                    "{:?} needs a dataplane that owns the wire (dpdk): {why}",
+                    method.name()
+                ),
+            );
+        }
+        method
+    }
+
+    /// The tunnel of a backend at `ip` of service `key`. Its source may be the DPDK port's,
+    /// known only later: until [`Self::tunnel_sources`] settles it, it is unspecified.
+    fn backend_tunnel(
+        &mut self,
+        key: &str,
+        raw: Option<&Spanned<file::RawTunnel>>,
+        t: &TunnelSettings,
+        vip: Option<SocketAddr>,
+        ip: IpAddr,
+    ) -> dataplane::service::Tunnel {
+        if vip.is_some_and(|v| v.is_ipv6()) {
+            self.tunnel_fits_ipv6(key, raw, t, ip);
+        }
+        let unspecified = match ip {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        t.toward(ip).unwrap_or(dataplane::service::Tunnel {
+            encap: t.encap,
+            source: unspecified,
+            mtu: t.mtu,
+        })
     }
 
     /// The sorry server of service `key`: an address:port of the vip's family that is not
@@ -848,7 +937,7 @@ impl Validator<'_> {
         raw: &Spanned<RawBackend>,
         id: usize,
         vip: Option<SocketAddr>,
-        mode: Mode,
+        method: Method,
     ) -> Option<Backend> {
         let raw = raw.get_ref();
         let akey = format!("{key}.addr");
@@ -857,7 +946,7 @@ impl Validator<'_> {
             text.parse::<SocketAddr>(),
             text.parse::<IpAddr>(),
             vip,
-            mode,
+            method.mode(),
         ) {
             (Ok(a), ..) if a.port() == 0 => {
                 self.report(
@@ -868,7 +957,7 @@ impl Validator<'_> {
                 None
             }
             (Ok(a), ..) => Some(a),
-            // In DR mode the port is the VIP's, so a bare address will do.
+            // In DR and tunnel modes the port is the VIP's, so a bare address will do.
             (_, Ok(ip), Some(vip), Mode::Dr) => Some(SocketAddr::new(ip, vip.port())),
             _ => {
                 self.report(
@@ -882,12 +971,13 @@ impl Validator<'_> {
             }
         };
         if let (Some(a), Some(v)) = (addr, vip) {
-            if a.is_ipv4() != v.is_ipv4() {
-                let why = match mode {
-                    Mode::Nat => "nat cannot translate between address families",
-                    Mode::Dr => {
+            // A tunnel carries either family over either family (RFC 2473, RFC 4213).
+            if a.is_ipv4() != v.is_ipv4() && method != Method::Tunnel {
+                let why = match method {
+                    Method::Nat => "nat cannot translate between address families",
+                    Method::Dr | Method::Tunnel => {
                         "dr sends the vip's own packets, which a backend of another \
-                                 family cannot receive"
+                         family cannot receive: a tunnel can (mode = \"tunnel\")"
                     }
                 };
                 self.report(

@@ -305,6 +305,8 @@ pub fn neigh_config(pc: &DpdkPortConfig, mac: MacAddr) -> NeighConfig {
     c.vlan = pc.vlan;
     c.local_v4 = pc.ipv4;
     c.local_v6 = pc.ipv6;
+    c.prefix_v4 = pc.ipv4_prefix;
+    c.prefix_v6 = pc.ipv6_prefix;
     // A static gateway_mac overrides resolution: nothing to resolve then.
     if pc.gateway_mac.is_none() {
         c.gateway_v4 = pc.gateway_ipv4;

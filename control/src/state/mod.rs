@@ -54,6 +54,7 @@ use crate::api::{
     self, Admin, ApiError, Applied, BackendInfo, Change, ErrorCode, Reloaded, ServiceInfo,
     ServiceList, Who,
 };
+use crate::config::file::Method;
 use crate::config::Config;
 use crate::health::checker::{Job, Outcome};
 use crate::health::events::{EventKind, EventRing, HealthEvent, LogKind, Logged, SharedEvents};
@@ -719,7 +720,7 @@ impl State {
                     vip: s.vip,
                     protocol: "udp".to_owned(),
                     scheduler: s.scheduler.name().to_owned(),
-                    mode: crate::config::file::mode_name(s.mode).to_owned(),
+                    mode: s.forwarding.method.name().to_owned(),
                     admin: s.admin,
                     packets,
                     bytes,
@@ -733,8 +734,14 @@ impl State {
                             let up = target.map_or(true, |t| t.machine.state() == HealthState::Up);
                             let in_rotation =
                                 s.admin == Admin::Enabled && b.admin == Admin::Enabled && up;
+                            let method = match (b.tunnel, s.forwarding.method) {
+                                (Some(_), _) => Method::Tunnel,
+                                (None, Method::Tunnel) => Method::Dr,
+                                (None, m) => m,
+                            };
                             BackendInfo {
                                 addr: b.addr,
+                                mode: method.name().to_owned(),
                                 weight: b.weight,
                                 effective_weight: if in_rotation { b.weight } else { 0 },
                                 health: if up {
@@ -1199,7 +1206,7 @@ fall = 3
             name: "c".into(),
             vip: "127.0.0.12:5514".parse().unwrap(),
             scheduler: dataplane::sched::SchedulerKind::Rr,
-            mode: dataplane::service::Mode::Nat,
+            mode: crate::config::file::Method::Nat,
             backends: vec![],
         });
         apply(&mut s, vip, now).unwrap();

@@ -140,6 +140,16 @@ impl State {
         let (mut g4, mut g6) = (None, None);
         for p in &self.neigh {
             p.neigh.fill_macs(specs);
+            // Behind a static gateway_mac nothing is resolved: routed backends take it.
+            if let Some(g) = p.gateway_mac {
+                let routed = specs
+                    .iter_mut()
+                    .flat_map(|s| s.backends.iter_mut())
+                    .filter(|b| b.mac.is_none() && !p.neigh.on_link(b.addr.ip()));
+                for b in routed {
+                    b.mac = Some(g);
+                }
+            }
             for f in specs.iter_mut().filter_map(|s| s.fallback.as_mut()) {
                 if f.mac.is_none() {
                     f.mac = p.neigh.lookup(f.addr.ip());
@@ -425,7 +435,7 @@ fall = 1
             name: "b".into(),
             vip: "198.18.0.11:514".parse().unwrap(),
             scheduler: dataplane::sched::SchedulerKind::Rr,
-            mode: dataplane::service::Mode::Nat,
+            mode: crate::config::file::Method::Nat,
             backends: vec![],
         });
         s.apply(&add, &Who::local("test"), t0).unwrap();

@@ -46,12 +46,13 @@ use std::sync::Arc;
 use dataplane::counters::SharedCounters;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{
-    AdminState, Backend, BackendId, Health, MacAddr, Mode, ServiceSpec, VipId, VipKey,
+    AdminState, Backend, BackendId, Health, MacAddr, ServiceSpec, Tunnel, VipId, VipKey,
     MAX_BACKENDS, MAX_VIPS,
 };
 
 use crate::api::{Admin, ApiError, BackendRef, Change, ErrorCode, NewBackend};
-use crate::config::{loops, Config, DataplaneKind};
+use crate::config::file::Method;
+use crate::config::{loops, Config, DataplaneKind, Forwarding, TunnelSettings};
 use crate::health::Check;
 
 /// A backend entry of a service.
@@ -60,6 +61,8 @@ pub(super) struct Be {
     pub id: BackendId,
     pub addr: SocketAddr,
     pub mac: Option<MacAddr>,
+    /// Set when it is reached through the service's tunnel.
+    pub tunnel: Option<Tunnel>,
     pub weight: u32,
     pub admin: Admin,
 }
@@ -70,7 +73,8 @@ pub(super) struct Svc {
     pub id: VipId,
     pub vip: SocketAddr,
     pub scheduler: SchedulerKind,
-    pub mode: Mode,
+    /// Its method and tunnel, which backends added at run time take.
+    pub forwarding: Forwarding,
     pub admin: Admin,
     pub backends: Vec<Be>,
     /// The sorry server, with its own id.
@@ -140,7 +144,7 @@ fn services_of(config: &Config) -> Services {
                 id: s.id,
                 vip: s.vip.addr,
                 scheduler: s.scheduler,
-                mode: s.mode,
+                forwarding: config.forwarding[&s.name],
                 admin: Admin::Enabled,
                 backends: s
                     .backends
@@ -149,6 +153,7 @@ fn services_of(config: &Config) -> Services {
                         id: b.id,
                         addr: b.addr,
                         mac: b.mac,
+                        tunnel: b.tunnel,
                         weight: b.weight,
                         admin: admin_of(b.admin),
                     })
@@ -214,14 +219,37 @@ fn find_backend<'s>(
         })
 }
 
-fn check_family(vip: SocketAddr, addr: SocketAddr) -> Result<(), ApiError> {
-    if vip.is_ipv4() == addr.is_ipv4() {
-        Ok(())
-    } else {
-        Err(err(
+/// The tunnel of a new backend at `addr` of a service forwarding by `f` (`None` unless it
+/// tunnels); a backend that cannot be reached that way is refused.
+fn new_backend_tunnel(
+    f: &Forwarding,
+    vip: SocketAddr,
+    addr: SocketAddr,
+) -> Result<Option<Tunnel>, ApiError> {
+    if f.method != Method::Tunnel {
+        return if vip.is_ipv4() == addr.is_ipv4() {
+            Ok(None)
+        } else {
+            Err(err(
+                ErrorCode::BadArgs,
+                format!(
+                    "backend {addr} and vip {vip} are of different address families: {} cannot \
+                     forward between them (a tunnel can)",
+                    f.method.name()
+                ),
+            ))
+        };
+    }
+    match f.tunnel.toward(addr.ip()) {
+        Some(t) => Ok(Some(t)),
+        None => Err(err(
             ErrorCode::BadArgs,
-            format!("backend {addr} and vip {vip} are of different address families: nat cannot translate between them"),
-        ))
+            format!(
+                "backend {addr} would be reached through the tunnel, which has no outer source \
+                 of its family: give the service's tunnel.sources (or the dpdk port) an \
+                 address of that family and reload"
+            ),
+        )),
     }
 }
 
@@ -399,6 +427,7 @@ impl Table {
                     .map(|b| {
                         let mut be = Backend::new(b.id, b.addr, b.weight);
                         be.mac = b.mac;
+                        be.tunnel = b.tunnel;
                         be.health = health(b);
                         if b.admin == Admin::Drained {
                             be.admin = AdminState::Drained;
@@ -410,7 +439,7 @@ impl Table {
                     s.id,
                     name.clone(),
                     VipKey::udp(s.vip),
-                    s.mode,
+                    s.forwarding.method.mode(),
                     s.scheduler,
                     backends,
                 );
@@ -474,16 +503,32 @@ impl Table {
                         format!("{} is already the vip of service {other}", new.vip),
                     ));
                 }
-                if new.mode == Mode::Dr && self.started.runtime.dataplane == DataplaneKind::Socket {
+                if new.mode != Method::Nat
+                    && self.started.runtime.dataplane == DataplaneKind::Socket
+                {
                     return Err(err(
                         ErrorCode::BadArgs,
-                        "mode dr needs a dataplane that owns the wire (dpdk)",
+                        format!(
+                            "mode {} needs a dataplane that owns the wire (dpdk)",
+                            new.mode.name()
+                        ),
                     ));
                 }
+                // A tunnel made at run time has the defaults, with the ports' addresses as
+                // outer sources: the file's `tunnel` table is where to set anything else.
+                let ports = &self.started.dpdk.ports;
+                let forwarding = Forwarding {
+                    method: new.mode,
+                    tunnel: TunnelSettings {
+                        source_v4: ports.iter().find_map(|p| p.ipv4),
+                        source_v6: ports.iter().find_map(|p| p.ipv6),
+                        ..TunnelSettings::default()
+                    },
+                };
                 let mut backends: Vec<Be> = Vec::with_capacity(new.backends.len());
                 let mut taken = backends_used.clone();
                 for b in &new.backends {
-                    check_family(new.vip, b.addr)?;
+                    let tunnel = new_backend_tunnel(&forwarding, new.vip, b.addr)?;
                     if backends.iter().any(|o| o.addr == b.addr) {
                         return Err(err(
                             ErrorCode::BadArgs,
@@ -496,6 +541,7 @@ impl Table {
                         id,
                         addr: b.addr,
                         mac: None,
+                        tunnel,
                         weight: u32::from(b.weight),
                         admin: Admin::Enabled,
                     });
@@ -514,7 +560,7 @@ impl Table {
                         id,
                         vip: new.vip,
                         scheduler: new.scheduler,
-                        mode: new.mode,
+                        forwarding,
                         admin: Admin::Enabled,
                         backends,
                         fallback: None,
@@ -539,7 +585,7 @@ impl Table {
                 backend: NewBackend { addr, weight },
             } => {
                 let (name, svc) = find(&mut self.services, service)?;
-                check_family(svc.vip, *addr)?;
+                let tunnel = new_backend_tunnel(&svc.forwarding, svc.vip, *addr)?;
                 if svc.backends.iter().any(|b| b.addr == *addr) {
                     return Err(err(
                         ErrorCode::Conflict,
@@ -558,6 +604,7 @@ impl Table {
                     id,
                     addr,
                     mac: None,
+                    tunnel,
                     weight: u32::from(weight),
                     admin: Admin::Enabled,
                 });
@@ -678,8 +725,14 @@ impl Table {
                     svc.id = o.id;
                     svc.admin = o.admin;
                     let fallback = |s: &Svc| s.fallback.as_ref().map(|f| f.addr);
-                    if (o.vip, o.scheduler, o.mode, o.passive, fallback(o))
-                        != (svc.vip, svc.scheduler, svc.mode, svc.passive, fallback(svc))
+                    if (o.vip, o.scheduler, o.forwarding, o.passive, fallback(o))
+                        != (
+                            svc.vip,
+                            svc.scheduler,
+                            svc.forwarding,
+                            svc.passive,
+                            fallback(svc),
+                        )
                     {
                         changed += 1;
                     }

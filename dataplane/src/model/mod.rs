@@ -8,6 +8,7 @@ pub mod ids;
 pub mod passive;
 pub mod sched;
 pub mod service;
+pub mod tunnel;
 
 pub use ids::*;
 pub use passive::{PassiveReport, PassiveSink};

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use super::addr_table::AddrTable;
 pub use super::ids::{BackendId, BadMac, MacAddr, Protocol, VipId, VipKey, MAX_BACKENDS, MAX_VIPS};
 use super::sched::{Scheduler, SchedulerKind};
+pub use super::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_TUNNEL_MTU};
 
 /// How packets reach a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +64,10 @@ pub struct Backend {
     pub health: Health,
     /// Operator's choice.
     pub admin: AdminState,
+    /// Set when datagrams reach it encapsulated (tunnel mode, a form of direct server
+    /// return): `mac` is then the next hop toward `addr`, its router when it is not on the
+    /// port's segment.
+    pub tunnel: Option<Tunnel>,
 }
 
 impl Backend {
@@ -75,6 +80,7 @@ impl Backend {
             weight,
             health: Health::Up,
             admin: AdminState::Enabled,
+            tunnel: None,
         }
     }
 
@@ -359,8 +365,8 @@ fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
             return general;
         };
         // Unresolved MACs, and NAT to another family, keep their drop reasons on the
-        // general path.
-        let (Some(mac), SocketAddr::V4(a)) = (b.mac, b.addr) else {
+        // general path; tunnelled backends need their headers grown there.
+        let (Some(mac), SocketAddr::V4(a), None) = (b.mac, b.addr, b.tunnel) else {
             return general;
         };
         mine.push(Hop::new(
@@ -394,6 +400,9 @@ pub enum SnapshotError {
     TooManyVips(VipId),
     /// A backend id is beyond [`MAX_BACKENDS`].
     TooManyBackends(BackendId),
+    /// A tunnelled backend whose outer source is not of its address's family (the outer
+    /// header would not fit the room made for it), or a tunnel in a NAT service.
+    BadTunnel(BackendId),
 }
 
 impl fmt::Display for SnapshotError {
@@ -404,6 +413,12 @@ impl fmt::Display for SnapshotError {
             Self::TooManyBackends(id) => {
                 write!(f, "backend id {} is beyond the limit {MAX_BACKENDS}", id.0)
             }
+            Self::BadTunnel(id) => write!(
+                f,
+                "backend id {}: a tunnel needs a dr service and an outer source of the \
+                 backend's family",
+                id.0
+            ),
         }
     }
 }
@@ -446,6 +461,14 @@ impl Snapshot {
                 .find(|b| usize::from(b.id.0) >= MAX_BACKENDS)
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
+            }
+            let bad_tunnel = |b: &&Backend| {
+                b.tunnel.is_some_and(|t| {
+                    spec.mode == Mode::Nat || t.source.is_ipv4() != b.addr.is_ipv4()
+                })
+            };
+            if let Some(b) = spec.backends.iter().find(bad_tunnel) {
+                return Err(SnapshotError::BadTunnel(b.id));
             }
             if by_vip.insert(spec.vip.addr, id).is_some() {
                 return Err(SnapshotError::DuplicateVip(spec.vip));

@@ -31,6 +31,11 @@ pub struct NeighConfig {
     pub gateway_v4: Option<Ipv4Addr>,
     /// Next hop toward IPv6 clients.
     pub gateway_v6: Option<Ipv6Addr>,
+    /// Prefix length of the port's IPv4 network: backends outside it are reached through
+    /// the IPv4 gateway. `None`: every IPv4 address is on the link.
+    pub prefix_v4: Option<u8>,
+    /// Prefix length of the port's IPv6 network, likewise.
+    pub prefix_v6: Option<u8>,
     /// Time between two solicitations (RFC 4861 RETRANS_TIMER).
     pub retrans: Duration,
     /// Solicitations before giving up (RFC 4861 MAX_MULTICAST_SOLICIT).
@@ -56,6 +61,8 @@ impl NeighConfig {
             local_v6: None,
             gateway_v4: None,
             gateway_v6: None,
+            prefix_v4: None,
+            prefix_v6: None,
             retrans: Duration::from_secs(1),
             max_probes: 3,
             reachable: Duration::from_secs(30),
@@ -64,6 +71,13 @@ impl NeighConfig {
             announce_interval: Duration::from_secs(2),
         }
     }
+}
+
+/// Whether the first `len` bits of `a` and `b` are the same.
+fn same_prefix(a: &[u8], b: &[u8], len: u8) -> bool {
+    let len = usize::from(len).min(a.len() * 8);
+    let (bytes, bits) = (len / 8, len % 8);
+    a[..bytes] == b[..bytes] && (bits == 0 || (a[bytes] ^ b[bytes]) >> (8 - bits) == 0)
 }
 
 /// Where resolution of one address stands.
@@ -184,12 +198,40 @@ impl Neighbours {
         )
     }
 
-    /// Fills the MAC of every backend that has none (no static entry) with the resolved one.
-    /// Call it on a copy of the configured specs: a MAC filled here is not static.
+    /// Whether `ip` is on the port's link: inside its network, or anywhere when the port's
+    /// address of that family has no prefix length.
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => match (self.cfg.local_v4, self.cfg.prefix_v4) {
+                (Some(l), Some(p)) => same_prefix(&a.octets(), &l.octets(), p),
+                _ => true,
+            },
+            IpAddr::V6(a) => match (self.cfg.local_v6, self.cfg.prefix_v6) {
+                (Some(l), Some(p)) => same_prefix(&a.octets(), &l.octets(), p),
+                _ => true,
+            },
+        }
+    }
+
+    /// The address whose MAC frames to `ip` carry: `ip` itself on the link, else the
+    /// gateway of its family (`ip` itself when there is none, which then goes unresolved).
+    pub fn next_hop(&self, ip: IpAddr) -> IpAddr {
+        if self.on_link(ip) {
+            return ip;
+        }
+        match ip {
+            IpAddr::V4(_) => self.cfg.gateway_v4.map_or(ip, IpAddr::V4),
+            IpAddr::V6(_) => self.cfg.gateway_v6.map_or(ip, IpAddr::V6),
+        }
+    }
+
+    /// Fills the MAC of every backend that has none (no static entry) with the resolved one
+    /// of its next hop. Call it on a copy of the configured specs: a MAC filled here is not
+    /// static.
     pub fn fill_macs(&self, specs: &mut [ServiceSpec]) {
         for b in specs.iter_mut().flat_map(|s| s.backends.iter_mut()) {
             if b.mac.is_none() {
-                b.mac = self.lookup(b.addr.ip());
+                b.mac = self.lookup(self.next_hop(b.addr.ip()));
             }
         }
     }
@@ -202,7 +244,8 @@ impl Neighbours {
             .iter()
             .flat_map(|s| s.backends.iter())
             .filter(|b| b.mac.is_none())
-            .map(|b| b.addr.ip())
+            .map(|b| self.next_hop(b.addr.ip()))
+            .filter(|ip| self.on_link(*ip))
             .collect();
         want.extend(self.cfg.gateway_v4.map(IpAddr::V4));
         want.extend(self.cfg.gateway_v6.map(IpAddr::V6));
@@ -410,5 +453,87 @@ impl Neighbours {
             }
         }
         self.generation != g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, BackendId, Mode, VipId, VipKey};
+    use crate::sched::SchedulerKind;
+
+    const PORT: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const GW: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+    const NEAR: MacAddr = MacAddr([2, 0, 0, 0, 0, 7]);
+
+    fn specs(addrs: &[&str]) -> Vec<ServiceSpec> {
+        let backends = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Backend::new(BackendId(i as u16), a.parse().unwrap(), 1))
+            .collect();
+        vec![ServiceSpec::new(
+            VipId(0),
+            "s",
+            VipKey::udp("198.18.0.10:514".parse().unwrap()),
+            Mode::Dr,
+            SchedulerKind::Rr,
+            backends,
+        )]
+    }
+
+    fn answer(n: &mut Neighbours, now: Instant, mac: MacAddr, ip: &str) {
+        let mut buf = [0u8; MAX_FRAME];
+        let len = arp_frame(
+            &mut buf,
+            None,
+            PORT.0,
+            2,
+            mac,
+            ip.parse().unwrap(),
+            PORT.0,
+            "198.18.0.2".parse().unwrap(),
+        );
+        n.handle_frame(now, &buf[..len]);
+    }
+
+    #[test]
+    fn prefixes_compare_whole_bytes_and_the_bits_left() {
+        assert!(same_prefix(&[198, 18, 0, 7], &[198, 18, 0, 2], 24));
+        assert!(!same_prefix(&[198, 19, 0, 7], &[198, 18, 0, 2], 24));
+        assert!(same_prefix(&[198, 19, 0, 7], &[198, 18, 0, 2], 15));
+        assert!(!same_prefix(&[198, 19, 0, 7], &[198, 18, 0, 2], 16));
+        assert!(same_prefix(&[1, 2, 3, 4], &[9, 9, 9, 9], 0));
+        assert!(!same_prefix(&[1, 2, 3, 4], &[1, 2, 3, 5], 32));
+    }
+
+    /// A backend behind the router gets the router's MAC and is never solicited itself.
+    #[test]
+    fn a_backend_outside_the_ports_network_is_reached_through_the_gateway() {
+        let mut cfg = NeighConfig::new(PORT);
+        cfg.local_v4 = Some("198.18.0.2".parse().unwrap());
+        cfg.prefix_v4 = Some(24);
+        cfg.gateway_v4 = Some("198.18.0.254".parse().unwrap());
+        let mut n = Neighbours::new(cfg);
+        let now = Instant::now();
+        let specs = specs(&["198.19.2.1:514", "198.18.0.7:514"]);
+        n.handle_services(now, &specs);
+        let tracked: Vec<IpAddr> = n.entries.keys().copied().collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(tracked, [ip("198.18.0.7"), ip("198.18.0.254")]);
+
+        answer(&mut n, now, GW, "198.18.0.254");
+        answer(&mut n, now, NEAR, "198.18.0.7");
+        let mut filled = specs.clone();
+        n.fill_macs(&mut filled);
+        let macs: Vec<Option<MacAddr>> = filled[0].backends.iter().map(|b| b.mac).collect();
+        assert_eq!(macs, [Some(GW), Some(NEAR)]);
+
+        // Without a prefix length every address is on the link, as before.
+        let mut cfg = NeighConfig::new(PORT);
+        cfg.local_v4 = Some("198.18.0.2".parse().unwrap());
+        cfg.gateway_v4 = Some("198.18.0.254".parse().unwrap());
+        let n = Neighbours::new(cfg);
+        assert_eq!(n.next_hop(ip("198.19.2.1")), ip("198.19.2.1"));
     }
 }

@@ -24,13 +24,19 @@ struct Template {
     big: Vec<u8>,
 }
 
+/// Room kept in front of every frame for headers grown there (tunnels, ICMP errors), as
+/// DPDK's `RTE_PKTMBUF_HEADROOM`.
+pub(crate) const HEADROOM: usize = 128;
+
 /// A heap buffer with a length; moving it is a pointer move.
 #[derive(Debug, Clone)]
 pub struct MemBuf {
     buf: Box<[u8]>,
-    // u32 (at most BUF_SIZE) so that the verdict fits beside it and a MemBuf stays 24 bytes:
-    // buffers are moved for every packet.
+    // u32 and u16 (at most BUF_SIZE) so that the verdict fits beside them and a MemBuf stays
+    // 24 bytes: buffers are moved for every packet.
     len: u32,
+    /// Where the frame starts: `HEADROOM` when received, less once headers were grown.
+    head: u16,
     /// The stand-in NIC's verdict on the IPv4 header checksum.
     rx_csum: RxIpChecksum,
 }
@@ -39,8 +45,9 @@ impl MemBuf {
     /// A buffer holding a copy of `frame` (truncated to `BUF_SIZE`).
     pub fn from_frame(frame: &[u8]) -> Self {
         let mut b = Self {
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            buf: vec![0u8; HEADROOM + BUF_SIZE].into_boxed_slice(),
             len: 0,
+            head: HEADROOM as u16,
             rx_csum: RxIpChecksum::Unknown,
         };
         b.fill(frame);
@@ -48,8 +55,9 @@ impl MemBuf {
     }
 
     fn fill(&mut self, frame: &[u8]) {
-        let n = frame.len().min(self.buf.len());
-        self.buf[..n].copy_from_slice(&frame[..n]);
+        let n = frame.len().min(BUF_SIZE);
+        self.buf[HEADROOM..HEADROOM + n].copy_from_slice(&frame[..n]);
+        self.head = HEADROOM as u16;
         self.len = n as u32;
         self.rx_csum = RxIpChecksum::Unknown;
     }
@@ -58,21 +66,46 @@ impl MemBuf {
     /// where the variable-length one calls memmove for every frame (see docs/benchmarks.md).
     #[inline]
     fn fill_small(&mut self, t: &Template) {
-        if let Some(dst) = self.buf.first_chunk_mut::<SMALL>() {
+        if let Some(dst) = self
+            .buf
+            .get_mut(HEADROOM..)
+            .and_then(|b| b.first_chunk_mut::<SMALL>())
+        {
             *dst = t.bytes;
+            self.head = HEADROOM as u16;
             self.len = t.len as u32;
         }
+    }
+
+    #[inline]
+    fn range(&self) -> std::ops::Range<usize> {
+        let head = usize::from(self.head);
+        head..head + self.len as usize
     }
 }
 
 impl PacketBuf for MemBuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        &self.buf[self.range()]
     }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[..self.len as usize]
+        let r = self.range();
+        &mut self.buf[r]
+    }
+    #[inline]
+    fn prepend(&mut self, n: usize) -> bool {
+        let Some(head) = usize::from(self.head).checked_sub(n) else {
+            return false;
+        };
+        self.head = head as u16;
+        self.len += n as u32;
+        true
+    }
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len as u32);
     }
     #[inline]
     fn rx_ip_checksum(&self) -> RxIpChecksum {

@@ -22,6 +22,19 @@ pub trait PacketBuf {
     fn rx_ip_checksum(&self) -> RxIpChecksum {
         RxIpChecksum::Unknown
     }
+    /// Grows the frame by `n` bytes at its front (their content is undefined), for headers
+    /// put in front of a datagram; `false`, with the frame unchanged, when the buffer has no
+    /// such room. The datagram is not copied: the room is the buffer's headroom.
+    #[inline]
+    fn prepend(&mut self, n: usize) -> bool {
+        let _ = n;
+        false
+    }
+    /// Shortens the frame to its first `len` bytes (no-op when it is not longer).
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        let _ = len;
+    }
 }
 
 /// What the NIC says of a received frame's IPv4 header checksum.

@@ -52,6 +52,14 @@ pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
         *memo = m;
         let v = process_slow(frame, verified, classified, ctx, cursors, frags, now, memo);
         m = *memo;
+        // Headers grown in front (a tunnel, an ICMP answer) change the length sent.
+        let (v, len) = match v {
+            Ok(Fwd::Grow(g)) => match g.apply(buf) {
+                Ok(sent) => (Ok(Fwd::Tx), sent),
+                Err(reason) => (Err(reason), len),
+            },
+            v => (v, len),
+        };
         d.settle(rx, i, len, v, ctx.c);
         i += 1;
     }
@@ -181,10 +189,11 @@ impl Dealt<'_> {
                     rx.swap(self.kept, i);
                 }
                 self.kept += 1;
-                // A rewrite never changes a frame's length.
                 self.tx_bytes += len;
             }
             Ok(Fwd::Consumed) => {}
+            // `deal` applied it and settles what it became.
+            Ok(Fwd::Grow(_)) => debug_assert!(false, "grown before settling"),
             Err(reason) => c.drop_packet(reason),
         }
     }

@@ -37,6 +37,7 @@ use crossbeam_channel::Receiver;
 
 use crate::counters::{DropReason, SharedCounters};
 use crate::decide::{Ctx, Now};
+use crate::encap::RateLimit;
 use crate::frag::FragTable;
 use crate::model::flow::NatFlows;
 use crate::model::PassiveSink;
@@ -89,6 +90,8 @@ pub struct Worker<P: Port> {
     neigh: WorkerNeigh,
     /// Where host/port unreachables about passive NAT services are reported.
     passive: Option<PassiveSink>,
+    /// The budget of ICMP "too big" answers (tunnelled backends).
+    too_big: RateLimit,
     /// The last burst's route memo, for the next burst to start from ([`MemoSeed`]);
     /// dropped with the snapshot it came from.
     memo_seed: MemoSeed,
@@ -119,6 +122,7 @@ impl<P: Port> Worker<P> {
             frags: FragTable::default(),
             neigh: WorkerNeigh::default(),
             passive: None,
+            too_big: RateLimit::default(),
             memo_seed: MemoSeed::default(),
         };
         w.apply(snap);
@@ -222,7 +226,8 @@ impl<P: Port> Worker<P> {
             c,
             &self.neigh,
             self.passive.as_ref(),
-        );
+        )
+        .with_too_big(&self.too_big);
         // The burst is processed in place: forwarded buffers are compacted to the front of
         // `rx` (a pointer swap, only once something was dropped), the rest are freed after
         // the loop, and `rx` then becomes the TX burst by swapping the two `Vec`s. Bytes are

@@ -19,7 +19,9 @@
 //! | `lb_algo`/`lvs_sched` `rr`, `wrr` | `scheduler` `rr`, `wrr` (per packet: `ops` is the default) |
 //! | `mh`, `sh` | `maglev` (flow hash of client address and port) |
 //! | `lc`, `wlc`, others | `wrr` with a warning (no connections to count in UDP) |
-//! | `lb_kind`/`lvs_method` `NAT`, `DR` | `mode` `nat`, `dr` (`dr` needs the dpdk dataplane) |
+//! | `lb_kind`/`lvs_method` `NAT`, `DR`, `TUN` | `mode` `nat`, `dr`, `tunnel` (`dr` and `tunnel` need the dpdk dataplane) |
+//! | `TUN type gue port N`, `tun_type gue` + `tun_port N` | `tunnel.encap = "gue"`, `tunnel.port = N` (`ipip` is the default) |
+//! | `lvs_method DR`/`TUN` on a `real_server` of a DR or TUN service | that backend's `mode` |
 //! | `protocol UDP` | the service; `TCP`, `SCTP` and no protocol (keepalived's default is TCP) are skipped |
 //! | `weight` | `weight` |
 //! | `delay_loop`, `connect_timeout` | `interval_ms`, `timeout_ms` |
@@ -31,16 +33,16 @@
 
 pub mod parse;
 
+use dataplane::service::DEFAULT_GUE_PORT;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
 use dataplane::sched::SchedulerKind;
-use dataplane::service::Mode;
 
 use self::parse::Node;
 use crate::config::file::{
-    mode_name, value, RawBackend, RawCheck, RawConfig, RawDpdkPort, RawService,
+    value, Method, RawBackend, RawCheck, RawConfig, RawDpdkPort, RawService, RawTunnel,
 };
 use crate::config::loops;
 
@@ -119,6 +121,8 @@ pub struct Output {
 struct Backend {
     addr: SocketAddr,
     weight: u64,
+    /// Its own `lvs_method`, when it differs from the service's.
+    mode: Option<Method>,
     check: Option<RawCheck>,
     line: usize,
 }
@@ -127,7 +131,9 @@ struct Backend {
 struct Service {
     vip: SocketAddr,
     scheduler: SchedulerKind,
-    mode: Mode,
+    mode: Method,
+    /// The GUE port of a TUN service (`None`: ipip).
+    gue_port: Option<u16>,
     fallback: Option<SocketAddr>,
     backends: Vec<Backend>,
     line: usize,
@@ -201,21 +207,27 @@ pub fn convert(src: &str, opts: Options) -> Result<Output, parse::SyntaxError> {
     }
     leave_out_local_real_servers(&mut cx, &mut services);
     let dpdk = match opts.dataplane {
-        Dataplane::Auto => services.iter().any(|s| s.mode == Mode::Dr),
+        Dataplane::Auto => services.iter().any(|s| s.mode != Method::Nat),
         Dataplane::Socket => false,
         Dataplane::Dpdk => true,
     };
     if !dpdk {
-        for s in services.iter_mut().filter(|s| s.mode == Mode::Dr) {
+        for s in services.iter_mut().filter(|s| s.mode != Method::Nat) {
             cx.warn(
                 s.line,
                 format!(
-                    "lb_kind DR of {}: written as mode \"nat\" because of --dataplane socket \
-                     (DR needs the dpdk dataplane)",
-                    s.vip
+                    "lb_kind {} of {}: written as mode \"nat\" because of --dataplane socket \
+                     ({} needs the dpdk dataplane)",
+                    s.mode.name().to_ascii_uppercase(),
+                    s.vip,
+                    s.mode.name()
                 ),
             );
-            s.mode = Mode::Nat;
+            s.mode = Method::Nat;
+            s.gue_port = None;
+            for b in &mut s.backends {
+                b.mode = None;
+            }
         }
     }
     if dpdk && !services.is_empty() {
@@ -485,7 +497,8 @@ fn virtual_server(
     }
     let mut sched = SchedulerKind::Wrr;
     let mut sched_set = false;
-    let mut mode = Mode::Nat;
+    let mut mode = Method::Nat;
+    let mut gue_port = None;
     let mut timers = Timers::default();
     let mut fallback = None;
     let mut reals = Vec::new();
@@ -533,22 +546,26 @@ fn virtual_server(
                 }
             }
             "lb_kind" | "lvs_method" => {
-                mode = match v.to_ascii_uppercase().as_str() {
-                    "NAT" => Mode::Nat,
-                    "DR" => Mode::Dr,
-                    other => {
-                        cx.warn(
-                            c.line,
-                            format!(
-                                "{} {other}: Spray has no tunnel mode; written as nat (backends \
-                                 must be reachable and route replies back through Spray)",
-                                c.key
-                            ),
-                        );
-                        Mode::Nat
+                mode = match method(cx, c) {
+                    Some((m, port)) => {
+                        gue_port = port.or(gue_port);
+                        m
                     }
+                    None => Method::Nat,
                 }
             }
+            "tun_type" => match v {
+                "ipip" => gue_port = None,
+                "gue" => gue_port = Some(gue_port.unwrap_or(DEFAULT_GUE_PORT)),
+                other => cx.warn(
+                    c.line,
+                    format!("tun_type {other}: Spray tunnels with ipip or gue: ipip written"),
+                ),
+            },
+            "tun_port" => match v.parse::<u16>() {
+                Ok(p) if p > 0 => gue_port = Some(p),
+                _ => cx.warn(c.line, format!("tun_port {v:?}: not a port: ignored")),
+            },
             "ops" => cx.note(
                 c.line,
                 "ops: per-packet scheduling is Spray's default (and replies keep working)",
@@ -649,6 +666,7 @@ fn virtual_server(
             vip,
             scheduler: sched,
             mode,
+            gue_port: gue_port.filter(|_| mode == Method::Tunnel),
             fallback,
             backends,
             line,
@@ -673,7 +691,7 @@ fn real_server(
     cx: &mut Ctx,
     rs: &Node,
     vip: SocketAddr,
-    mode: Mode,
+    mode: Method,
     vs_timers: &Timers,
 ) -> Option<Backend> {
     let Some(addr) = addr_port(rs, Some(vip.port())) else {
@@ -686,7 +704,7 @@ fn real_server(
         );
         return None;
     };
-    if addr.is_ipv4() != vip.is_ipv4() {
+    if addr.is_ipv4() != vip.is_ipv4() && mode != Method::Tunnel {
         cx.warn(
             rs.line,
             format!("real_server {addr}: not of the VIP's family: skipped"),
@@ -694,6 +712,7 @@ fn real_server(
         return None;
     }
     let mut weight = 1;
+    let mut own = None;
     let mut timers = vs_timers.clone();
     let mut checkers = Vec::new();
     for c in rs.children() {
@@ -714,18 +733,19 @@ fn real_server(
                 Err(_) => cx.warn(c.line, format!("weight {v:?}: not a number: 1 kept")),
             },
             "inhibit_on_failure" => cx.note(c.line, INHIBIT),
-            "lvs_method" => {
-                let mode = mode_name(mode);
-                if !v.eq_ignore_ascii_case(mode) {
-                    cx.warn(
-                        c.line,
-                        format!(
-                            "lvs_method {v} on a real_server: Spray's mode is per service \
-                             ({mode}): ignored"
-                        ),
-                    );
-                }
-            }
+            "lvs_method" => match method(cx, c) {
+                Some((m, _)) if m == mode => {}
+                // Direct return either way: only how the datagram reaches the server differs.
+                Some((m, None)) if m != Method::Nat && mode != Method::Nat => own = Some(m),
+                _ => cx.warn(
+                    c.line,
+                    format!(
+                        "lvs_method {v} on a real_server of a {} service: only dr and tunnel \
+                         mix (with the service's tunnel settings): ignored",
+                        mode.name()
+                    ),
+                ),
+            },
             "notify_up" | "notify_down" => cx.warn(
                 c.line,
                 format!(
@@ -770,9 +790,65 @@ fn real_server(
     Some(Backend {
         addr,
         weight,
+        mode: own,
         check,
         line: rs.line,
     })
+}
+
+/// The method of `lb_kind`/`lvs_method` `NAT | DR | TUN [type ipip | gue [port N]]` and
+/// the GUE port it names; an unknown one is warned about (`None`).
+fn method(cx: &mut Ctx, c: &Node) -> Option<(Method, Option<u16>)> {
+    let kind = c.arg(0).unwrap_or("").to_ascii_uppercase();
+    let m = match kind.as_str() {
+        "NAT" => Method::Nat,
+        "DR" => Method::Dr,
+        "TUN" => Method::Tunnel,
+        other => {
+            cx.warn(
+                c.line,
+                format!(
+                    "{} {other}: not NAT, DR or TUN; written as nat (backends must route \
+                     replies back through Spray)",
+                    c.key
+                ),
+            );
+            return None;
+        }
+    };
+    let mut port = None;
+    let rest: Vec<&str> = c.args.iter().skip(1).map(String::as_str).collect();
+    match rest.as_slice() {
+        [] | ["type", "ipip"] => {}
+        ["type", "gue", tail @ ..] => {
+            port = Some(DEFAULT_GUE_PORT);
+            if let ["port", p, ..] = tail {
+                match p.parse::<u16>() {
+                    Ok(p) if p > 0 => port = Some(p),
+                    _ => cx.warn(
+                        c.line,
+                        format!("port {p:?}: not a port: {DEFAULT_GUE_PORT} written"),
+                    ),
+                }
+            }
+            if tail.len() > 2 {
+                cx.note(
+                    c.line,
+                    "GUE checksum options: Spray sends no outer checksum over IPv4 and a full \
+                     one over IPv6",
+                );
+            }
+        }
+        other => cx.warn(
+            c.line,
+            format!(
+                "{} {kind} {}: Spray tunnels with ipip or gue: ipip written",
+                c.key,
+                other.join(" ")
+            ),
+        ),
+    }
+    Some((m, port))
 }
 
 /// Hex string (keepalived's free format: spaces allowed) to bytes; `None` if not hex or if
@@ -1201,6 +1277,7 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
                     addr: value(b.addr.to_string()),
                     // At most 65535.
                     weight: (b.weight != 1).then(|| value(b.weight as i64)),
+                    mode: b.mode.map(|m| value(m.name().to_owned())),
                     mac: None,
                     check: if shared {
                         None
@@ -1215,7 +1292,7 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
             vip: value(s.vip.to_string()),
             protocol: None,
             scheduler: Some(value(s.scheduler.name().to_owned())),
-            mode: Some(value(mode_name(s.mode).to_owned())),
+            mode: Some(value(s.mode.name().to_owned())),
             backends: Some(value(backends)),
             check: if shared {
                 first.cloned().map(value)
@@ -1224,6 +1301,13 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
             },
             fallback: s.fallback.map(|f| value(f.to_string())),
             passive: None,
+            tunnel: s.gue_port.map(|port| {
+                value(RawTunnel {
+                    encap: Some(value("gue".to_owned())),
+                    port: Some(value(i64::from(port))),
+                    ..RawTunnel::default()
+                })
+            }),
         };
         config.services.insert(name.clone(), value(service));
     }
@@ -1240,7 +1324,7 @@ fn header(services: &[Service], names: &[String], dpdk: bool) -> String {
     if dpdk {
         o.push_str(
             "#\n\
-             # runtime.dataplane = \"dpdk\": DR needs a dataplane that owns the wire (docs/dpdk.md).\n\
+             # runtime.dataplane = \"dpdk\": DR and tunnel need a dataplane that owns the wire (docs/dpdk.md).\n\
              # EDIT before use:\n\
              #   dpdk.allow, dpdk.ports[0].device  the PCI address of the NIC bound to vfio-pci\n\
              #   dpdk.ports[0].addresses           this port's own addresses\n\

@@ -136,6 +136,43 @@ impl PacketBuf for Mbuf {
     }
 
     #[inline]
+    fn prepend(&mut self, n: usize) -> bool {
+        let m = self.0.as_ptr();
+        // SAFETY: live, owned, single-segment mbuf (see `data`); what `rte_pktmbuf_prepend`
+        // does, on the plain header fields: `data_off` bytes of headroom lie in the buffer
+        // before the data, so moving the start back by at most that stays inside it.
+        unsafe {
+            let Ok(n16) = u16::try_from(n) else {
+                return false;
+            };
+            if n16 > (*m).data_off
+                || u32::from((*m).data_len) + u32::from(n16) > u32::from(u16::MAX)
+            {
+                return false;
+            }
+            (*m).data_off -= n16;
+            (*m).data_len += n16;
+            (*m).pkt_len += u32::from(n16);
+        }
+        true
+    }
+
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        let m = self.0.as_ptr();
+        // SAFETY: live, owned, single-segment mbuf; shortening `data_len` (and `pkt_len` with
+        // it, one segment) only gives bytes up, as `rte_pktmbuf_trim` does.
+        unsafe {
+            if let Ok(len) = u16::try_from(len) {
+                if len < (*m).data_len {
+                    (*m).data_len = len;
+                    (*m).pkt_len = u32::from(len);
+                }
+            }
+        }
+    }
+
+    #[inline]
     fn rx_ip_checksum(&self) -> RxIpChecksum {
         // SAFETY: the mbuf is live and owned by this handle (see `data`); `ol_flags` is a
         // plain field the driver set on receive.
