@@ -96,8 +96,8 @@ wait_ready() { # FILE...
 ctl() { "$SPRAY" ctl --socket "$work/spray.sock" "$@"; }
 
 # The parts of the config every test shares: Spray's port with its own addresses and the
-# client as the gateway of NAT replies, all resolved.
-config_head() { # NAME
+# client as the gateway of NAT replies (or ADDRESSES and GATEWAYS, TOML arrays), all resolved.
+config_head() { # NAME [ADDRESSES GATEWAYS]
     cat <<TOML
 [runtime]
 dataplane = "dpdk"
@@ -114,8 +114,8 @@ vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
 
 [[dpdk.ports]]
 device = "net_af_packet0"
-addresses = ["198.18.0.2", "2001:db8::2"]
-gateways = ["198.18.0.1", "2001:db8::1"]
+addresses = ${2:-'["198.18.0.2", "2001:db8::2"]'}
+gateways = ${3:-'["198.18.0.1", "2001:db8::1"]'}
 TOML
 }
 
@@ -413,26 +413,11 @@ test_tunnel() {
     if kernel_decaps; then KERNEL_DECAP=1; fi
     echo "== tunnel: IPIP and GUE to backends behind a router (decapsulation by the" \
         "$([ "$KERNEL_DECAP" = 1 ] && echo kernel || echo "user-space decap.py: this kernel has no ipip/fou"))"
-    cat >"$work/tun.toml" <<TOML
-[runtime]
-dataplane = "dpdk"
-log = "info"
-
-[control]
-socket = "$work/spray.sock"
-
-[dpdk]
-no_huge = true
-memory_mb = 256
-file_prefix = "spray-netns-tun-$$"
-vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
-
-# The backends are behind the router: outside the port's /24, so their next hop is the
-# gateway, resolved by ARP/NDP like everything else.
-[[dpdk.ports]]
-device = "net_af_packet0"
-addresses = ["198.18.0.2/24", "2001:db8::2/64"]
-gateways = ["198.18.0.254", "2001:db8::fe"]
+    # The backends are behind the router: outside the port's /24, so their next hop is the
+    # gateway, resolved by ARP/NDP like everything else.
+    {
+        config_head tun '["198.18.0.2/24", "2001:db8::2/64"]' '["198.18.0.254", "2001:db8::fe"]'
+        cat <<TOML
 
 [services.ipip]
 vip = "198.18.0.10:5514"
@@ -469,6 +454,7 @@ vip = "198.18.0.10:7"
 mode = "tunnel"
 backends = [{ addr = "198.19.2.1" }]
 TOML
+    } >"$work/tun.toml"
     local i
     for i in 1 2 3; do
         for vip in 198.18.0.10/32 198.18.0.11/32; do ip -n "spr-tb$i" addr add "$vip" dev lo; done

@@ -102,6 +102,9 @@ up() {
 # The router and the backends behind it.
 routed() {
     ip netns add "$NS_ROUTER"
+    # No duplicate address detection on the routed side: with a link-local address still
+    # tentative, the router cannot resolve a backend and drops what it should forward.
+    in_ns "$NS_ROUTER" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
     link "$NS_ROUTER" r0 r0-br
     in_ns "$NS_ROUTER" ip addr add 198.18.0.254/24 dev r0
     in_ns "$NS_ROUTER" ip addr add 2001:db8::fe/64 dev r0 nodad
@@ -115,6 +118,7 @@ routed() {
     local i=1 ns
     for ns in "${ROUTED[@]}"; do
         ip netns add "$ns"
+        in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
         in_ns "$NS_ROUTER" ip link add "t$i-br" type veth peer name t0 netns "$ns"
         in_ns "$NS_ROUTER" ip link set "t$i-br" master rbr0 up
         in_ns "$NS_ROUTER" ethtool -K "t$i-br" tx off >/dev/null

@@ -144,7 +144,19 @@ fn services_of(config: &Config) -> Services {
                 id: s.id,
                 vip: s.vip.addr,
                 scheduler: s.scheduler,
-                forwarding: config.forwarding[&s.name],
+                // A config built in code may leave it out: the rewrite then says it all.
+                forwarding: config
+                    .forwarding
+                    .get(&s.name)
+                    .copied()
+                    .unwrap_or(Forwarding {
+                        method: if s.mode == dataplane::service::Mode::Nat {
+                            Method::Nat
+                        } else {
+                            Method::Dr
+                        },
+                        tunnel: TunnelSettings::default(),
+                    }),
                 admin: Admin::Enabled,
                 backends: s
                     .backends
