@@ -98,6 +98,8 @@ ctl() { "$SPRAY" ctl --socket "$work/spray.sock" "$@"; }
 # The parts of the config every test shares: Spray's port with its own addresses and the
 # client as the gateway of NAT replies (or ADDRESSES and GATEWAYS, TOML arrays), all resolved.
 config_head() { # NAME [ADDRESSES GATEWAYS]
+    # Defaults live in variables: quotes inside ${x:-word} in a here-document are removed.
+    local addresses='["198.18.0.2", "2001:db8::2"]' gateways='["198.18.0.1", "2001:db8::1"]'
     cat <<TOML
 [runtime]
 dataplane = "dpdk"
@@ -114,8 +116,8 @@ vdevs = ["net_af_packet0,iface=lb0,framecnt=4096"]
 
 [[dpdk.ports]]
 device = "net_af_packet0"
-addresses = ${2:-'["198.18.0.2", "2001:db8::2"]'}
-gateways = ${3:-'["198.18.0.1", "2001:db8::1"]'}
+addresses = ${2:-$addresses}
+gateways = ${3:-$gateways}
 TOML
 }
 
