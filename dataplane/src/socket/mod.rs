@@ -35,7 +35,7 @@
 //! one backend address:port get their replies right. Datagrams from anything that is not a
 //! backend of the VIP are dropped as [`DropReason::NoVip`].
 //!
-//! Sessions expire after [`ProxySettings::session_idle`] without traffic in either direction
+//! Sessions expire after [`SocketSettings::session_idle`] without traffic in either direction
 //! (swept every `session_idle / 4`, between 10 ms and 1 s). At
 //! [`ProxySettings::max_sessions`] a new client's datagrams are dropped as
 //! [`DropReason::SessionTableFull`]; known clients are still served. Each session holds a file
