@@ -18,13 +18,13 @@ use dataplane::counters::WorkerCounters;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, Mode, ServiceSpec, Snapshot, VipId, VipKey};
 use dataplane::socket::sys::{Batch, Outgoing};
-use dataplane::socket::{ProxySettings, ProxyWorker};
+use dataplane::socket::{ProxySettings, ProxyWorker, SocketSettings};
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 
-/// Settings of one run.
+/// Settings of one run of the loopback benchmark.
 #[derive(Debug, Clone)]
-pub struct SocketSettings {
+pub struct RunSettings {
     /// Datagrams per second offered; 0 sends as fast as the client can.
     pub rate: u64,
     /// How long the client sends.
@@ -37,7 +37,7 @@ pub struct SocketSettings {
     pub backends: usize,
 }
 
-impl Default for SocketSettings {
+impl Default for RunSettings {
     fn default() -> Self {
         Self {
             rate: 0,
@@ -87,7 +87,7 @@ fn free_port() -> io::Result<SocketAddr> {
 ///
 /// # Errors
 /// When a socket cannot be opened or the worker cannot start.
-pub fn run(s: &SocketSettings) -> io::Result<SocketResult> {
+pub fn run(s: &RunSettings) -> io::Result<SocketResult> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut sinks = Vec::new();
     let mut counts = Vec::new();
@@ -117,8 +117,11 @@ pub fn run(s: &SocketSettings) -> io::Result<SocketResult> {
     let snap = Arc::new(Snapshot::new(1, vec![spec]).map_err(io::Error::other)?);
     let counters = WorkerCounters::shared();
     let settings = ProxySettings {
-        batch: s.batch,
-        rcvbuf: 8 << 20,
+        socket: SocketSettings {
+            batch: s.batch,
+            rcvbuf: 8 << 20,
+            ..SocketSettings::default()
+        },
         ..ProxySettings::default()
     };
     let (_tx, rx) = crossbeam_channel::unbounded();
@@ -164,7 +167,7 @@ pub fn run(s: &SocketSettings) -> io::Result<SocketResult> {
     })
 }
 
-fn send(client: &UdpSocket, vip: SocketAddr, s: &SocketSettings) -> io::Result<(u64, f64)> {
+fn send(client: &UdpSocket, vip: SocketAddr, s: &RunSettings) -> io::Result<(u64, f64)> {
     let n = s.batch.clamp(1, 1024);
     let mut batch = Batch::new(n, s.size.max(8));
     let payload = vec![b'x'; s.size.max(8)];
@@ -231,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_slow_paced_run_loses_nothing_and_spreads_evenly() {
-        let r = run(&SocketSettings {
+        let r = run(&RunSettings {
             rate: 20_000,
             duration: Duration::from_millis(300),
             size: 64,

@@ -4,7 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use spray_bench::micro::{run_case, Case, MicroSettings};
-use spray_bench::socket::{self, SocketSettings};
+use spray_bench::socket::{self, RunSettings};
 
 use crate::cli::{BenchArgs, BenchWhat};
 
@@ -80,7 +80,7 @@ pub fn bench(args: &BenchArgs) -> io::Result<()> {
                 );
             }
             for &r in rate {
-                let s = SocketSettings {
+                let s = RunSettings {
                     rate: r,
                     duration: Duration::from_secs_f64(seconds.clamp(0.1, 600.0)),
                     size: usize::from(*size),

@@ -253,7 +253,7 @@ pub struct WorkerCounters {
     /// Non-first IP fragments steered after their first fragment.
     pub fragments_steered: Counter,
     /// Tunnel: ICMP "fragmentation needed" / "packet too big" sent to clients whose datagram
-    /// did not fit a tunnel (at most [`crate::encap::TOO_BIG_PER_SEC`] a second per worker).
+    /// did not fit a tunnel (at most `encap::TOO_BIG_PER_SEC` a second per worker).
     pub icmp_too_big: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],

@@ -21,9 +21,10 @@ use crate::counters::DropReason;
 use crate::model::{Encap, Tunnel};
 use crate::port::PacketBuf;
 use crate::wire::checksum;
+use crate::wire::field::{be16, eth, ipv4, ipv6, udp};
 
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
+const IPV4_LEN: usize = ipv4::HEADER_LEN;
+const IPV6_LEN: usize = ipv6::HEADER_LEN;
 const UDP_LEN: usize = 8;
 const GUE_LEN: usize = 4;
 const ICMP_LEN: usize = 8;
@@ -103,14 +104,13 @@ impl Inner {
             return Err(DropReason::Truncated);
         }
         let (len, tos, ttl) = if v6 {
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            (IPV6_LEN + payload, (ip[0] << 4) | (ip[1] >> 4), ip[7])
+            let payload = usize::from(be16(ip, ipv6::PAYLOAD_LEN));
+            // The traffic class straddles the first two bytes.
+            let tc = (ip[0] << 4) | (ip[1] >> 4);
+            (IPV6_LEN + payload, tc, ip[ipv6::HOP_LIMIT])
         } else {
-            (
-                usize::from(u16::from_be_bytes([ip[2], ip[3]])),
-                ip[1],
-                ip[8],
-            )
+            let total = usize::from(be16(ip, ipv4::TOTAL_LEN));
+            (total, ip[ipv4::TOS], ip[ipv4::TTL])
         };
         if len > ip.len() {
             return Err(DropReason::Truncated);
@@ -216,18 +216,18 @@ fn ipv4_header(
     src: [u8; 4],
     dst: [u8; 4],
 ) {
-    h[0] = 0x45;
-    h[1] = tos;
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    h[4..6].fill(0); // identification: unused with DF (RFC 6864)
-    h[6..8].copy_from_slice(&DONT_FRAGMENT.to_be_bytes());
-    h[8] = ttl;
-    h[9] = proto;
-    h[10..12].fill(0);
-    h[12..16].copy_from_slice(&src);
-    h[16..20].copy_from_slice(&dst);
+    h[ipv4::VER_IHL] = ipv4::VER_IHL_NO_OPTIONS;
+    h[ipv4::TOS] = tos;
+    h[ipv4::TOTAL_LEN].copy_from_slice(&(total as u16).to_be_bytes());
+    h[ipv4::IDENT].fill(0); // unused with DF (RFC 6864)
+    h[ipv4::FLAGS_FRAG].copy_from_slice(&DONT_FRAGMENT.to_be_bytes());
+    h[ipv4::TTL] = ttl;
+    h[ipv4::PROTOCOL] = proto;
+    h[ipv4::CHECKSUM].fill(0);
+    h[ipv4::SRC].copy_from_slice(&src);
+    h[ipv4::DST].copy_from_slice(&dst);
     let c = !checksum::sum(&h[..IPV4_LEN]);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h[ipv4::CHECKSUM].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Writes an IPv6 header with `payload` bytes after it at the start of `h`.
@@ -243,12 +243,12 @@ fn ipv6_header(
     dst: [u8; 16],
 ) {
     let word = (6u32 << 28) | (u32::from(tc) << 20) | (flow & 0x000f_ffff);
-    h[0..4].copy_from_slice(&word.to_be_bytes());
-    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-    h[6] = next;
-    h[7] = hop;
-    h[8..24].copy_from_slice(&src);
-    h[24..40].copy_from_slice(&dst);
+    h[ipv6::VER_TC_FLOW].copy_from_slice(&word.to_be_bytes());
+    h[ipv6::PAYLOAD_LEN].copy_from_slice(&(payload as u16).to_be_bytes());
+    h[ipv6::NEXT_HEADER] = next;
+    h[ipv6::HOP_LIMIT] = hop;
+    h[ipv6::SRC].copy_from_slice(&src);
+    h[ipv6::DST].copy_from_slice(&dst);
 }
 
 /// Sum of the IPv6 pseudo-header (RFC 8200, 8.1) for an upper-layer packet of `len` bytes.
@@ -309,25 +309,26 @@ fn write_tunnel(frame: &mut [u8], n: usize, t: &Tunnel, dst: IpAddr, inner: &Inn
     let Some(port) = gue else { return };
     let u = at + ip_len;
     let sport = GUE_SPORT_BASE | (inner.hash as u16 & !GUE_SPORT_BASE);
-    frame[u..u + 2].copy_from_slice(&sport.to_be_bytes());
-    frame[u + 2..u + 4].copy_from_slice(&port.to_be_bytes());
-    frame[u + 4..u + 6].copy_from_slice(&(payload as u16).to_be_bytes());
-    frame[u + 6..u + 8].fill(0);
+    let header = &mut frame[u..];
+    header[udp::SRC_PORT].copy_from_slice(&sport.to_be_bytes());
+    header[udp::DST_PORT].copy_from_slice(&port.to_be_bytes());
+    header[udp::LENGTH].copy_from_slice(&(payload as u16).to_be_bytes());
+    header[udp::CHECKSUM].fill(0);
     // GUE variant 0, no extension fields: version 0, C 0, Hlen 0, the inner protocol, no flags.
     frame[u + 8..u + 12].copy_from_slice(&[0, inner_proto, 0, 0]);
     if dst.is_ipv6() {
         // IPv6 forbids a zero UDP checksum for this (RFC 8200, 8.1; RFC 6935 allows it only
         // where the receiver is configured for it): sum the whole datagram.
         let h = &frame[at..];
-        let src: [u8; 16] = h[8..24].try_into().unwrap_or_default();
-        let dst: [u8; 16] = h[24..40].try_into().unwrap_or_default();
+        let src: [u8; 16] = h[ipv6::SRC].try_into().unwrap_or_default();
+        let dst: [u8; 16] = h[ipv6::DST].try_into().unwrap_or_default();
         let s = ipv6_pseudo_sum(&src, &dst, payload, PROTO_UDP)
             + u64::from(checksum::sum(&frame[u..u + payload]));
         let c = match !checksum::fold_to_16(s) {
             0 => 0xffff,
             c => c,
         };
-        frame[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        frame[u..][udp::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
     // IPv4: a zero UDP checksum (RFC 768), which Linux's fou accepts.
 }
@@ -338,10 +339,10 @@ fn write_too_big(frame: &mut [u8], n: usize, inner: &Inner, mtu: u16) -> usize {
     // The error goes back where the datagram came from: swap the MACs.
     frame.copy_within(n..n + l2, 0);
     let (mut dst_mac, mut src_mac) = ([0u8; 6], [0u8; 6]);
-    dst_mac.copy_from_slice(&frame[6..12]);
-    src_mac.copy_from_slice(&frame[0..6]);
-    frame[0..6].copy_from_slice(&dst_mac);
-    frame[6..12].copy_from_slice(&src_mac);
+    dst_mac.copy_from_slice(&frame[eth::SRC]);
+    src_mac.copy_from_slice(&frame[eth::DST]);
+    frame[eth::DST].copy_from_slice(&dst_mac);
+    frame[eth::SRC].copy_from_slice(&src_mac);
     let ip = l2;
     let quoted = &frame[ip + n..];
     let max = if inner.v6 { ICMPV6_MAX } else { ICMPV4_MAX };
@@ -351,8 +352,8 @@ fn write_too_big(frame: &mut [u8], n: usize, inner: &Inner, mtu: u16) -> usize {
         let mut src = [0u8; 16];
         let mut dst = [0u8; 16];
         // Reversed: from the address the datagram was sent to, to its sender.
-        src.copy_from_slice(&quoted[24..40]);
-        dst.copy_from_slice(&quoted[8..24]);
+        src.copy_from_slice(&quoted[ipv6::DST]);
+        dst.copy_from_slice(&quoted[ipv6::SRC]);
         frame[l2 - 2..l2].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
         ipv6_header(
             &mut frame[ip..],
@@ -377,8 +378,8 @@ fn write_too_big(frame: &mut [u8], n: usize, inner: &Inner, mtu: u16) -> usize {
     } else {
         let mut src = [0u8; 4];
         let mut dst = [0u8; 4];
-        src.copy_from_slice(&quoted[16..20]);
-        dst.copy_from_slice(&quoted[12..16]);
+        src.copy_from_slice(&quoted[ipv4::DST]);
+        dst.copy_from_slice(&quoted[ipv4::SRC]);
         frame[l2 - 2..l2].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         ipv4_header(&mut frame[ip..], 0, total, ICMP_TTL, PROTO_ICMP, src, dst);
         let m = ip + IPV4_LEN;

@@ -11,14 +11,15 @@ use std::net::{IpAddr, SocketAddr};
 use crate::counters::DropReason;
 use crate::model::MacAddr;
 use crate::wire::checksum::{self, Delta};
+use crate::wire::field::{be16, eth, ipv4, ipv4_udp, ipv6, Field};
 use crate::wire::{Ipv4Packet, Ipv4Udp, Ipv6Packet, UdpFrame, UdpPacket};
 
 /// Sets the Ethernet source and destination (DR, and the last step of NAT).
 #[inline]
 pub(crate) fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     // parse_udp guaranteed at least an Ethernet header.
-    frame[0..6].copy_from_slice(&dst.0);
-    frame[6..12].copy_from_slice(&src.0);
+    frame[eth::DST].copy_from_slice(&dst.0);
+    frame[eth::SRC].copy_from_slice(&src.0);
 }
 
 /// The source MAC `mac` and the two bytes after it in a frame, `next` (its EtherType, or the
@@ -37,8 +38,9 @@ pub fn eth_src_word(mac: MacAddr, next: u16) -> u64 {
 /// docs/benchmarks.md).
 #[inline(always)]
 pub fn set_mac_words(frame: &mut [u8], dst: u64, src_next: u64) {
-    frame[0..8].copy_from_slice(&dst.to_le_bytes());
-    frame[6..14].copy_from_slice(&src_next.to_le_bytes());
+    let src = eth::SRC.start;
+    frame[..8].copy_from_slice(&dst.to_le_bytes());
+    frame[src..src + 8].copy_from_slice(&src_next.to_le_bytes());
 }
 
 /// Which end of the datagram a NAT rewrite changes.
@@ -92,21 +94,21 @@ pub(crate) fn nat_to_backend_v4(
         return Err(DropReason::FamilyMismatch);
     };
     let (ip, port) = (to.ip().to_bits(), to.port());
-    let b: &mut [u8; 28] = frame
+    let b: &mut [u8; ipv4_udp::LEN] = frame
         .get_mut(h.l3..)
         .and_then(|r| r.first_chunk_mut())
         .ok_or(DropReason::Truncated)?;
     let mut delta = Delta::default();
     delta.replace32(h.dst_ip, ip);
-    b[16..20].copy_from_slice(&ip.to_be_bytes());
+    b[ipv4::DST].copy_from_slice(&ip.to_be_bytes());
     // The IPv4 header checksum covers the addresses, not the ports.
-    let c = delta.apply(u16::from_be_bytes([b[10], b[11]]));
-    b[10..12].copy_from_slice(&c.to_be_bytes());
+    let c = delta.apply(be16(b, ipv4::CHECKSUM));
+    b[ipv4::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     delta.replace16(h.dst_port, port);
-    b[22..24].copy_from_slice(&port.to_be_bytes());
+    b[ipv4_udp::DST_PORT].copy_from_slice(&port.to_be_bytes());
     // RFC 768: zero means "no checksum" and stays zero; a computed zero goes out as 0xffff.
-    let c = delta.apply_udp(u16::from_be_bytes([b[26], b[27]]));
-    b[26..28].copy_from_slice(&c.to_be_bytes());
+    let c = delta.apply_udp(be16(b, ipv4_udp::UDP_CHECKSUM));
+    b[ipv4_udp::UDP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }
 
@@ -132,11 +134,11 @@ pub(crate) fn nat_to_backend_v4_ttl(
     ip: u32,
     port: u16,
 ) -> Result<(), DropReason> {
-    let b: &mut [u8; 28] = frame
+    let b: &mut [u8; ipv4_udp::LEN] = frame
         .get_mut(h.l3..)
         .and_then(|r| r.first_chunk_mut())
         .ok_or(DropReason::Truncated)?;
-    let ttl = b[8];
+    let ttl = b[ipv4::TTL];
     if ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
@@ -145,30 +147,34 @@ pub(crate) fn nat_to_backend_v4_ttl(
     // new words need no swaps, and all of RFC 1624's `~m + m'` terms go into one wide sum
     // folded once per checksum. Through `Delta`, on big-endian words, the byte swaps and the
     // spills they cause come back (see docs/benchmarks.md).
-    let word = |b: &[u8; 28], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
-    let ttl_old = word(b, 8);
-    b[8] = ttl - 1;
-    let ttl_new = word(b, 8);
-    let ip_old = u32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
+    let word = |b: &[u8; ipv4_udp::LEN], f: Field| u16::from_ne_bytes([b[f.start], b[f.start + 1]]);
+    // TTL and protocol share one 16-bit word of the checksum.
+    let ttl_word: Field = ipv4::TTL..ipv4::PROTOCOL + 1;
+    let ttl_old = word(b, ttl_word.clone());
+    b[ipv4::TTL] = ttl - 1;
+    let ttl_new = word(b, ttl_word);
+    let d = ipv4::DST.start;
+    let ip_old = u32::from_ne_bytes([b[d], b[d + 1], b[d + 2], b[d + 3]]);
     let ip_new = ip.to_be();
-    let port_old = word(b, 22);
+    let port_old = word(b, ipv4_udp::DST_PORT);
     let port_new = port.to_be();
     // The addresses are in the IPv4 header checksum and the UDP pseudo-header; the port only
     // in the UDP checksum; the TTL only in the IPv4 header checksum.
     let addr = u64::from(!ip_old) + u64::from(ip_new);
-    let ip_sum = u64::from(!word(b, 10)) + addr + u64::from(!ttl_old) + u64::from(ttl_new);
-    b[16..20].copy_from_slice(&ip_new.to_ne_bytes());
-    b[10..12].copy_from_slice(&(!checksum::fold_to_16(ip_sum)).to_ne_bytes());
-    b[22..24].copy_from_slice(&port_new.to_ne_bytes());
+    let ip_sum =
+        u64::from(!word(b, ipv4::CHECKSUM)) + addr + u64::from(!ttl_old) + u64::from(ttl_new);
+    b[ipv4::DST].copy_from_slice(&ip_new.to_ne_bytes());
+    b[ipv4::CHECKSUM].copy_from_slice(&(!checksum::fold_to_16(ip_sum)).to_ne_bytes());
+    b[ipv4_udp::DST_PORT].copy_from_slice(&port_new.to_ne_bytes());
     // RFC 768: zero means "no checksum" and stays zero; a computed zero goes out as 0xffff.
-    let udp_old = word(b, 26);
+    let udp_old = word(b, ipv4_udp::UDP_CHECKSUM);
     if udp_old != 0 {
         let sum = u64::from(!udp_old) + addr + u64::from(!port_old) + u64::from(port_new);
         let c = match !checksum::fold_to_16(sum) {
             0 => 0xffff,
             c => c,
         };
-        b[26..28].copy_from_slice(&c.to_ne_bytes());
+        b[ipv4_udp::UDP_CHECKSUM].copy_from_slice(&c.to_ne_bytes());
     }
     Ok(())
 }
@@ -228,28 +234,28 @@ fn rewrite(
 pub(crate) fn decrement_ttl(frame: &mut [u8], l3: usize, ipv6: bool) -> Result<(), DropReason> {
     let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
     if ipv6 {
-        let hop = ip.get_mut(7).ok_or(DropReason::Truncated)?;
+        let hop = ip.get_mut(ipv6::HOP_LIMIT).ok_or(DropReason::Truncated)?;
         if *hop <= 1 {
             return Err(DropReason::TtlExceeded);
         }
         *hop -= 1;
     } else {
-        if ip.len() < 20 {
+        if ip.len() < ipv4::HEADER_LEN {
             return Err(DropReason::Truncated);
         }
-        let ttl = ip[8];
+        let (ttl, proto) = (ip[ipv4::TTL], ip[ipv4::PROTOCOL]);
         if ttl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
         // TTL and protocol share one 16-bit word of the checksum.
         let mut d = Delta::default();
         d.replace16(
-            u16::from_be_bytes([ttl, ip[9]]),
-            u16::from_be_bytes([ttl - 1, ip[9]]),
+            u16::from_be_bytes([ttl, proto]),
+            u16::from_be_bytes([ttl - 1, proto]),
         );
-        ip[8] = ttl - 1;
-        let c = d.apply(u16::from_be_bytes([ip[10], ip[11]]));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip[ipv4::TTL] = ttl - 1;
+        let c = d.apply(be16(ip, ipv4::CHECKSUM));
+        ip[ipv4::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
     Ok(())
 }
@@ -270,15 +276,9 @@ pub(crate) fn nat_fragment(
     new: IpAddr,
 ) -> Result<(), DropReason> {
     let ip = frame.get_mut(l3..).ok_or(DropReason::Truncated)?;
-    let at = |v6: bool| match (v6, src) {
-        (false, true) => 12,
-        (false, false) => 16,
-        (true, true) => 8,
-        (true, false) => 24,
-    };
     match new {
         IpAddr::V4(n) => {
-            if ip.len() < 20 || ip[0] >> 4 != 4 {
+            if ip.len() < ipv4::HEADER_LEN || ip[ipv4::VER_IHL] >> 4 != 4 {
                 return Err(DropReason::FamilyMismatch);
             }
             let mut p = Ipv4Packet::new_unchecked(ip);
@@ -287,15 +287,15 @@ pub(crate) fn nat_fragment(
             d.replace32(old.to_bits(), n.to_bits());
             let c = d.apply(p.checksum());
             p.set_checksum(c);
-            let o = at(false);
-            p.into_inner()[o..o + 4].copy_from_slice(&n.octets());
+            let at = if src { ipv4::SRC } else { ipv4::DST };
+            p.into_inner()[at].copy_from_slice(&n.octets());
         }
         IpAddr::V6(n) => {
-            if ip.len() < 40 || ip[0] >> 4 != 6 {
+            if ip.len() < ipv6::HEADER_LEN || ip[0] >> 4 != 6 {
                 return Err(DropReason::FamilyMismatch);
             }
-            let o = at(true);
-            ip[o..o + 16].copy_from_slice(&n.octets());
+            let at = if src { ipv6::SRC } else { ipv6::DST };
+            ip[at].copy_from_slice(&n.octets());
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use crossbeam_channel::{unbounded, Sender};
 use dataplane::counters::{DropReason, SharedCounters, WorkerCounters};
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{Backend, BackendId, Health, Mode, ServiceSpec, Snapshot, VipId, VipKey};
-use dataplane::socket::{ProxySettings, ProxyWorker};
+use dataplane::socket::{ProxySettings, ProxyWorker, SocketSettings};
 
 // ---- an allocation counter, armed per thread, for the no-allocation test ----
 
@@ -616,7 +616,10 @@ fn idle_sessions_expire_and_the_cap_drops_new_clients() {
     let s = sinks(LO4, 1, false);
     let vip = free_addr(LO4);
     let settings = ProxySettings {
-        session_idle: Duration::from_millis(100),
+        socket: SocketSettings {
+            session_idle: Duration::from_millis(100),
+            ..SocketSettings::default()
+        },
         max_sessions: 2,
         ..ProxySettings::default()
     };
@@ -715,7 +718,10 @@ fn transparent_without_capability_is_a_clear_error() {
             Arc::new(Snapshot::default()),
             rx,
             ProxySettings {
-                transparent: true,
+                socket: SocketSettings {
+                    transparent: true,
+                    ..SocketSettings::default()
+                },
                 ..ProxySettings::default()
             },
             WorkerCounters::shared(),
@@ -777,7 +783,10 @@ fn transparent_backends_see_the_client_address() {
     let s = sinks(LO4, 3, false);
     let vip = free_addr(LO4);
     let settings = ProxySettings {
-        transparent: true,
+        socket: SocketSettings {
+            transparent: true,
+            ..SocketSettings::default()
+        },
         ..ProxySettings::default()
     };
     let proxy = Proxy::start(snapshot(1, vec![rr(vip, &s)]), settings);

@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use dataplane::port::PortSettings;
 use dataplane::service::{MacAddr, Mode, ServiceSpec};
 use dataplane::worker::Idle;
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,10 @@ impl Default for DpdkSettings {
 impl DpdkSettings {
     /// Workers over all ports: one per queue pair.
     pub fn workers(&self) -> usize {
-        self.ports.iter().map(|p| usize::from(p.rx_queues)).sum()
+        self.ports
+            .iter()
+            .map(|p| usize::from(p.ethdev.queues))
+            .sum()
     }
 }
 
@@ -102,14 +106,9 @@ impl DpdkSettings {
 pub struct DpdkPortConfig {
     /// PCI address (on `dpdk.allow`) or vdev name.
     pub device: String,
-    /// RX/TX queue pairs, one worker each.
-    pub rx_queues: u16,
-    /// RX descriptors per queue.
-    pub rx_ring: u16,
-    /// TX descriptors per queue.
-    pub tx_ring: u16,
-    /// Source MAC of sent frames instead of the device's.
-    pub mac: Option<MacAddr>,
+    /// `rx_queues` (one worker each), `rx_ring`, `tx_ring`, `burst` and `mac`: how the
+    /// device is set up.
+    pub ethdev: PortSettings,
     /// Next hop of NAT replies toward clients, static: overrides the resolved gateways.
     pub gateway_mac: Option<MacAddr>,
     /// The port's own IPv4 address: answered for, the sender of its ARP requests.
@@ -127,8 +126,6 @@ pub struct DpdkPortConfig {
     pub gateway_ipv6: Option<Ipv6Addr>,
     /// 802.1Q TCI of the frames Spray originates on this port (ARP/NDP); `None`: untagged.
     pub vlan: Option<u16>,
-    /// Packets per RX burst.
-    pub burst: u16,
 }
 
 impl DpdkPortConfig {
@@ -160,10 +157,7 @@ impl DpdkPortConfig {
     pub fn new(device: impl Into<String>) -> Self {
         Self {
             device: device.into(),
-            rx_queues: 1,
-            rx_ring: 1024,
-            tx_ring: 1024,
-            mac: None,
+            ethdev: PortSettings::default(),
             gateway_mac: None,
             ipv4: None,
             ipv6: None,
@@ -172,7 +166,6 @@ impl DpdkPortConfig {
             gateway_ipv4: None,
             gateway_ipv6: None,
             vlan: None,
-            burst: 32,
         }
     }
 }
@@ -437,19 +430,22 @@ impl Validator<'_> {
                     self.ip_pair(&format!("{key}.gateways"), &p.gateways);
                 let port = DpdkPortConfig {
                     device: p.device.get_ref().clone(),
-                    rx_queues: self.int(
-                        &format!("{key}.rx_queues"),
-                        &p.rx_queues,
-                        1..=MAX_QUEUES,
-                        1,
-                    ) as u16,
-                    rx_ring: self.int(&format!("{key}.rx_ring"), &p.rx_ring, 32..=32768, 1024)
-                        as u16,
-                    tx_ring: self.int(&format!("{key}.tx_ring"), &p.tx_ring, 32..=32768, 1024)
-                        as u16,
-                    mac: self.mac(&format!("{key}.mac"), &p.mac),
+                    ethdev: PortSettings {
+                        queues: self.int(
+                            &format!("{key}.rx_queues"),
+                            &p.rx_queues,
+                            1..=MAX_QUEUES,
+                            1,
+                        ) as u16,
+                        rx_ring: self.int(&format!("{key}.rx_ring"), &p.rx_ring, 32..=32768, 1024)
+                            as u16,
+                        tx_ring: self.int(&format!("{key}.tx_ring"), &p.tx_ring, 32..=32768, 1024)
+                            as u16,
+                        burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
+                        mac: self.mac(&format!("{key}.mac"), &p.mac),
+                        ..PortSettings::default()
+                    },
                     gateway_mac: self.mac(&format!("{key}.gateway_mac"), &p.gateway_mac),
-                    burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
                     vlan,
                     ipv4: v4.map(|(a, _)| a),
                     ipv6: v6.map(|(a, _)| a),
@@ -656,9 +652,9 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         assert_eq!(d.memory_mb, 512);
         assert_eq!(d.huge_dir, Some(PathBuf::from("/dev/hugepages")));
         assert_eq!(d.workers(), 2);
-        assert_eq!(d.ports[0].rx_ring, 2048);
-        assert_eq!(d.ports[0].tx_ring, 1024);
-        assert_eq!(d.ports[0].burst, 32);
+        assert_eq!(d.ports[0].ethdev.rx_ring, 2048);
+        assert_eq!(d.ports[0].ethdev.tx_ring, 1024);
+        assert_eq!(d.ports[0].ethdev.burst, 32);
         assert_eq!(d.ports[0].gateway_mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
         assert_eq!(
             d.idle,

@@ -46,6 +46,7 @@ mod ops;
 pub mod traps;
 pub use self::ops::{default_socket_path, ControlSettings, MetricsSettings};
 pub mod dpdk;
+pub use dataplane::socket::SocketSettings;
 pub use dpdk::DpdkSettings;
 pub mod tunnel;
 pub use tunnel::TunnelSettings;
@@ -96,31 +97,6 @@ impl Default for Runtime {
             workers: 1,
             cores: None,
             log: "info".to_owned(),
-        }
-    }
-}
-
-/// `[socket]`: settings of the socket dataplane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketSettings {
-    /// Most datagrams read or written per system call.
-    pub batch: usize,
-    /// Send to backends with the client's address as source (IP_TRANSPARENT; needs
-    /// CAP_NET_ADMIN and policy routing for the replies).
-    pub transparent: bool,
-    /// A client session without traffic for this long is closed.
-    pub session_idle: Duration,
-    /// SO_RCVBUF of every socket, in bytes; 0 keeps the kernel default.
-    pub rcvbuf: usize,
-}
-
-impl Default for SocketSettings {
-    fn default() -> Self {
-        Self {
-            batch: 32,
-            transparent: false,
-            session_idle: Duration::from_secs(60),
-            rcvbuf: 4 << 20,
         }
     }
 }

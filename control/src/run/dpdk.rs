@@ -37,7 +37,7 @@ use dataplane::flow::NatFlows;
 use dataplane::neigh::{NeighConfig, NeighFrame, WorkerNeigh};
 use dataplane::port::dpdk::eal::{register_thread, EalError};
 use dataplane::port::dpdk::ethdev::EthError;
-use dataplane::port::dpdk::{Eal, EthPort, PortSettings};
+use dataplane::port::dpdk::{Eal, EthPort};
 use dataplane::service::{MacAddr, Snapshot};
 use dataplane::socket::PassiveSink;
 use dataplane::worker::{Worker, WorkerSettings};
@@ -199,7 +199,7 @@ fn start_workers(
             };
             let dp = port.queue(q).expect("q < queues");
             let settings = WorkerSettings {
-                burst: usize::from(pc.burst),
+                burst: usize::from(pc.ethdev.burst),
                 gateway_mac: pc.gateway_mac.unwrap_or(MacAddr::default()),
                 idle: d.idle,
             };
@@ -339,15 +339,7 @@ pub fn run(
     let mut ends = Vec::with_capacity(config.dpdk.ports.len());
     let mut links = Vec::with_capacity(config.dpdk.ports.len());
     for pc in &config.dpdk.ports {
-        let s = PortSettings {
-            queues: pc.rx_queues,
-            rx_ring: pc.rx_ring,
-            tx_ring: pc.tx_ring,
-            burst: pc.burst,
-            mac: pc.mac,
-            ..PortSettings::default()
-        };
-        let port = EthPort::open(&eal, &pc.device, &s)?;
+        let port = EthPort::open(&eal, &pc.device, &pc.ethdev)?;
         let link = port.link();
         let (_, pool) = port.pool_level();
         let addrs: Vec<String> = [

@@ -179,10 +179,7 @@ impl Drop for Workers {
 /// Settings of the socket dataplane from the config.
 pub fn proxy_settings(config: &Config) -> ProxySettings {
     ProxySettings {
-        batch: config.socket.batch,
-        transparent: config.socket.transparent,
-        session_idle: config.socket.session_idle,
-        rcvbuf: config.socket.rcvbuf,
+        socket: config.socket.clone(),
         ..ProxySettings::default()
     }
 }

@@ -4,6 +4,8 @@
 //! where they came from. Bursts travel in caller-owned `Vec`s whose capacity is reserved once
 //! at start-up, so a burst never allocates.
 
+use crate::model::MacAddr;
+
 pub mod memory;
 
 #[cfg(feature = "dpdk")]
@@ -82,5 +84,39 @@ pub trait Port {
     fn alloc_frame(&mut self, frame: &[u8]) -> Option<Self::Buf> {
         let _ = frame;
         None
+    }
+}
+
+/// How to set up one DPDK port. Plain data outside the `dpdk` feature, so that the config
+/// (`[[dpdk.ports]]`) holds it in every build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSettings {
+    /// RX (and TX) queue pairs, one per worker.
+    pub queues: u16,
+    /// RX descriptors per queue.
+    pub rx_ring: u16,
+    /// TX descriptors per queue.
+    pub tx_ring: u16,
+    /// Packets per RX burst.
+    pub burst: u16,
+    /// Per-lcore mempool cache size.
+    pub mempool_cache: u32,
+    /// Source MAC of sent frames instead of the device's own.
+    pub mac: Option<MacAddr>,
+    /// Receive frames for any destination MAC (needed when `mac` overrides the device's).
+    pub promiscuous: bool,
+}
+
+impl Default for PortSettings {
+    fn default() -> Self {
+        Self {
+            queues: 1,
+            rx_ring: 1024,
+            tx_ring: 1024,
+            burst: 32,
+            mempool_cache: 256,
+            mac: None,
+            promiscuous: true,
+        }
     }
 }

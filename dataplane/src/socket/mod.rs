@@ -35,7 +35,7 @@
 //! one backend address:port get their replies right. Datagrams from anything that is not a
 //! backend of the VIP are dropped as [`DropReason::NoVip`].
 //!
-//! Sessions expire after [`ProxySettings::session_idle`] without traffic in either direction
+//! Sessions expire after [`SocketSettings::session_idle`] without traffic in either direction
 //! (swept every `session_idle / 4`, between 10 ms and 1 s). At
 //! [`ProxySettings::max_sessions`] a new client's datagrams are dropped as
 //! [`DropReason::SessionTableFull`]; known clients are still served. Each session holds a file
@@ -116,9 +116,9 @@ pub use crate::model::passive::{PassiveReport, PassiveSink};
 
 use self::session::{InsertError, SessionKey, Sessions, Token};
 
-/// Socket-mode settings of one worker.
+/// `[socket]`: what an operator configures for socket mode; the config loader builds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxySettings {
+pub struct SocketSettings {
     /// Datagrams per `recvmmsg`/`sendmmsg` call (1..=1024; default 32).
     pub batch: usize,
     /// Session sockets bind to the client's address (`IP_TRANSPARENT`), so backends see the
@@ -129,8 +129,26 @@ pub struct ProxySettings {
     /// direction. Default 60 s.
     pub session_idle: Duration,
     /// Receive buffer of each VIP socket in bytes; `SO_RCVBUFFORCE` when permitted, else
-    /// `SO_RCVBUF` (capped by `net.core.rmem_max`). Default 4 MiB.
+    /// `SO_RCVBUF` (capped by `net.core.rmem_max`); 0 keeps the kernel's default. Default 4 MiB.
     pub rcvbuf: usize,
+}
+
+impl Default for SocketSettings {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            transparent: false,
+            session_idle: Duration::from_secs(60),
+            rcvbuf: 4 << 20,
+        }
+    }
+}
+
+/// Socket-mode settings of one worker: the configured ones and what the process wires up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// The `[socket]` settings.
+    pub socket: SocketSettings,
     /// Most sessions (clients) per worker; datagrams of further clients are dropped and
     /// counted. Default 65536.
     pub max_sessions: usize,
@@ -142,10 +160,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
-            batch: 32,
-            transparent: false,
-            session_idle: Duration::from_secs(60),
-            rcvbuf: 4 << 20,
+            socket: SocketSettings::default(),
             max_sessions: 65536,
             passive_reports: None,
         }
@@ -364,7 +379,7 @@ impl ProxyWorker {
         settings: ProxySettings,
         counters: SharedCounters,
     ) -> Result<Self, ProxyError> {
-        if settings.batch == 0 || settings.batch > MAX_BATCH {
+        if settings.socket.batch == 0 || settings.socket.batch > MAX_BATCH {
             return Err(ProxyError::InvalidSettings("batch must be in 1..=1024"));
         }
         if settings.max_sessions == 0 {
@@ -372,12 +387,12 @@ impl ProxyWorker {
                 "max_sessions must be at least 1",
             ));
         }
-        if settings.session_idle.is_zero() {
+        if settings.socket.session_idle.is_zero() {
             return Err(ProxyError::InvalidSettings(
                 "session_idle must be longer than zero",
             ));
         }
-        if settings.transparent {
+        if settings.socket.transparent {
             // Fail at start-up, not at the first client: probe each family the VIPs use
             // (IPv4 when there are no VIPs yet).
             let v4 = snapshot.services().find(|s| s.spec.vip.addr.is_ipv4());
@@ -393,25 +408,26 @@ impl ProxyWorker {
                 sock::probe_transparent(p).map_err(|cause| ProxyError::Transparent { cause })?;
             }
         }
-        let epoll = Epoll::new(settings.batch.max(64)).map_err(|cause| ProxyError::Epoll {
-            what: "cannot create the epoll set",
-            cause,
-        })?;
-        let sweep_every =
-            (settings.session_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let epoll =
+            Epoll::new(settings.socket.batch.max(64)).map_err(|cause| ProxyError::Epoll {
+                what: "cannot create the epoll set",
+                cause,
+            })?;
+        let sweep_every = (settings.socket.session_idle / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut w = Self {
             id,
             snapshot: Arc::new(Snapshot::default()),
             updates,
             counters,
             epoll,
-            batch: Batch::new(settings.batch, MAX_DATAGRAM),
+            batch: Batch::new(settings.socket.batch, MAX_DATAGRAM),
             vips: Vec::new(),
             vip_by_addr: FxHashMap::default(),
             reply_sources: FxHashSet::default(),
-            sessions: Sessions::new(settings.max_sessions, settings.session_idle),
-            pending: Vec::with_capacity(settings.batch),
-            out: Vec::with_capacity(settings.batch),
+            sessions: Sessions::new(settings.max_sessions, settings.socket.session_idle),
+            pending: Vec::with_capacity(settings.socket.batch),
+            out: Vec::with_capacity(settings.socket.batch),
             errors: Vec::with_capacity(MAX_ERRORS),
             sweep_every,
             next_sweep: Instant::now() + sweep_every,
@@ -547,7 +563,7 @@ impl ProxyWorker {
 
     fn open_vip(&mut self, key: VipKey, id: VipId) -> Result<(), ProxyError> {
         let vip = key.addr;
-        let (s, claim) = sock::bind_vip(vip, self.settings.rcvbuf)
+        let (s, claim) = sock::bind_vip(vip, self.settings.socket.rcvbuf)
             .map_err(|cause| ProxyError::BindVip { vip, cause })?;
         let index = match self.vips.iter().position(|v| v.vip.is_none()) {
             Some(i) => i,
@@ -718,14 +734,14 @@ impl ProxyWorker {
                         None
                     },
                 };
-                let transparent = settings.transparent.then_some(client);
+                let transparent = settings.socket.transparent.then_some(client);
                 let session = match sessions.get_or_insert_with(key, now, |t| {
                     let s = sock::session_socket(&vip, transparent)?;
                     // Replies from every backend of the VIP land on this one socket; the
                     // kernel default (~208 KiB, ~200 small datagrams) overflowed under load
                     // in the demo test. A cap, not an allocation.
-                    if settings.rcvbuf > 0 {
-                        sock::set_rcvbuf(&s, settings.rcvbuf.min(SESSION_RCVBUF_MAX))?;
+                    if settings.socket.rcvbuf > 0 {
+                        sock::set_rcvbuf(&s, settings.socket.rcvbuf.min(SESSION_RCVBUF_MAX))?;
                     }
                     if passive {
                         sock::set_recverr(&s, vip.is_ipv6())?;

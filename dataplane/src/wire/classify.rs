@@ -27,6 +27,7 @@ use super::{
 };
 use crate::counters::DropReason;
 use crate::wire::checksum;
+use crate::wire::field::{be16, eth, ipv4, ipv4_udp, udp};
 
 /// EtherType of ARP.
 pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
@@ -220,12 +221,14 @@ pub(crate) fn classify_ipv4_udp_with(frame: &[u8], header_verified: bool) -> Opt
 pub(crate) fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
     // Ethernet, IPv4 and UDP headers: one length check for all the fixed-offset reads
     // below (checked at 16 bytes first, a frame paid for two).
-    let hdrs: &[u8; ETH_HEADER_LEN + 28] = frame.first_chunk()?;
-    let (_, w) = hdrs.split_first_chunk::<12>()?;
+    let hdrs: &[u8; ETH_HEADER_LEN + ipv4_udp::LEN] = frame.first_chunk()?;
+    let (_, w) = hdrs.split_first_chunk::<{ eth::ETHERTYPE.start }>()?;
     let w: &[u8; 4] = w.first_chunk()?;
     // EtherType IPv4, then version 4 with a 5-word header (the TOS byte is anything), in one
     // load and compare.
-    if u32::from_le_bytes(*w) & 0x00ff_ffff != 0x0045_0008 {
+    let [t0, t1] = ETHERTYPE_IPV4.to_be_bytes();
+    let want = u32::from_le_bytes([t0, t1, ipv4::VER_IHL_NO_OPTIONS, 0]);
+    if u32::from_le_bytes(*w) & 0x00ff_ffff != want {
         return None;
     }
     ipv4_udp_at::<ETH_HEADER_LEN>(frame, None, header_verified)
@@ -234,14 +237,14 @@ pub(crate) fn classify_untagged_ipv4_udp(frame: &[u8], header_verified: bool) ->
 /// [`classify_ipv4_udp_with`] for a frame with one 802.1Q tag; `None` for every other frame.
 #[inline(never)]
 pub(crate) fn classify_tagged_ipv4_udp(frame: &[u8], header_verified: bool) -> Option<Ipv4Udp> {
-    let eth: &[u8; 19] = frame.first_chunk()?;
-    if u16::from_be_bytes([eth[12], eth[13]]) != vlan::TPID_8021Q
-        || u16::from_be_bytes([eth[16], eth[17]]) != ETHERTYPE_IPV4
-        || eth[18] != 0x45
+    let hdr: &[u8; ETH_HEADER_LEN + vlan::TAG_LEN + 1] = frame.first_chunk()?;
+    if be16(hdr, eth::ETHERTYPE) != vlan::TPID_8021Q
+        || be16(hdr, eth::TAG_ETHERTYPE) != ETHERTYPE_IPV4
+        || hdr[ETH_HEADER_LEN + vlan::TAG_LEN + ipv4::VER_IHL] != ipv4::VER_IHL_NO_OPTIONS
     {
         return None;
     }
-    let tci = u16::from_be_bytes([eth[14], eth[15]]);
+    let tci = be16(hdr, eth::TAG_TCI);
     ipv4_udp_at::<{ ETH_HEADER_LEN + vlan::TAG_LEN }>(frame, Some(tci), header_verified)
 }
 
@@ -253,30 +256,34 @@ fn ipv4_udp_at<const L3: usize>(
     vlan: Option<u16>,
     header_verified: bool,
 ) -> Option<Ipv4Udp> {
+    const LEN: usize = ipv4_udp::LEN;
     let rest = frame.get(L3..)?;
-    let h: &[u8; 28] = rest.first_chunk()?;
-    // Neither more fragments nor an offset (DF may be set), and UDP: bytes 6, 7 and 9 (the
-    // TTL, byte 8, is anything) in one load and compare.
-    let (_, w) = h.split_first_chunk::<6>()?;
+    let h: &[u8; LEN] = rest.first_chunk()?;
+    // Neither more fragments nor an offset (DF may be set), and UDP: the flags and offset
+    // and the protocol (the TTL between them is anything) in one load and compare.
+    let (_, w) = h.split_first_chunk::<{ ipv4::FLAGS_FRAG.start }>()?;
     let w: &[u8; 4] = w.first_chunk()?;
-    if u32::from_le_bytes(*w) & 0xff00_ff3f != 0x1100_0000 {
+    let want = u32::from_le_bytes([0, 0, 0, PROTO_UDP]);
+    if u32::from_le_bytes(*w) & 0xff00_ff3f != want {
         return None;
     }
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    let udp_len = usize::from(u16::from_be_bytes([h[24], h[25]]));
-    // 28 <= total <= what the frame holds after L3 (which is at least 28: `h`), and
+    let total = usize::from(be16(h, ipv4::TOTAL_LEN));
+    let udp_len = usize::from(be16(h, ipv4_udp::UDP_LEN));
+    // LEN <= total <= what the frame holds after L3 (which is at least LEN: `h`), and
     // RFC 768's 8 <= UDP length <= IP payload, as two range checks (unsigned wrap-around).
-    if total.wrapping_sub(28) > rest.len() - 28 || udp_len.wrapping_sub(8) > total - 28 {
+    if total.wrapping_sub(LEN) > rest.len() - LEN
+        || udp_len.wrapping_sub(udp::HEADER_LEN) > total - LEN
+    {
         return None;
     }
-    let header: &[u8; 20] = h.first_chunk()?;
+    let header: &[u8; ipv4::HEADER_LEN] = h.first_chunk()?;
     if !header_verified && !checksum::ipv4_header20_valid(header) {
         return None;
     }
-    // Whole-word reads (the header is at least 20 bytes: `h` is 28): built byte by byte,
-    // LLVM assembled the source address from three loads once the checksum loop, whose
-    // word loads it had reused, was skipped for a NIC-verified header.
-    let (_, addrs) = h.split_first_chunk::<12>()?;
+    // Whole-word reads of the addresses: built byte by byte, LLVM assembled the source
+    // address from three loads once the checksum loop, whose word loads it had reused, was
+    // skipped for a NIC-verified header.
+    let (_, addrs) = h.split_first_chunk::<{ ipv4::SRC.start }>()?;
     let (src, rest) = addrs.split_first_chunk::<4>()?;
     let dst: &[u8; 4] = rest.first_chunk()?;
     Some(Ipv4Udp {
@@ -284,8 +291,8 @@ fn ipv4_udp_at<const L3: usize>(
         l3: L3,
         src_ip: u32::from_be_bytes(*src),
         dst_ip: u32::from_be_bytes(*dst),
-        src_port: u16::from_be_bytes([h[20], h[21]]),
-        dst_port: u16::from_be_bytes([h[22], h[23]]),
+        src_port: be16(h, ipv4_udp::SRC_PORT),
+        dst_port: be16(h, ipv4_udp::DST_PORT),
     })
 }
 

@@ -10,6 +10,13 @@
 //! the frame, and the rewrite
 //! functions in [`crate::rewrite`] use unchecked views that cannot panic on that frame. It
 //! never panics itself, whatever the bytes (a property test feeds it random input).
+//!
+//! A classified frame is described by one of three records: [`UdpFrame`] (a whole UDP
+//! datagram, either family, any tag), `Ipv4Udp` (the common case the fast classifier
+//! recognises: IPv4 without options, not a fragment; integers only, so that it stays in
+//! registers from the frame to the rewrite) and `IpFrame` (an IP packet whose transport
+//! header is not parsed: a fragment, or ICMP). `Packet` says which one a frame is. Fields
+//! read at fixed offsets are named in `field`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,6 +26,7 @@ use crate::counters::DropReason;
 
 pub mod checksum;
 pub(crate) mod classify;
+pub(crate) mod field;
 pub(crate) mod vlan;
 
 pub(crate) use classify::{

@@ -3,100 +3,30 @@
 
 use super::burst::deal;
 use super::memo::{RouteMemo, PARKED};
-use super::*;
 use crate::counters::WorkerCounters;
 use crate::counters::{DropReason, SharedCounters};
 use crate::decide::{process_general, Ctx, Fwd, Now};
 use crate::frag::FragTable;
 use crate::model::flow::NatFlows;
 use crate::model::sched::SchedulerKind;
-use crate::model::{Backend, BackendId, Health, ServiceSpec, VipKey};
-use crate::model::{MacAddr, Mode, Snapshot, VipId};
+use crate::model::{Backend, BackendId, Health};
+use crate::model::{Mode, Snapshot, VipId};
 use crate::neigh::WorkerNeigh;
-use crate::port::memory::MemoryPort;
 use crate::port::{PacketBuf, RxIpChecksum};
 use crate::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
+use crate::testkit::rig::{mac_of, sa, service, Rig, GW_MAC, PORT_MAC};
 use crate::wire::parse_udp;
-use crossbeam_channel::{unbounded, Sender};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
-const GW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x01]);
-
-fn mac_of(i: u16) -> MacAddr {
-    MacAddr([2, 0, 0, 0, 1, i as u8])
-}
-
-fn spec(
-    id: u16,
-    vip: &str,
-    mode: Mode,
-    sched: SchedulerKind,
-    backends: &[(&str, u32)],
-    first_backend_id: u16,
-) -> ServiceSpec {
-    ServiceSpec {
-        id: VipId(id),
-        name: format!("svc{id}"),
-        vip: VipKey::udp(vip.parse().unwrap()),
-        mode,
-        scheduler: sched,
-        backends: backends
-            .iter()
-            .enumerate()
-            .map(|(i, (a, w))| {
-                let id = first_backend_id + i as u16;
-                let mut b = Backend::new(BackendId(id), a.parse().unwrap(), *w);
-                b.mac = Some(mac_of(i as u16 + 1));
-                b
-            })
-            .collect(),
-        fallback: None,
-        passive: false,
-    }
-}
-
-struct Rig {
-    w: Worker<MemoryPort>,
-    tx: Sender<Arc<Snapshot>>,
-    c: SharedCounters,
-}
-
-fn rig(specs: Vec<ServiceSpec>) -> Rig {
-    let (tx, rx) = unbounded();
-    let c = WorkerCounters::shared();
-    let w = Worker::new(
-        MemoryPort::new(PORT_MAC, 1 << 16),
-        WorkerSettings {
-            burst: 32,
-            gateway_mac: GW_MAC,
-            idle: Idle::Off,
-        },
-        Arc::new(Snapshot::new(1, specs).unwrap()),
-        rx,
-        c.clone(),
-        Arc::new(NatFlows::new(1024)),
-    );
-    Rig { w, tx, c }
-}
-
+/// Pushes `n` copies of one datagram from `src` to `dst` and polls until they are processed.
 fn send(r: &mut Rig, src: &str, dst: &str, n: usize) {
-    let f = udp_frame(
-        &FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap()),
-        b"<13>x",
-    );
+    let f = udp_frame(&FrameSpec::new(sa(src), sa(dst)), b"<13>x");
     for _ in 0..n {
         r.w.port_mut().push_rx(&f);
     }
-    while r.w.port().rx_len() > 0 {
-        r.w.poll();
-    }
-}
-
-fn drain(r: &mut Rig) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| r.w.port_mut().pop_tx()).collect()
+    r.poll();
 }
 
 const BACKENDS: [(&str, u32); 3] = [
@@ -107,7 +37,7 @@ const BACKENDS: [(&str, u32); 3] = [
 
 #[test]
 fn one_client_is_spread_evenly_in_dr_mode() {
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -116,29 +46,29 @@ fn one_client_is_spread_evenly_in_dr_mode() {
         0,
     )]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 3000);
-    let out = drain(&mut r);
+    let out = r.out();
     assert_eq!(out.len(), 3000);
     let mut per_mac = [0usize; 3];
     for (i, f) in out.iter().enumerate() {
         // DR: only MACs change; round-robin order is 1,2,3,1,2,3...
-        assert_eq!(&f[0..6], &mac_of((i % 3) as u16 + 1).0);
+        assert_eq!(&f[0..6], &mac_of(i % 3 + 1).0);
         assert_eq!(&f[6..12], &PORT_MAC.0);
         let p = parse_udp(f).unwrap();
-        assert_eq!(p.dst(), "198.18.0.10:514".parse().unwrap());
+        assert_eq!(p.dst(), sa("198.18.0.10:514"));
         per_mac[i % 3] += 1;
     }
     assert_eq!(per_mac, [1000, 1000, 1000]);
     for b in 0..3 {
-        assert_eq!(r.c.backend(BackendId(b)).0, 1000);
+        assert_eq!(r.counters.backend(BackendId(b)).0, 1000);
     }
-    assert_eq!(r.c.vip(VipId(0)).0, 3000);
-    assert_eq!(r.c.tx_packets.get(), 3000);
-    assert_eq!(r.c.dropped_total(), 0);
+    assert_eq!(r.counters.vip(VipId(0)).0, 3000);
+    assert_eq!(r.counters.tx_packets.get(), 3000);
+    assert_eq!(r.counters.dropped_total(), 0);
 }
 
 #[test]
 fn nat_rewrites_to_each_backend_with_valid_checksums() {
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Nat,
@@ -147,11 +77,11 @@ fn nat_rewrites_to_each_backend_with_valid_checksums() {
         0,
     )]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 6);
-    let out = drain(&mut r);
+    let out = r.out();
     for (i, f) in out.iter().enumerate() {
         let p = parse_udp(f).unwrap();
         assert_eq!(p.dst(), BACKENDS[i % 3].0.parse::<SocketAddr>().unwrap());
-        assert_eq!(p.src(), "198.18.0.1:40000".parse().unwrap());
+        assert_eq!(p.src(), sa("198.18.0.1:40000"));
         assert!(checksums_valid(f));
     }
 }
@@ -163,7 +93,7 @@ fn wrr_weights_are_honoured_exactly() {
         ("198.19.1.2:514", 2),
         ("198.19.1.3:514", 1),
     ];
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -173,7 +103,7 @@ fn wrr_weights_are_honoured_exactly() {
     )]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 600);
     assert_eq!(
-        [0, 1, 2].map(|i| r.c.backend(BackendId(i)).0),
+        [0, 1, 2].map(|i| r.counters.backend(BackendId(i)).0),
         [300, 200, 100]
     );
 }
@@ -183,7 +113,7 @@ fn wrr_weights_are_honoured_exactly() {
 /// off, still gets Spray's own check.
 #[test]
 fn the_nics_good_checksum_verdict_is_trusted_only_while_the_offload_is_on() {
-    let s = spec(
+    let s = service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -191,19 +121,16 @@ fn the_nics_good_checksum_verdict_is_trusted_only_while_the_offload_is_on() {
         &BACKENDS,
         0,
     );
-    let mut r = rig(vec![s]);
+    let mut r = Rig::new(vec![s]);
     let mut bad = udp_frame(
-        &FrameSpec::new(
-            "198.18.0.1:40000".parse().unwrap(),
-            "198.18.0.10:514".parse().unwrap(),
-        ),
+        &FrameSpec::new(sa("198.18.0.1:40000"), sa("198.18.0.10:514")),
         b"<13>x",
     );
     bad[24] ^= 0x55; // the IPv4 header checksum
     let verdicts = |r: &mut Rig, v: RxIpChecksum| {
         r.w.port_mut().push_rx_with(&bad, v);
         r.w.poll();
-        (drain(r).len(), r.c.dropped(DropReason::BadIpChecksum))
+        (r.out().len(), r.counters.dropped(DropReason::BadIpChecksum))
     };
     // Offload off: the verdict is not even read.
     assert_eq!(verdicts(&mut r, RxIpChecksum::Good), (0, 1));
@@ -214,12 +141,12 @@ fn the_nics_good_checksum_verdict_is_trusted_only_while_the_offload_is_on() {
     // The NIC says good: Spray trusts it and forwards (here the frame was damaged after
     // the "NIC" looked, which a real NIC cannot do).
     assert_eq!(verdicts(&mut r, RxIpChecksum::Good), (1, 3));
-    assert_eq!(r.c.backend(BackendId(0)).0, 1);
+    assert_eq!(r.counters.backend(BackendId(0)).0, 1);
 }
 
 #[test]
 fn a_backend_marked_down_gets_nothing_from_the_next_burst_on() {
-    let mut s = spec(
+    let mut s = service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -227,32 +154,38 @@ fn a_backend_marked_down_gets_nothing_from_the_next_burst_on() {
         &BACKENDS,
         0,
     );
-    let mut r = rig(vec![s.clone()]);
+    let mut r = Rig::new(vec![s.clone()]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
-    assert_eq!(r.c.backend(BackendId(0)).0, 10);
+    assert_eq!(r.counters.backend(BackendId(0)).0, 10);
     s.backends[0].health = Health::Down;
-    r.tx.send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
+    r.snaps
+        .send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
         .unwrap();
-    drain(&mut r);
+    r.out();
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 3000);
-    assert_eq!(r.c.backend(BackendId(0)).0, 10, "down backend got packets");
     assert_eq!(
-        r.c.backend(BackendId(1)).0 + r.c.backend(BackendId(2)).0,
+        r.counters.backend(BackendId(0)).0,
+        10,
+        "down backend got packets"
+    );
+    assert_eq!(
+        r.counters.backend(BackendId(1)).0 + r.counters.backend(BackendId(2)).0,
         3020
     );
-    assert!(drain(&mut r).iter().all(|f| f[0..6] != mac_of(1).0));
+    assert!(r.out().iter().all(|f| f[0..6] != mac_of(1).0));
     // It comes back when healthy.
     s.backends[0].health = Health::Up;
-    r.tx.send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
+    r.snaps
+        .send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
         .unwrap();
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
-    assert_eq!(r.c.backend(BackendId(0)).0, 20);
+    assert_eq!(r.counters.backend(BackendId(0)).0, 20);
 }
 
 #[test]
 fn a_vip_without_healthy_backends_drops_and_counts() {
     let b = [("198.19.1.1:514", 0)];
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -261,14 +194,14 @@ fn a_vip_without_healthy_backends_drops_and_counts() {
         0,
     )]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 5);
-    assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 5);
+    assert_eq!(r.counters.dropped(DropReason::NoHealthyBackend), 5);
     assert_eq!(r.w.port().freed, 5);
-    assert_eq!(r.c.vip(VipId(0)).0, 5);
+    assert_eq!(r.counters.vip(VipId(0)).0, 5);
 }
 
 #[test]
 fn the_fallback_takes_over_when_no_backend_is_in_rotation_and_only_then() {
-    let mut s = spec(
+    let mut s = service(
         0,
         "198.18.0.10:514",
         Mode::Nat,
@@ -276,39 +209,42 @@ fn the_fallback_takes_over_when_no_backend_is_in_rotation_and_only_then() {
         &BACKENDS,
         0,
     );
-    let mut f = Backend::new(BackendId(9), "198.19.1.99:514".parse().unwrap(), 1);
+    let mut f = Backend::new(BackendId(9), sa("198.19.1.99:514"), 1);
     f.mac = Some(mac_of(99));
     s.fallback = Some(f);
-    let mut r = rig(vec![s.clone()]);
+    let mut r = Rig::new(vec![s.clone()]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
-    assert_eq!(r.c.backend(BackendId(9)).0, 0, "backends up: no fallback");
+    assert_eq!(
+        r.counters.backend(BackendId(9)).0,
+        0,
+        "backends up: no fallback"
+    );
     for b in &mut s.backends {
         b.health = Health::Down;
     }
-    r.tx.send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
+    r.snaps
+        .send(Arc::new(Snapshot::new(2, vec![s.clone()]).unwrap()))
         .unwrap();
-    drain(&mut r);
+    r.out();
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
-    assert_eq!(r.c.backend(BackendId(9)).0, 30);
-    assert_eq!(r.c.dropped(DropReason::NoHealthyBackend), 0);
-    for f in drain(&mut r) {
-        assert_eq!(
-            parse_udp(&f).unwrap().dst(),
-            "198.19.1.99:514".parse().unwrap()
-        );
+    assert_eq!(r.counters.backend(BackendId(9)).0, 30);
+    assert_eq!(r.counters.dropped(DropReason::NoHealthyBackend), 0);
+    for f in r.out() {
+        assert_eq!(parse_udp(&f).unwrap().dst(), sa("198.19.1.99:514"));
     }
     // The first healthy backend takes everything back at once.
     s.backends[1].health = Health::Up;
-    r.tx.send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
+    r.snaps
+        .send(Arc::new(Snapshot::new(3, vec![s]).unwrap()))
         .unwrap();
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 30);
-    assert_eq!(r.c.backend(BackendId(9)).0, 30);
-    assert_eq!(r.c.backend(BackendId(1)).0, 10 + 30);
+    assert_eq!(r.counters.backend(BackendId(9)).0, 30);
+    assert_eq!(r.counters.backend(BackendId(1)).0, 10 + 30);
 }
 
 #[test]
 fn traffic_for_no_vip_is_dropped_and_counted() {
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -320,8 +256,8 @@ fn traffic_for_no_vip_is_dropped_and_counted() {
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:515", 2);
     r.w.port_mut().push_rx(&[0u8; 10]);
     r.w.poll();
-    assert_eq!(r.c.dropped(DropReason::NoVip), 5);
-    assert_eq!(r.c.dropped(DropReason::Truncated), 1);
+    assert_eq!(r.counters.dropped(DropReason::NoVip), 5);
+    assert_eq!(r.counters.dropped(DropReason::Truncated), 1);
     assert_eq!(r.w.port().tx_len(), 0);
 }
 
@@ -329,8 +265,8 @@ fn traffic_for_no_vip_is_dropped_and_counted() {
 /// backend address:ports, NAT. Each reply must leave with the VIP its client used.
 #[test]
 fn nat_replies_get_the_right_vip_when_two_vips_share_backends() {
-    let mut r = rig(vec![
-        spec(
+    let mut r = Rig::new(vec![
+        service(
             0,
             "198.18.0.10:514",
             Mode::Nat,
@@ -338,7 +274,7 @@ fn nat_replies_get_the_right_vip_when_two_vips_share_backends() {
             &BACKENDS,
             0,
         ),
-        spec(
+        service(
             1,
             "198.18.0.11:514",
             Mode::Nat,
@@ -350,14 +286,14 @@ fn nat_replies_get_the_right_vip_when_two_vips_share_backends() {
     let clients = ["198.18.0.1:40000", "198.18.0.2:40001"];
     send(&mut r, clients[0], "198.18.0.10:514", 3);
     send(&mut r, clients[1], "198.18.0.11:514", 3);
-    drain(&mut r);
+    r.out();
     for (client, vip) in [
         (clients[0], "198.18.0.10:514"),
         (clients[1], "198.18.0.11:514"),
     ] {
         for (backend, _) in BACKENDS {
             send(&mut r, backend, client, 1);
-            let out = drain(&mut r);
+            let out = r.out();
             assert_eq!(out.len(), 1);
             let p = parse_udp(&out[0]).unwrap();
             assert_eq!(
@@ -370,12 +306,12 @@ fn nat_replies_get_the_right_vip_when_two_vips_share_backends() {
             assert!(checksums_valid(&out[0]));
         }
     }
-    assert_eq!(r.c.nat_replies.get(), 6);
+    assert_eq!(r.counters.nat_replies.get(), 6);
 }
 
 #[test]
 fn maglev_keeps_a_flow_on_one_backend() {
-    let mut r = rig(vec![spec(
+    let mut r = Rig::new(vec![service(
         0,
         "198.18.0.10:514",
         Mode::Dr,
@@ -384,56 +320,32 @@ fn maglev_keeps_a_flow_on_one_backend() {
         0,
     )]);
     send(&mut r, "198.18.0.1:40000", "198.18.0.10:514", 50);
-    let out = drain(&mut r);
+    let out = r.out();
     assert!(out.iter().all(|f| f[0..6] == out[0][0..6]));
 }
 
 #[test]
 fn a_full_tx_ring_is_counted() {
-    let (tx, rx) = unbounded::<Arc<Snapshot>>();
-    drop(tx);
-    let c = WorkerCounters::shared();
-    let mut w = Worker::new(
-        MemoryPort::new(PORT_MAC, 10),
-        WorkerSettings::default(),
-        Arc::new(
-            Snapshot::new(
-                1,
-                vec![spec(
-                    0,
-                    "198.18.0.10:514",
-                    Mode::Dr,
-                    SchedulerKind::Rr,
-                    &BACKENDS,
-                    0,
-                )],
-            )
-            .unwrap(),
-        ),
-        rx,
-        c.clone(),
-        Arc::new(NatFlows::new(64)),
+    let spec = service(
+        0,
+        "198.18.0.10:514",
+        Mode::Dr,
+        SchedulerKind::Rr,
+        &BACKENDS,
+        0,
     );
-    let f = udp_frame(
-        &FrameSpec::new(
-            "198.18.0.1:1".parse().unwrap(),
-            "198.18.0.10:514".parse().unwrap(),
-        ),
-        b"",
-    );
-    for _ in 0..32 {
-        w.port_mut().push_rx(&f);
-    }
-    w.poll();
-    assert_eq!(c.tx_packets.get(), 10);
-    assert_eq!(c.dropped(DropReason::TxFull), 22);
+    let snap = Arc::new(Snapshot::new(1, vec![spec]).unwrap());
+    let mut r = Rig::with(snap, 32, 10);
+    send(&mut r, "198.18.0.1:1", "198.18.0.10:514", 32);
+    assert_eq!(r.counters.tx_packets.get(), 10);
+    assert_eq!(r.counters.dropped(DropReason::TxFull), 22);
 }
 
 /// A snapshot exercising every branch of the UDP path: DR and NAT, shared NAT backends,
 /// maglev, a family mismatch, a backend without a MAC, no backend in rotation, IPv6.
 fn branchy_snapshot() -> Snapshot {
     let v6: [(&str, u32); 2] = [("[2001:db8:1::1]:514", 1), ("[2001:db8:1::2]:514", 1)];
-    let mut no_mac = spec(
+    let mut no_mac = service(
         5,
         "198.18.0.15:514",
         Mode::Dr,
@@ -445,7 +357,7 @@ fn branchy_snapshot() -> Snapshot {
     Snapshot::new(
         1,
         vec![
-            spec(
+            service(
                 0,
                 "198.18.0.10:514",
                 Mode::Dr,
@@ -453,7 +365,7 @@ fn branchy_snapshot() -> Snapshot {
                 &BACKENDS,
                 0,
             ),
-            spec(
+            service(
                 1,
                 "198.18.0.11:514",
                 Mode::Nat,
@@ -461,7 +373,7 @@ fn branchy_snapshot() -> Snapshot {
                 &BACKENDS,
                 3,
             ),
-            spec(
+            service(
                 2,
                 "198.18.0.12:514",
                 Mode::Nat,
@@ -469,7 +381,7 @@ fn branchy_snapshot() -> Snapshot {
                 &BACKENDS,
                 6,
             ),
-            spec(
+            service(
                 3,
                 "198.18.0.13:53",
                 Mode::Nat,
@@ -477,7 +389,7 @@ fn branchy_snapshot() -> Snapshot {
                 &[("198.19.3.1:53", 1), ("198.19.3.2:53", 1)],
                 9,
             ),
-            spec(
+            service(
                 4,
                 "198.18.0.14:514",
                 Mode::Nat,
@@ -486,7 +398,7 @@ fn branchy_snapshot() -> Snapshot {
                 12,
             ),
             no_mac,
-            spec(
+            service(
                 6,
                 "198.18.0.16:514",
                 Mode::Dr,
@@ -494,7 +406,7 @@ fn branchy_snapshot() -> Snapshot {
                 &[("198.19.4.1:514", 0)],
                 20,
             ),
-            spec(
+            service(
                 7,
                 "[2001:db8::10]:514",
                 Mode::Nat,
@@ -504,7 +416,7 @@ fn branchy_snapshot() -> Snapshot {
             ),
             // wrr with every MAC resolved: the fast path's hops for a weighted rotation,
             // to backends VIPs 1 and 2 also use.
-            spec(
+            service(
                 8,
                 "198.18.0.17:514",
                 Mode::Nat,
@@ -541,7 +453,7 @@ fn branchy_frames() -> Vec<Vec<u8>> {
     pairs.push(("[2001:db8:1::1]:514".into(), "[2001:db8::1]:1000".into()));
     for (src, dst) in &pairs {
         for (vlan, ttl, sum) in [(None, 64, true), (Some(9), 2, false), (None, 1, true)] {
-            let mut fs = FrameSpec::new(src.parse().unwrap(), dst.parse().unwrap());
+            let mut fs = FrameSpec::new(sa(src), sa(dst));
             fs.vlan = vlan;
             fs.ttl = ttl;
             fs.udp_checksum = sum;
@@ -781,7 +693,7 @@ fn many_vips(count: u8, mode: impl Fn(u8) -> Mode) -> (Snapshot, Vec<Vec<u8>>) {
                 .collect();
             let backends: Vec<(&str, u32)> = backends.iter().map(|b| (&b[..], 1)).collect();
             let vip = format!("198.18.1.{}:514", v + 1);
-            spec(
+            service(
                 v.into(),
                 &vip,
                 mode(v),
@@ -794,7 +706,7 @@ fn many_vips(count: u8, mode: impl Fn(u8) -> Mode) -> (Snapshot, Vec<Vec<u8>>) {
     let frames = (0..count)
         .map(|v| {
             let to = format!("198.18.1.{}:514", v + 1).parse().unwrap();
-            let fs = FrameSpec::new("198.18.0.1:40000".parse().unwrap(), to);
+            let fs = FrameSpec::new(sa("198.18.0.1:40000"), to);
             udp_frame(&fs, b"<13>parked")
         })
         .collect();

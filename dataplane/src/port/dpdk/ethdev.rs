@@ -25,43 +25,10 @@ use super::eal::{last_error, strerror, Eal};
 use super::ffi;
 use super::mbuf::Mbuf;
 use crate::model::MacAddr;
-use crate::port::Port;
+use crate::port::{Port, PortSettings};
 
 /// Largest burst a [`DpdkPort`] receives at once.
 pub(crate) const MAX_BURST: usize = 256;
-
-/// How to set up one port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortSettings {
-    /// RX (and TX) queue pairs, one per worker.
-    pub queues: u16,
-    /// RX descriptors per queue.
-    pub rx_ring: u16,
-    /// TX descriptors per queue.
-    pub tx_ring: u16,
-    /// Packets per RX burst.
-    pub burst: u16,
-    /// Per-lcore mempool cache size.
-    pub mempool_cache: u32,
-    /// Source MAC of sent frames instead of the device's own.
-    pub mac: Option<MacAddr>,
-    /// Receive frames for any destination MAC (needed when `mac` overrides the device's).
-    pub promiscuous: bool,
-}
-
-impl Default for PortSettings {
-    fn default() -> Self {
-        Self {
-            queues: 1,
-            rx_ring: 1024,
-            tx_ring: 1024,
-            burst: 32,
-            mempool_cache: 256,
-            mac: None,
-            promiscuous: true,
-        }
-    }
-}
 
 /// Error from port set-up; each names the device and the step, and quotes `rte_strerror`.
 #[derive(Debug)]

@@ -19,6 +19,7 @@ pub mod ethdev;
 pub mod ffi;
 pub mod mbuf;
 
+pub use super::PortSettings;
 pub use eal::{Eal, EalError};
-pub use ethdev::{DpdkPort, EthPort, PortSettings};
+pub use ethdev::{DpdkPort, EthPort};
 pub use mbuf::Mbuf;
