@@ -182,6 +182,7 @@ fn snapshot(case: Case, scheduler: SchedulerKind) -> Snapshot {
         backends,
         fallback: None,
         passive: false,
+        mirrors: Vec::new(),
     };
     Snapshot::new(1, vec![spec]).expect("one valid service")
 }

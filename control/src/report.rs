@@ -195,6 +195,7 @@ mod tests {
             ],
             fallback: None,
             passive: false,
+            mirrors: Vec::new(),
         }
     }
 

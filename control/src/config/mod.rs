@@ -727,6 +727,7 @@ impl Validator<'_> {
                     backends,
                     fallback,
                     passive: svc.passive.unwrap_or(true),
+                    mirrors: Vec::new(),
                 });
             }
         }
