@@ -382,30 +382,64 @@ pub fn list_table(l: &ServiceList) -> String {
             svc.name
         );
         for b in &svc.backends {
-            // ipvsadm's names of its forwarding methods.
-            let forward = match b.mode.as_str() {
-                "dr" => "Route",
-                "tunnel" => "Tunnel",
-                _ => "Masq",
-            };
-            let health = match b.health {
-                crate::api::HealthState::Up => "up",
-                crate::api::HealthState::Down => "down",
+            backend_line(&mut s, b);
+        }
+        // Each mirror pool is listed as ipvsadm lists a second service: its header, then
+        // its backends with the copies they received.
+        for m in &svc.mirrors {
+            let (packets, bytes) = m
+                .backends
+                .iter()
+                .fold((0, 0), |(p, b), x| (p + x.packets, b + x.bytes));
+            let state = if m.in_rotation > 0 {
+                "copying"
+            } else {
+                "no-copies"
             };
             let _ = writeln!(
                 s,
-                "  -> {:<33} {:<7} {:<6} {:<6} {:<8} {:>7} {:>12}",
-                b.addr.to_string(),
-                forward,
-                b.weight,
-                health,
-                b.admin.name(),
-                b.packets,
-                b.bytes
+                "{:<4} {:<33} {:<9} {:<8} {:>7} {:>12}  {} mirror {} (1/{} of its datagrams)",
+                "COPY",
+                svc.vip.to_string(),
+                m.scheduler,
+                state,
+                packets,
+                bytes,
+                svc.name,
+                m.name,
+                m.sample
             );
+            for b in &m.backends {
+                backend_line(&mut s, b);
+            }
         }
     }
     s
+}
+
+/// One `  -> backend` line of [`list_table`].
+fn backend_line(s: &mut String, b: &crate::api::BackendInfo) {
+    // ipvsadm's names of its forwarding methods.
+    let forward = match b.mode.as_str() {
+        "dr" => "Route",
+        "tunnel" => "Tunnel",
+        _ => "Masq",
+    };
+    let health = match b.health {
+        crate::api::HealthState::Up => "up",
+        crate::api::HealthState::Down => "down",
+    };
+    let _ = writeln!(
+        s,
+        "  -> {:<33} {:<7} {:<6} {:<6} {:<8} {:>7} {:>12}",
+        b.addr.to_string(),
+        forward,
+        b.weight,
+        health,
+        b.admin.name(),
+        b.packets,
+        b.bytes
+    );
 }
 
 fn stats_text(st: &Stats) -> String {

@@ -31,7 +31,7 @@ pub fn services_table(services: &[ServiceSpec]) -> String {
             Mode::Nat => "Masq",
             Mode::Dr => "Route",
         };
-        for b in &svc.backends {
+        let backend = |s: &mut String, b: &dataplane::service::Backend| {
             let mac = b.mac.map_or_else(|| "-".to_owned(), |m| m.to_string());
             let _ = writeln!(
                 s,
@@ -40,6 +40,24 @@ pub fn services_table(services: &[ServiceSpec]) -> String {
                 forward,
                 b.weight
             );
+        };
+        for b in &svc.backends {
+            backend(&mut s, b);
+        }
+        // A mirror pool is listed as ipvsadm would list a second service on the same VIP.
+        for m in &svc.mirrors {
+            let _ = writeln!(
+                s,
+                "COPY {:<34} {:<9} {} mirror {} (1/{} of its datagrams)",
+                svc.vip.addr.to_string(),
+                m.scheduler.name(),
+                svc.name,
+                m.name,
+                m.sample
+            );
+            for b in &m.backends {
+                backend(&mut s, b);
+            }
         }
     }
     s
@@ -166,6 +184,16 @@ pub fn summary(snapshot: &Snapshot, counters: &[SharedCounters], elapsed: Durati
                 (p + cp, b + cb)
             });
             let _ = writeln!(s, "  -> {:<34}{p:>8} {b:>11}", be.addr.to_string());
+        }
+        for m in &svc.spec.mirrors {
+            let _ = writeln!(s, "COPY {:<34}  {} mirror {}", "", svc.spec.name, m.name);
+            for be in &m.backends {
+                let (p, b) = counters.iter().fold((0, 0), |(p, b), c| {
+                    let (cp, cb) = c.backend(be.id);
+                    (p + cp, b + cb)
+                });
+                let _ = writeln!(s, "  -> {:<34}{p:>8} {b:>11}", be.addr.to_string());
+            }
         }
     }
     let _ = writeln!(s, "drops by reason:");

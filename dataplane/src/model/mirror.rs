@@ -9,6 +9,11 @@
 use super::sched::SchedulerKind;
 use super::service::{Backend, Service, ServiceSpec};
 
+/// Most copies for mirror pools a worker makes per received datagram, on average over a
+/// burst (its buffers are reserved once for that many): more are counted as
+/// [`crate::counters::WorkerCounters::mirror_no_buffer`].
+pub const MIRRORS_PER_FRAME: usize = 4;
+
 /// One mirror pool of a service, as the control plane describes it. It forwards the way
 /// its service does (DR or NAT); its backends' ids are unique in the snapshot like any other.
 #[derive(Debug, Clone, PartialEq, Eq)]

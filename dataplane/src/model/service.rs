@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use super::addr_table::AddrTable;
 pub use super::ids::{BackendId, BadMac, MacAddr, Protocol, VipId, VipKey, MAX_BACKENDS, MAX_VIPS};
 use super::mirror::Mirror;
-pub use super::mirror::MirrorSpec;
+pub use super::mirror::{MirrorSpec, MIRRORS_PER_FRAME};
 use super::sched::{Scheduler, SchedulerKind};
 pub use super::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_TUNNEL_MTU};
 
@@ -144,6 +144,20 @@ impl ServiceSpec {
             passive: false,
             mirrors: Vec::new(),
         }
+    }
+
+    /// Every backend entry: the primary pool's, then the mirror pools' (not the fallback).
+    pub fn entries(&self) -> impl Iterator<Item = &Backend> {
+        self.backends
+            .iter()
+            .chain(self.mirrors.iter().flat_map(|m| &m.backends))
+    }
+
+    /// [`ServiceSpec::entries`], writable.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut Backend> {
+        self.backends
+            .iter_mut()
+            .chain(self.mirrors.iter_mut().flat_map(|m| &mut m.backends))
     }
 }
 

@@ -41,7 +41,7 @@ use crate::encap::RateLimit;
 use crate::frag::FragTable;
 use crate::model::flow::NatFlows;
 use crate::model::PassiveSink;
-use crate::model::{MacAddr, Snapshot};
+use crate::model::{MacAddr, Snapshot, MIRRORS_PER_FRAME};
 use crate::neigh::WorkerNeigh;
 use crate::port::{PacketBuf, Port};
 
@@ -49,11 +49,6 @@ use self::burst::deal;
 pub use self::idle::{Idle, MIN_SLEEP, PAUSES_PER_POLL};
 pub(crate) use self::idle::{IdleAction, IdleBackoff};
 use self::memo::{MemoSeed, RouteMemo};
-
-/// Most copies for mirror pools a worker makes per received frame, on average over a burst:
-/// plans beyond `MIRRORS_PER_FRAME * burst` are counted as
-/// [`crate::counters::WorkerCounters::mirror_no_buffer`].
-pub const MIRRORS_PER_FRAME: usize = 4;
 
 /// Settings of one worker, fixed at start.
 #[derive(Debug, Clone)]
