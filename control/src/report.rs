@@ -236,6 +236,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_pool_is_listed_after_its_service_with_its_backends() {
+        let mut s = spec();
+        let mut b = dataplane::service::Backend::new(
+            dataplane::service::BackendId(9),
+            "198.18.3.1:514".parse().unwrap(),
+            1,
+        );
+        b.mac = Some("02:00:00:00:03:01".parse().unwrap());
+        let mut pool = dataplane::service::MirrorSpec::new(
+            "archive",
+            dataplane::sched::SchedulerKind::Maglev,
+            vec![b],
+        );
+        pool.sample = 10;
+        s.mirrors.push(pool);
+        let t = services_table(&[s]);
+        let lines: Vec<&str> = t.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("COPY 198.18.0.10:514"))
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!(lines[at].contains("maglev"), "{t}");
+        assert!(lines[at].contains("syslog mirror archive (1/10"), "{t}");
+        assert!(
+            lines[at + 1].contains("198.18.3.1:514") && lines[at + 1].contains("02:00:00:00:03:01"),
+            "{t}"
+        );
+        assert!(at > 2, "after the service's own backends: {t}");
+    }
+
+    #[test]
     fn totals_and_summary_add_up_workers() {
         let a = WorkerCounters::shared();
         let b = WorkerCounters::shared();
