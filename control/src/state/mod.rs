@@ -1552,9 +1552,14 @@ backends = [{ addr = "127.0.0.1:7001" }, { addr = "127.0.0.1:7002" }]
         let siem = ids(&svc.spec.mirrors[1]);
         assert!(!siem.contains(&0) && !siem.contains(&1) && !siem.contains(&2));
         let none = SRC.split("[[services.a.mirror]]").next().unwrap();
-        let (_, snap) = s
+        let (r, snap) = s
             .reload(Ok(config(none)), "t.toml", &Who::local("test"), t0)
             .unwrap();
+        assert!(
+            r.summary.contains("backends: 0 added, 3 removed"),
+            "{}",
+            r.summary
+        );
         assert!(snap.services().next().unwrap().spec.mirrors.is_empty());
         assert_eq!(s.targets(), 1, "the pools' checks stopped with them");
         assert!(s.list().services[0].mirrors.is_empty());

@@ -811,6 +811,16 @@ impl Table {
                         .iter()
                         .filter(|x| !svc.backends.iter().any(|b| b.addr == x.addr))
                         .count();
+                    b_removed += o
+                        .mirrors
+                        .iter()
+                        .flat_map(|p| p.backends.iter().map(move |x| (&p.name, x.addr)))
+                        .filter(|(pool, addr)| {
+                            !svc.mirrors.iter().any(|p| {
+                                &p.name == *pool && p.backends.iter().any(|b| b.addr == *addr)
+                            })
+                        })
+                        .count();
                 }
                 None => {
                     svc.id = self.ids.new_vip(&[&old_vips, &new_vips])?;
