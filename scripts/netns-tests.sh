@@ -30,11 +30,18 @@
 #    answering its ICMP checks: after the decision it gets zero datagrams, and it gets its
 #    share again once it answers.
 #
+# 4. mirror: one syslog VIP whose primary pool is two backends and whose mirror pool
+#    ("archive", docs/examples/mirror.toml's shape) is two more, with a UDP check; a steady
+#    stream from the client; one mirror backend's sink is killed. The primary pool receives
+#    every datagram exactly once throughout; the mirror pool too, but for datagrams sent
+#    between the death and the health decision; `spray check` and `spray ctl list` list the
+#    pool.
+#
 # The testbed is always torn down (trap). Skips with a reason when not root or without
 # libdpdk, unless SPRAY_REQUIRE_ALL=1.
 #
 #   scripts/netns-tests.sh                  every test
-#   scripts/netns-tests.sh forwarding       one of them (or: failover, tunnel)
+#   scripts/netns-tests.sh forwarding       one of them (or: failover, tunnel, mirror)
 #   COUNT=30000 RATE=50000 scripts/netns-tests.sh forwarding    more, faster
 #   FAILOVER_RATE=4000 DEATH=kill scripts/netns-tests.sh failover
 set -euo pipefail
@@ -55,7 +62,7 @@ for t in ip ethtool python3; do
     command -v "$t" >/dev/null || skip "$t not installed"
 done
 
-TESTS="${1:-forwarding failover tunnel}"
+TESTS="${1:-forwarding failover tunnel mirror}"
 COUNT="${COUNT:-3000}"
 RATE="${RATE:-20000}"
 FAILOVER_RATE="${FAILOVER_RATE:-4000}"
@@ -369,6 +376,86 @@ TOML
  "sinks": {"be1": "$be1", "be2": "$work/fo-be2", "be3": "$work/fo-be3"}}
 JSON
     python3 "$fo" report "$work/fo-facts.json"
+}
+
+test_mirror() {
+    echo "== mirror: a syslog stream to a primary pool and a mirror pool; a mirror backend dies"
+    # The killed sink's kernel answers port unreachable, which fails its UDP check: lift the
+    # rate limits that would hide most of those answers (see test_failover).
+    ip netns exec spr-be3 sysctl -qw net.ipv4.icmp_ratelimit=0 \
+        net.ipv4.icmp_msgs_per_sec=100000 net.ipv4.icmp_msgs_burst=10000
+    {
+        config_head mi
+        cat <<TOML
+
+[services.syslog]
+vip = "198.18.0.10:514"
+backends = [{ addr = "198.19.1.1:5514" }, { addr = "198.19.1.2:5514" }]
+
+[[services.syslog.mirror]]
+name = "archive"
+backends = [{ addr = "198.19.1.2:5515" }, { addr = "198.19.1.3:5515" }]
+[services.syslog.mirror.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+fall = 3
+rise = 2
+TOML
+    } >"$work/mi.toml"
+    "$SPRAY" check -c "$work/mi.toml" | tee "$work/mi-check.txt"
+    grep -q "COPY.*syslog mirror archive" "$work/mi-check.txt" \
+        || { echo "error: spray check does not list the mirror pool" >&2; return 1; }
+    local fo=scripts/netns/failover.py
+    ip netns exec spr-be1 python3 "$fo" sink 5514 "$work/mi-p1" & pids+=($!)
+    ip netns exec spr-be2 python3 "$fo" sink 5514 "$work/mi-p2" & pids+=($!)
+    ip netns exec spr-be2 python3 "$fo" sink 5515 "$work/mi-m2" & pids+=($!)
+    ip netns exec spr-be3 python3 "$fo" sink 5515 "$work/mi-m3" &
+    local dead_sink=$!
+    pids+=($dead_sink)
+    wait_ready "$work/mi-p1" "$work/mi-p2" "$work/mi-m2" "$work/mi-m3"
+    start_spray "$work/mi.toml" "$work/mi.log"
+    # What Spray sends toward the mirror pool (port 5515), seen on its wire: what the killed
+    # sink received before it died is lost with it.
+    local port_mac
+    port_mac="$(grep -o 'mac [0-9a-f:]*' "$work/mi.log" | head -1 | cut -d' ' -f2)"
+    ip netns exec spr-lb python3 "$fo" tap lb0-br "$port_mac" 5515 "$work/mi-tap" & pids+=($!)
+    wait_ready "$work/mi-tap"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [ "$(grep -c 'neighbour resolved' "$work/mi.log")" -ge 4 ] && break
+        sleep 0.1
+    done
+    ip netns exec spr-client python3 "$fo" send "$work/mi-sent" "$FAILOVER_RATE" 198.18.0.10:514 &
+    local sender=$!
+    sleep 2
+    kill -KILL "$dead_sink"
+    local death
+    death=$(date +%s%N)
+    for ((i = 0; i < 50; i++)); do
+        ctl events | grep -q "198.19.1.3:5515 down" && break
+        sleep 0.1
+    done
+    sleep 1
+    kill -TERM "$sender"
+    wait "$sender" || true
+    local sender_stop
+    sender_stop=$(date +%s%N)
+    sleep 0.5
+    ctl --json events >"$work/mi-events.json"
+    ctl list | tee "$work/mi-list.txt"
+    grep -q "COPY.*syslog mirror archive" "$work/mi-list.txt" \
+        || { echo "error: spray ctl list does not list the mirror pool" >&2; return 1; }
+    ctl stats | grep -E "drops by reason" || true
+    stop_pids
+    stop_spray "$work/mi.log"
+    cat >"$work/mi-facts.json" <<JSON
+{"dead_backend": "198.19.1.3:5515", "death_ns": $death, "sender_stop_ns": $sender_stop,
+ "events": "$work/mi-events.json", "sent": "$work/mi-sent",
+ "tap": "$work/mi-tap", "dead_ip": "198.19.1.3",
+ "primary": ["$work/mi-p1", "$work/mi-p2"], "survivor": "$work/mi-m2"}
+JSON
+    python3 scripts/netns/mirror.py report "$work/mi-facts.json"
 }
 
 # Whether this kernel decapsulates IPIP and GUE itself (CONFIG_NET_IPIP, CONFIG_NET_FOU).

@@ -1,8 +1,9 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat|--tunnel] [--vips N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat|--tunnel] [--vips N] [--mirrors N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
 //! `--tunnel`: DR to backends behind IPIP tunnels (the outer header grown in the mbuf headroom).
 //! `--vips N`: N VIPs of three backends each, consecutive frames to consecutive VIPs.
+//! `--mirrors N`: N mirror pools of two backends per VIP; every datagram copied to each.
 //! `--nic-checksum`: every frame arrives with its IPv4 header checksum marked good, as from a
 //! NIC with the RX offload (Spray and the hand-written loop then trust it).
 //! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
@@ -27,6 +28,11 @@ fn main() {
             s.vips = match args.next().map(|v| v.parse()) {
                 Some(Ok(v)) => v,
                 _ => usage("--vips needs a number of VIPs (1 to 200)"),
+            };
+        } else if a == "--mirrors" {
+            s.mirrors = match args.next().map(|v| v.parse()) {
+                Some(Ok(v)) if v <= 4 => v,
+                _ => usage("--mirrors needs a number of mirror pools (0 to 4)"),
             };
         } else if a == "--bursts" {
             s.bursts = match args.next().map(|b| b.parse()) {
@@ -70,12 +76,11 @@ fn main() {
                 },
                 s.burst,
                 r.io_forward,
-                if s.nat {
-                    "nat"
-                } else if s.tunnel {
-                    "tunnel-ipip"
-                } else {
-                    "dr"
+                match (s.nat, s.tunnel, s.mirrors) {
+                    (true, ..) => "nat".to_owned(),
+                    (_, true, _) => "tunnel-ipip".to_owned(),
+                    (_, _, 0) => "dr".to_owned(),
+                    (_, _, n) => format!("dr, {n} mirror pool(s)"),
                 },
                 r.spray,
                 r.spray / r.io_forward
@@ -120,7 +125,7 @@ fn main() {
 #[cfg(spray_dpdk)]
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "error: {msg}\nusage: dpdk_micro [--null [--nat|--tunnel] [--vips N] [--nic-checksum]] \
+        "error: {msg}\nusage: dpdk_micro [--null [--nat|--tunnel] [--vips N] [--mirrors N] [--nic-checksum]] \
          [--huge-dir DIR] [--bursts N] [millis] [reps]"
     );
     std::process::exit(2);

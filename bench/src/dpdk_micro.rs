@@ -83,6 +83,9 @@ pub struct DpdkMicroSettings {
     /// Mark every received frame's IPv4 header checksum good, as a NIC with the RX offload
     /// does (`net_null` only): Spray and the hand-written loop then skip summing it.
     pub nic_checksum: bool,
+    /// Mirror pools of two backends each per VIP (`net_null` only): every datagram is also
+    /// copied into a fresh mbuf per pool. Mpps count received datagrams.
+    pub mirrors: u8,
 }
 
 /// A port that copies a template frame into every received buffer (for `net_null`), the
@@ -161,6 +164,10 @@ impl Port for FillPort {
     fn mac(&self) -> MacAddr {
         self.inner.mac()
     }
+    fn alloc_frame(&mut self, frame: &[u8]) -> Option<Mbuf> {
+        self.inner.alloc_frame(frame)
+    }
+
     fn rx_ip_checksum_offload(&self) -> bool {
         self.verdict
     }
@@ -180,6 +187,7 @@ impl Default for DpdkMicroSettings {
             nat: false,
             tunnel: false,
             vips: 1,
+            mirrors: 0,
             nic_checksum: false,
         }
     }
@@ -227,7 +235,7 @@ fn vip_addr(v: u8) -> std::net::SocketAddr {
 }
 
 /// `vips` services of three backends each, in `mode`, the backends behind `tunnel` if any.
-fn snapshot(mode: Mode, tunnel: Option<Tunnel>, vips: u8) -> Snapshot {
+fn snapshot(mode: Mode, tunnel: Option<Tunnel>, vips: u8, mirrors: u8) -> Snapshot {
     let services = (0..vips)
         .map(|v| {
             let backends = (1..=3u8)
@@ -242,14 +250,20 @@ fn snapshot(mode: Mode, tunnel: Option<Tunnel>, vips: u8) -> Snapshot {
                     b
                 })
                 .collect();
-            ServiceSpec::new(
+            let mut spec = ServiceSpec::new(
                 VipId(u16::from(v)),
                 "bench",
                 VipKey::udp(vip_addr(v)),
                 mode,
                 SchedulerKind::Rr,
                 backends,
-            )
+            );
+            spec.mirrors = crate::micro::mirror_pools(mirrors);
+            // Ids unique across VIPs: after every primary backend.
+            for (k, b) in spec.entries_mut().skip(3).enumerate() {
+                b.id = BackendId(3 * 200 + u16::from(v) * 8 + k as u16);
+            }
+            spec
         })
         .collect();
     Snapshot::new(1, services).expect("valid services")
@@ -389,6 +403,9 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         Ok(v @ 1..=200) => v,
         _ => return Err(format!("--vips {}: from 1 to 200", s.vips)),
     };
+    if s.mirrors > 0 && (!s.null || s.tunnel) {
+        return Err("--mirrors needs net_null (--null) and no --tunnel".into());
+    }
     if vips > 1 && !s.null {
         return Err("--vips needs net_null (--null): the ring circulates one VIP's frames".into());
     }
@@ -464,6 +481,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             if s.nat { Mode::Nat } else { Mode::Dr },
             s.tunnel.then(ipip),
             vips,
+            s.mirrors,
         )),
         rx,
         counters.clone(),
@@ -481,7 +499,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     let (mut io_cpu, mut full_cpu, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mac_cpu, mut mac_ratios) = (Vec::new(), Vec::new());
     let (mut hand_cpu, mut hand_ratios) = (Vec::new(), Vec::new());
-    let mut hand = (s.null && !s.nat && !s.tunnel && vips == 1).then(|| HandDr {
+    let mut hand = (s.null && !s.nat && !s.tunnel && vips == 1 && s.mirrors == 0).then(|| HandDr {
         key: frame_key(
             w.port_mut().frames[0]
                 .first_chunk()
@@ -534,6 +552,12 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         }
     }
     let dropped = counters.dropped_total();
+    // Every datagram the worker received left once more per mirror pool.
+    let copies = counters.mirror_copies.get();
+    let want = counters.rx_packets.get() * u64::from(s.mirrors);
+    if copies != want {
+        return Err(format!("{copies} copies for mirror pools, not {want}"));
+    }
     if let Some(st) = &hand {
         let sent: u64 = st.counts.iter().map(|c| c[0]).sum();
         if st.missed > 0 || st.counts.iter().any(|c| c[0].abs_diff(sent / 3) > 1) {

@@ -24,8 +24,8 @@ use dataplane::port::memory::MemoryPort;
 use dataplane::port::Port;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{
-    Backend, BackendId, Encap, MacAddr, Mode, ServiceSpec, Snapshot, Tunnel, VipId, VipKey,
-    DEFAULT_TUNNEL_MTU,
+    Backend, BackendId, Encap, MacAddr, MirrorSpec, Mode, ServiceSpec, Snapshot, Tunnel, VipId,
+    VipKey,
 };
 use dataplane::testkit::frames::{udp_frame, FrameSpec};
 use dataplane::worker::{Worker, WorkerSettings};
@@ -43,12 +43,24 @@ pub enum Case {
     /// Full per-packet work, DR mode with every backend reached through an IPIP tunnel: the
     /// DR work on the general path plus an outer IPv4 header grown in the buffer's headroom.
     Tunnel,
+    /// DR with one mirror pool of two backends: every datagram also copied into a fresh
+    /// buffer and sent to the pool (the general path). Mpps count received datagrams.
+    Mirror1,
+    /// DR with two mirror pools of two backends each.
+    Mirror2,
 }
 
 impl Case {
     /// Every case, in the order `spray bench dataplane` runs them (io-forward first: the
     /// others are reported against it).
-    pub const ALL: [Case; 4] = [Case::IoForward, Case::Dr, Case::Nat, Case::Tunnel];
+    pub const ALL: [Case; 6] = [
+        Case::IoForward,
+        Case::Dr,
+        Case::Nat,
+        Case::Tunnel,
+        Case::Mirror1,
+        Case::Mirror2,
+    ];
 
     /// Short name for tables.
     pub fn name(self) -> &'static str {
@@ -57,6 +69,8 @@ impl Case {
             Case::Dr => "dr",
             Case::Nat => "nat",
             Case::Tunnel => "tunnel-ipip",
+            Case::Mirror1 => "dr-mirror1",
+            Case::Mirror2 => "dr-mirror2",
         }
     }
 
@@ -157,12 +171,14 @@ fn backends(tunnel: Option<Tunnel>) -> Vec<Backend> {
         .collect()
 }
 
-/// The tunnel of [`Case::Tunnel`]: IPIP from the balancer's address, the default MTU.
+/// The tunnel of [`Case::Tunnel`]: IPIP from the balancer's address, with a jumbo MTU so
+/// that every `--size` fits once encapsulated (at the default MTU, 1 500-byte frames would be
+/// answered with "fragmentation needed" instead of forwarded).
 pub(crate) fn ipip() -> Tunnel {
     Tunnel {
         encap: Encap::Ipip,
         source: [198, 18, 0, 2].into(),
-        mtu: DEFAULT_TUNNEL_MTU,
+        mtu: 9000,
     }
 }
 
@@ -182,8 +198,31 @@ fn snapshot(case: Case, scheduler: SchedulerKind) -> Snapshot {
         backends,
         fallback: None,
         passive: false,
+        mirrors: mirror_pools(match case {
+            Case::Mirror1 => 1,
+            Case::Mirror2 => 2,
+            _ => 0,
+        }),
     };
     Snapshot::new(1, vec![spec]).expect("one valid service")
+}
+
+/// `n` mirror pools of two resolved backends each, ids after the primary pool's.
+pub(crate) fn mirror_pools(n: u8) -> Vec<MirrorSpec> {
+    (0..n)
+        .map(|p| {
+            let backends = (1..=2u8)
+                .map(|i| {
+                    let addr = SocketAddr::new([198, 19, 10 + p, i].into(), 514);
+                    let mut b =
+                        Backend::new(BackendId(100 + u16::from(p) * 2 + u16::from(i)), addr, 1);
+                    b.mac = Some(MacAddr([2, 0, 0, 10 + p, 1, i]));
+                    b
+                })
+                .collect();
+            MirrorSpec::new(format!("pool{p}"), SchedulerKind::Rr, backends)
+        })
+        .collect()
 }
 
 fn templates(s: &MicroSettings, worker: usize) -> Vec<Vec<u8>> {
@@ -320,7 +359,7 @@ fn one_worker(
             });
             (n as f64 / secs / 1e6, cpu.map(|c| n as f64 / c / 1e6))
         }
-        Case::Dr | Case::Nat | Case::Tunnel => {
+        Case::Dr | Case::Nat | Case::Tunnel | Case::Mirror1 | Case::Mirror2 => {
             let (_tx, rx) = crossbeam_channel::unbounded();
             let counters = WorkerCounters::shared();
             let mut w = Worker::new(
@@ -341,7 +380,8 @@ fn one_worker(
                 0,
                 "the benchmark traffic must all be forwarded"
             );
-            let n = counters.tx_packets.get() as f64;
+            // Datagrams received: with mirror pools more leave than arrive.
+            let n = counters.rx_packets.get() as f64;
             (n / secs / 1e6, cpu.map(|c| n / c / 1e6))
         }
     }

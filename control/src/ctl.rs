@@ -382,30 +382,64 @@ pub fn list_table(l: &ServiceList) -> String {
             svc.name
         );
         for b in &svc.backends {
-            // ipvsadm's names of its forwarding methods.
-            let forward = match b.mode.as_str() {
-                "dr" => "Route",
-                "tunnel" => "Tunnel",
-                _ => "Masq",
-            };
-            let health = match b.health {
-                crate::api::HealthState::Up => "up",
-                crate::api::HealthState::Down => "down",
+            backend_line(&mut s, b);
+        }
+        // Each mirror pool is listed as ipvsadm lists a second service: its header, then
+        // its backends with the copies they received.
+        for m in &svc.mirrors {
+            let (packets, bytes) = m
+                .backends
+                .iter()
+                .fold((0, 0), |(p, b), x| (p + x.packets, b + x.bytes));
+            let state = if m.in_rotation > 0 {
+                "copying"
+            } else {
+                "no-copies"
             };
             let _ = writeln!(
                 s,
-                "  -> {:<33} {:<7} {:<6} {:<6} {:<8} {:>7} {:>12}",
-                b.addr.to_string(),
-                forward,
-                b.weight,
-                health,
-                b.admin.name(),
-                b.packets,
-                b.bytes
+                "{:<4} {:<33} {:<9} {:<8} {:>7} {:>12}  {} mirror {} (1/{} of its datagrams)",
+                "COPY",
+                svc.vip.to_string(),
+                m.scheduler,
+                state,
+                packets,
+                bytes,
+                svc.name,
+                m.name,
+                m.sample
             );
+            for b in &m.backends {
+                backend_line(&mut s, b);
+            }
         }
     }
     s
+}
+
+/// One `  -> backend` line of [`list_table`].
+fn backend_line(s: &mut String, b: &crate::api::BackendInfo) {
+    // ipvsadm's names of its forwarding methods.
+    let forward = match b.mode.as_str() {
+        "dr" => "Route",
+        "tunnel" => "Tunnel",
+        _ => "Masq",
+    };
+    let health = match b.health {
+        crate::api::HealthState::Up => "up",
+        crate::api::HealthState::Down => "down",
+    };
+    let _ = writeln!(
+        s,
+        "  -> {:<33} {:<7} {:<6} {:<6} {:<8} {:>7} {:>12}",
+        b.addr.to_string(),
+        forward,
+        b.weight,
+        health,
+        b.admin.name(),
+        b.packets,
+        b.bytes
+    );
 }
 
 fn stats_text(st: &Stats) -> String {
@@ -445,6 +479,14 @@ fn stats_text(st: &Stats) -> String {
             drops.join(", ")
         }
     );
+    let t = &st.totals;
+    if st.services.iter().any(|s| !s.mirrors.is_empty()) {
+        let _ = writeln!(
+            s,
+            "mirror copies: {} sent, not sent: {} no buffer, {} tx full, {} unreachable backend",
+            t.mirror_copies, t.mirror_no_buffer, t.mirror_tx_full, t.mirror_unsent
+        );
+    }
     for svc in &st.services {
         let _ = writeln!(
             s,
@@ -462,6 +504,18 @@ fn stats_text(st: &Stats) -> String {
                 b.packets,
                 b.bytes
             );
+        }
+        for m in &svc.mirrors {
+            let _ = writeln!(s, "COPY {:<33} {} mirror {}", "", svc.name, m.name);
+            for b in &m.backends {
+                let _ = writeln!(
+                    s,
+                    "  -> {:<33}{:>12} pkts {:>14} bytes",
+                    b.addr.to_string(),
+                    b.packets,
+                    b.bytes
+                );
+            }
         }
     }
     s
@@ -571,6 +625,66 @@ fn watch(c: &mut Client, interval: f64, count: u64) -> Result<(), CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn backend(addr: &str, packets: u64) -> crate::api::BackendInfo {
+        crate::api::BackendInfo {
+            addr: addr.parse().unwrap(),
+            mode: "nat".to_owned(),
+            weight: 1,
+            effective_weight: 1,
+            health: crate::api::HealthState::Up,
+            admin: crate::api::Admin::Enabled,
+            packets,
+            bytes: packets * 100,
+            check_latency_seconds: None,
+            check_failures: 0,
+            went_up: 0,
+            went_down: 0,
+        }
+    }
+
+    #[test]
+    fn list_shows_each_mirror_pool_after_its_service() {
+        let l = ServiceList {
+            generation: 3,
+            services: vec![crate::api::ServiceInfo {
+                name: "syslog".to_owned(),
+                vip: "198.18.0.10:514".parse().unwrap(),
+                protocol: "udp".to_owned(),
+                scheduler: "rr".to_owned(),
+                mode: "nat".to_owned(),
+                admin: crate::api::Admin::Enabled,
+                packets: 10,
+                bytes: 1000,
+                in_rotation: 1,
+                backends: vec![backend("198.18.1.1:514", 10)],
+                mirrors: vec![crate::api::MirrorInfo {
+                    name: "archive".to_owned(),
+                    scheduler: "wrr".to_owned(),
+                    sample: 2,
+                    in_rotation: 2,
+                    backends: vec![backend("198.18.3.1:514", 3), backend("198.18.3.2:514", 2)],
+                }],
+            }],
+        };
+        let t = list_table(&l);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[3].starts_with("  -> 198.18.1.1:514"), "{t}");
+        assert!(lines[4].starts_with("COPY 198.18.0.10:514"), "{t}");
+        assert!(
+            lines[4].contains("wrr") && lines[4].contains("copying"),
+            "{t}"
+        );
+        assert!(
+            lines[4].contains("      5          500  syslog mirror archive (1/2"),
+            "{t}"
+        );
+        assert!(
+            lines[5].starts_with("  -> 198.18.3.1:514") && lines[5].ends_with("3          300"),
+            "{t}"
+        );
+        assert_eq!(lines.len(), 7, "{t}");
+    }
 
     #[test]
     fn event_times_are_utc_rfc3339_with_milliseconds() {

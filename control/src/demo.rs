@@ -258,6 +258,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DemoError> {
             .collect(),
         fallback: None,
         passive: false,
+        mirrors: Vec::new(),
     };
     let snapshot =
         Arc::new(Snapshot::new(1, vec![spec]).map_err(|e| DemoError::Run(RunError::Snapshot(e)))?);

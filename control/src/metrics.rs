@@ -14,6 +14,9 @@
 //! | `spray_backend_weight`, `spray_backend_effective_weight` | gauge | `service`, `vip`, `backend` |
 //! | `spray_backend_check_latency_seconds` | gauge (when a checker runs) | `service`, `vip`, `backend` |
 //! | `spray_worker_rx_packets_total`, `..._rx_bytes_total`, `..._tx_packets_total`, `..._tx_bytes_total`, `..._nat_replies_total`, `..._snapshots_applied_total`, `..._bind_errors_total` | counter | `worker` |
+//! | `spray_worker_mirror_copies_total`, `..._mirror_no_buffer_total`, `..._mirror_tx_full_total`, `..._mirror_unsent_total` | counter | `worker` |
+//! | `spray_mirror_backend_packets_total`, `spray_mirror_backend_bytes_total` | counter | `service`, `vip`, `pool`, `backend` |
+//! | `spray_mirror_backend_up` | gauge (1 up, 0 down) | `service`, `vip`, `pool`, `backend` |
 //! | `spray_drops_total` | counter | `worker`, `reason` |
 //! | `spray_snapshot_generation` | gauge | |
 //! | `spray_uptime_seconds` | gauge | |
@@ -116,6 +119,7 @@ impl Collector for SprayCollector {
         let mut vb = Vec::new();
         let mut rotation = Vec::new();
         let (mut failures, mut transitions) = (Vec::new(), Vec::new());
+        let (mut mp, mut mb, mut mup) = (Vec::new(), Vec::new(), Vec::new());
         let (mut bp, mut bb, mut up, mut w, mut ew, mut lat) = (
             Vec::new(),
             Vec::new(),
@@ -151,6 +155,39 @@ impl Collector for SprayCollector {
                     lat.push((l, s));
                 }
             }
+            for m in &s.mirrors {
+                for b in &m.backends {
+                    let l: Labels = vec![
+                        ("service", name.clone()),
+                        ("vip", s.vip.to_string()),
+                        ("pool", label_value(&m.name)),
+                        ("backend", b.addr.to_string()),
+                    ];
+                    mp.push((l.clone(), b.packets));
+                    mb.push((l.clone(), b.bytes));
+                    mup.push((l, f64::from(u8::from(b.health == HealthState::Up))));
+                }
+            }
+        }
+        if !mp.is_empty() {
+            counters(
+                &mut enc,
+                "spray_mirror_backend_packets",
+                "Copies sent to a backend of a mirror pool.",
+                &mp,
+            )?;
+            counters(
+                &mut enc,
+                "spray_mirror_backend_bytes",
+                "Bytes of the copies sent to a backend of a mirror pool.",
+                &mb,
+            )?;
+            gauges(
+                &mut enc,
+                "spray_mirror_backend_up",
+                "1 when the health checker says the mirror pool's backend is up.",
+                &mup,
+            )?;
         }
         counters(
             &mut enc,
@@ -209,7 +246,7 @@ impl Collector for SprayCollector {
             )?;
         }
         type Field = fn(&WorkerStats) -> u64;
-        let fields: [(&str, &str, Field); 7] = [
+        let fields: [(&str, &str, Field); 11] = [
             (
                 "spray_worker_rx_packets",
                 "Datagrams a worker read from VIP sockets.",
@@ -244,6 +281,26 @@ impl Collector for SprayCollector {
                 "spray_worker_bind_errors",
                 "VIP sockets a snapshot update could not bind.",
                 |w| w.bind_errors,
+            ),
+            (
+                "spray_worker_mirror_copies",
+                "Copies a worker sent to mirror pools.",
+                |w| w.mirror_copies,
+            ),
+            (
+                "spray_worker_mirror_no_buffer",
+                "Copies for mirror pools a worker had no buffer for.",
+                |w| w.mirror_no_buffer,
+            ),
+            (
+                "spray_worker_mirror_tx_full",
+                "Copies for mirror pools refused by a full TX ring or send buffer.",
+                |w| w.mirror_tx_full,
+            ),
+            (
+                "spray_worker_mirror_unsent",
+                "Copies for mirror pools whose backend could not be reached.",
+                |w| w.mirror_unsent,
             ),
         ];
         for (name, help, f) in fields {

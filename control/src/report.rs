@@ -31,7 +31,7 @@ pub fn services_table(services: &[ServiceSpec]) -> String {
             Mode::Nat => "Masq",
             Mode::Dr => "Route",
         };
-        for b in &svc.backends {
+        let backend = |s: &mut String, b: &dataplane::service::Backend| {
             let mac = b.mac.map_or_else(|| "-".to_owned(), |m| m.to_string());
             let _ = writeln!(
                 s,
@@ -40,6 +40,24 @@ pub fn services_table(services: &[ServiceSpec]) -> String {
                 forward,
                 b.weight
             );
+        };
+        for b in &svc.backends {
+            backend(&mut s, b);
+        }
+        // A mirror pool is listed as ipvsadm would list a second service on the same VIP.
+        for m in &svc.mirrors {
+            let _ = writeln!(
+                s,
+                "COPY {:<34} {:<9} {} mirror {} (1/{} of its datagrams)",
+                svc.vip.addr.to_string(),
+                m.scheduler.name(),
+                svc.name,
+                m.name,
+                m.sample
+            );
+            for b in &m.backends {
+                backend(&mut s, b);
+            }
         }
     }
     s
@@ -167,6 +185,16 @@ pub fn summary(snapshot: &Snapshot, counters: &[SharedCounters], elapsed: Durati
             });
             let _ = writeln!(s, "  -> {:<34}{p:>8} {b:>11}", be.addr.to_string());
         }
+        for m in &svc.spec.mirrors {
+            let _ = writeln!(s, "COPY {:<34}  {} mirror {}", "", svc.spec.name, m.name);
+            for be in &m.backends {
+                let (p, b) = counters.iter().fold((0, 0), |(p, b), c| {
+                    let (cp, cb) = c.backend(be.id);
+                    (p + cp, b + cb)
+                });
+                let _ = writeln!(s, "  -> {:<34}{p:>8} {b:>11}", be.addr.to_string());
+            }
+        }
     }
     let _ = writeln!(s, "drops by reason:");
     for (r, n) in DropReason::ALL.iter().zip(t.drops) {
@@ -195,6 +223,7 @@ mod tests {
             ],
             fallback: None,
             passive: false,
+            mirrors: Vec::new(),
         }
     }
 
@@ -204,6 +233,37 @@ mod tests {
         assert!(t.contains("UDP  198.18.0.10:514"), "{t}");
         assert!(t.contains("  -> 198.18.1.2:514"), "{t}");
         assert!(t.contains("Masq    2"), "{t}");
+    }
+
+    #[test]
+    fn a_mirror_pool_is_listed_after_its_service_with_its_backends() {
+        let mut s = spec();
+        let mut b = dataplane::service::Backend::new(
+            dataplane::service::BackendId(9),
+            "198.18.3.1:514".parse().unwrap(),
+            1,
+        );
+        b.mac = Some("02:00:00:00:03:01".parse().unwrap());
+        let mut pool = dataplane::service::MirrorSpec::new(
+            "archive",
+            dataplane::sched::SchedulerKind::Maglev,
+            vec![b],
+        );
+        pool.sample = 10;
+        s.mirrors.push(pool);
+        let t = services_table(&[s]);
+        let lines: Vec<&str> = t.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("COPY 198.18.0.10:514"))
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!(lines[at].contains("maglev"), "{t}");
+        assert!(lines[at].contains("syslog mirror archive (1/10"), "{t}");
+        assert!(
+            lines[at + 1].contains("198.18.3.1:514") && lines[at + 1].contains("02:00:00:00:03:01"),
+            "{t}"
+        );
+        assert!(at > 2, "after the service's own backends: {t}");
     }
 
     #[test]

@@ -704,3 +704,83 @@ fn ctl_json_refusal_is_the_servers_error_and_piped_watch_is_plain() {
     assert!(screens.contains("UDP  127.0.0.1:"), "{screens}");
     assert!(!out.stdout.contains(&0x1b), "{screens:?}");
 }
+
+/// `spray run` in socket mode with a mirror pool, as docs/config.md shows one: every datagram
+/// reaches the primary pool and the pool, and `ctl list`, `ctl stats` and the metrics say so.
+#[test]
+fn a_mirror_pool_gets_a_copy_of_every_datagram_and_is_listed_counted_and_exported() {
+    let sink = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    };
+    let (primary, copy_a, copy_b) = (sink(), sink(), sink());
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = free_udp_port();
+    let (p, a, b) = (port(&primary), port(&copy_a), port(&copy_b));
+    let s = start_with(dir.path(), &|socket| {
+        format!(
+            r#"
+[control]
+socket = "{}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[services.syslog]
+vip = "127.0.0.1:{vip}"
+backends = [{{ addr = "127.0.0.1:{p}" }}]
+
+[[services.syslog.mirror]]
+name = "archive"
+backends = [{{ addr = "127.0.0.1:{a}" }}, {{ addr = "127.0.0.1:{b}" }}]
+"#,
+            socket.display()
+        )
+    });
+    let vip_addr: SocketAddr = format!("127.0.0.1:{vip}").parse().unwrap();
+    send(&s, vip_addr, 40);
+    let count = |sock: &UdpSocket| {
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        while sock.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(count(&primary), 40, "the primary pool gets every datagram");
+    assert_eq!(
+        (count(&copy_a), count(&copy_b)),
+        (20, 20),
+        "the pool, in rr"
+    );
+    let l = json(&s, &["list"]);
+    let pool = &l["services"][0]["mirrors"][0];
+    assert_eq!(pool["name"], "archive", "{l}");
+    assert_eq!(pool["backends"][0]["packets"], 20, "{l}");
+    assert_eq!(l["services"][0]["packets"], 40, "{l}");
+    let st = json(&s, &["stats"]);
+    assert_eq!(st["totals"]["mirror_copies"], 40, "{st}");
+    assert_eq!(st["totals"]["tx_packets"], 80, "{st}");
+    let table = text(&ctl(&s, &["list"]).stdout);
+    assert!(
+        table.contains("COPY") && table.contains("syslog mirror archive"),
+        "{table}"
+    );
+    let m = scrape(&metrics_addr(&s));
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("spray_mirror_backend_packets_total{")
+                && l.contains("pool=\"archive\"")
+                && l.contains(&format!("backend=\"127.0.0.1:{a}\""))
+                && l.ends_with(" 20")),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("spray_worker_mirror_copies_total{") && l.ends_with(" 40")),
+        "{m}"
+    );
+}

@@ -80,11 +80,13 @@ pub enum DropReason {
     TunnelTooBig,
     /// Tunnel: the buffer had no room in front of the frame for the outer headers.
     NoHeadroom,
+    /// NAT: a reply from a backend of a mirror pool. Only the primary pool answers clients.
+    MirrorReply,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -110,6 +112,7 @@ impl DropReason {
         Self::Loop,
         Self::TunnelTooBig,
         Self::NoHeadroom,
+        Self::MirrorReply,
     ];
 
     /// Stable snake_case name for stats and metrics.
@@ -140,6 +143,7 @@ impl DropReason {
             Self::Loop => "loop",
             Self::TunnelTooBig => "tunnel_too_big",
             Self::NoHeadroom => "no_headroom",
+            Self::MirrorReply => "mirror_reply",
         }
     }
 }
@@ -255,6 +259,16 @@ pub struct WorkerCounters {
     /// Tunnel: ICMP "fragmentation needed" / "packet too big" sent to clients whose datagram
     /// did not fit a tunnel (at most `encap::TOO_BIG_PER_SEC` a second per worker).
     pub icmp_too_big: Counter,
+    /// Copies for mirror pools that the port took (also in `tx_packets`).
+    pub mirror_copies: Counter,
+    /// Copies for mirror pools not made for lack of a buffer (the original was sent).
+    pub mirror_no_buffer: Counter,
+    /// Copies for mirror pools the port refused, its TX ring full (the original was sent
+    /// first).
+    pub mirror_tx_full: Counter,
+    /// Copies for mirror pools not sent because the pool's backend cannot be reached (no
+    /// MAC address yet, or NAT to the other IP family).
+    pub mirror_unsent: Counter,
     /// Drops, indexed by [`DropReason`].
     pub drops: [Counter; DropReason::ALL.len()],
     /// Packets that arrived for each VIP, indexed by [`VipId`].

@@ -15,7 +15,7 @@ use crate::encap::{overhead, Grow, Inner, RateLimit};
 use crate::frag::{FragAction, FragTable};
 use crate::model::flow::{flow_hash, NatFlows};
 use crate::model::PassiveSink;
-use crate::model::{Hop, MacAddr, Mode, ReverseNat, Service, Snapshot, Tunnel, VipId};
+use crate::model::{BackendId, Hop, MacAddr, Mode, ReverseNat, Service, Snapshot, Tunnel, VipId};
 use crate::neigh::{self, WorkerNeigh};
 use crate::rewrite::{
     decrement_ttl, eth_src_word, nat_fragment, nat_from_backend, nat_to_backend, nat_to_backend_v4,
@@ -31,6 +31,102 @@ impl Now {
     pub(crate) fn get(&mut self) -> Instant {
         *self.0.get_or_insert_with(Instant::now)
     }
+}
+
+/// Copies for mirror pools that [`to_backend`] planned during a burst; the worker makes
+/// them once the burst is dealt, from the originals as they are sent (already rewritten for
+/// their primary backend), and sends them after the originals. Its capacity is reserved
+/// once; a plan beyond it is counted as [`WorkerCounters::mirror_no_buffer`].
+#[derive(Debug, Default)]
+pub(crate) struct Copies {
+    pub(crate) planned: Vec<CopyTo>,
+}
+
+/// One planned copy: of which frame, to which mirror backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyTo {
+    /// The original's position among the burst's frames to send, set by the worker when it
+    /// settles the original (see [`Copies::settle`]).
+    pub(crate) frame: usize,
+    /// The mirror backend.
+    pub(crate) backend: BackendId,
+    /// Its address (the copy's new destination under NAT).
+    pub(crate) to: SocketAddr,
+    /// Its MAC address.
+    pub(crate) mac: MacAddr,
+    /// Whether the service is NAT: the copy's destination is rewritten again.
+    pub(crate) nat: bool,
+}
+
+impl Copies {
+    /// Room for `n` plans.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            planned: Vec::with_capacity(n),
+        }
+    }
+
+    /// How many copies are planned; what [`Copies::settle`] takes as `from`.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.planned.len()
+    }
+
+    /// Gives the copies planned since `from` their original's position among the frames to
+    /// send (`Some(kept)`), or cancels them when the original was dropped after all (`None`).
+    #[inline]
+    pub(crate) fn settle(&mut self, from: usize, kept: Option<usize>) {
+        match kept {
+            Some(k) => self.planned[from..].iter_mut().for_each(|p| p.frame = k),
+            None => self.planned.truncate(from),
+        }
+    }
+
+    /// Plans one copy of the datagram at hand per mirror pool of `svc` that takes it.
+    #[inline(never)]
+    fn plan(&mut self, svc: &Service, f: &impl Datagram, cursors: &mut [u32], c: &WorkerCounters) {
+        let nat = svc.spec.mode == Mode::Nat;
+        for m in svc.mirrors.iter() {
+            let Some(b) = m.pick(cursors, || flow_hash(&f.src(), &f.dst())) else {
+                continue;
+            };
+            let Some(mac) = b.mac.filter(|_| !nat || b.addr.is_ipv4() != f.is_ipv6()) else {
+                c.mirror_unsent.add(1);
+                continue;
+            };
+            if self.planned.len() == self.planned.capacity() {
+                c.mirror_no_buffer.add(1);
+                continue;
+            }
+            self.planned.push(CopyTo {
+                frame: 0,
+                backend: b.id,
+                to: b.addr,
+                mac,
+                nat,
+            });
+        }
+    }
+}
+
+/// Rewrites a copy of an original that was rewritten for its primary backend, for the
+/// mirror backend of `plan`: the destination address and port again under NAT (the TTL was
+/// decremented once, on the original), then the MACs.
+///
+/// # Errors
+/// The [`DropReason`] of a copy that cannot be rewritten (never for a copy of a datagram
+/// the primary pool forwarded; kept so that a bad one is counted, not sent).
+pub(crate) fn rewrite_copy(
+    frame: &mut [u8],
+    plan: &CopyTo,
+    port_mac: MacAddr,
+) -> Result<(), DropReason> {
+    if plan.nat {
+        let f = crate::wire::parse_udp(frame)?;
+        nat_to_backend(frame, &f, plan.to)?;
+    }
+    set_macs(frame, port_mac, plan.mac);
+    Ok(())
 }
 
 /// What the worker does with a buffer it did not drop.
@@ -132,10 +228,13 @@ pub(crate) fn process_general(
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
+    copies: &mut Copies,
 ) -> Result<Fwd, DropReason> {
     match classify(frame)? {
-        Packet::Udp(f) => udp(frame, &f, None, ctx, cursors, frags, now),
-        Packet::FirstFragment(f, info) => udp(frame, &f, Some(&info), ctx, cursors, frags, now),
+        Packet::Udp(f) => udp(frame, &f, None, ctx, cursors, frags, now, copies),
+        Packet::FirstFragment(f, info) => {
+            udp(frame, &f, Some(&info), ctx, cursors, frags, now, copies)
+        }
         Packet::Fragment(ipf, info) => fragment(frame, &ipf, &info, ctx, frags, now),
         Packet::Icmp(ipf) => icmp(frame, &ipf, ctx, now),
         Packet::Arp { l3, .. } => {
@@ -227,6 +326,7 @@ impl Datagram for Ipv4Udp {
 
 /// A UDP datagram or the first fragment of one (`frag`), from the general path.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn udp(
     frame: &mut [u8],
     f: &UdpFrame,
@@ -235,9 +335,12 @@ fn udp(
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
+    copies: &mut Copies,
 ) -> Result<Fwd, DropReason> {
     match ctx.snap.lookup_addr(&f.dst()) {
-        Some((vip_id, svc)) => to_backend(frame, f, frag, vip_id, svc, ctx, cursors, frags, now),
+        Some((vip_id, svc)) => to_backend(
+            frame, f, frag, vip_id, svc, ctx, cursors, frags, now, copies,
+        ),
         None => from_backend(frame, *f, frag, ctx, frags, now),
     }
 }
@@ -255,6 +358,7 @@ pub(crate) fn to_backend<D: Datagram>(
     cursors: &mut [u32],
     frags: &mut FragTable,
     now: &mut Now,
+    copies: &mut Copies,
 ) -> Result<Fwd, DropReason> {
     let c = ctx.c;
     let len = frame.len();
@@ -310,6 +414,10 @@ pub(crate) fn to_backend<D: Datagram>(
     }
     set_macs(frame, ctx.port_mac, mac);
     c.backend_packet(b.id, len);
+    // Whole datagrams only: a fragmented one goes to the primary pool alone (docs/config.md).
+    if !svc.mirrors.is_empty() && frag.is_none() {
+        copies.plan(svc, f, cursors, c);
+    }
     Ok(Fwd::Tx)
 }
 
@@ -360,6 +468,7 @@ pub(crate) fn from_backend<D: Datagram>(
             // The entry was overwritten by a colliding flow: the first VIP is the best guess.
             None => *vips.first().ok_or(DropReason::NoVip)?,
         },
+        None if snap.is_mirror_source(&f.src()) => return Err(DropReason::MirrorReply),
         None => return Err(DropReason::NoVip),
     };
     let svc = snap.service(vip_id).ok_or(DropReason::NoVip)?;

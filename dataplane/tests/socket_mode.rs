@@ -173,6 +173,7 @@ fn service(
             .collect(),
         fallback: None,
         passive: false,
+        mirrors: Vec::new(),
     }
 }
 

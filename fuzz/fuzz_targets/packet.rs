@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dataplane::frag::FragTable;
 use dataplane::neigh::{NeighConfig, Neighbours, WorkerNeigh};
 use dataplane::sched::SchedulerKind;
-use dataplane::service::{MacAddr, Mode, ServiceSpec, Snapshot};
+use dataplane::service::{Backend, BackendId, MacAddr, MirrorSpec, Mode, ServiceSpec, Snapshot};
 use dataplane::testkit::rig::{self, Rig};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,6 +30,7 @@ fn service(id: u16, vip: &str, mode: Mode, sched: SchedulerKind, backends: &[&st
 
 fn snapshot() -> Snapshot {
     let v4 = ["198.19.1.1:1514", "198.19.1.2:1514", "198.19.1.3:1514"];
+    let mirror = ["198.19.3.1:1514", "198.19.3.2:1514", "198.19.3.3:1514"];
     let v6 = [
         "[2001:db8:1::11]:1514",
         "[2001:db8:1::12]:1514",
@@ -43,17 +44,40 @@ fn snapshot() -> Snapshot {
             service(2, "198.18.0.12:514", Mode::Dr, SchedulerKind::Wrr, &v4),
             service(3, "[2001:db8::10]:514", Mode::Nat, SchedulerKind::Rr, &v6),
             service(4, "[2001:db8::11]:514", Mode::Dr, SchedulerKind::Rr, &v6),
+            mirrored(5, "198.18.0.13:514", Mode::Nat, &v4[..2], &mirror),
+            mirrored(6, "198.18.0.14:514", Mode::Dr, &v4[..2], &mirror),
         ],
     )
     .unwrap()
     .with_gateway_macs(Some(MacAddr([2, 0, 0, 0, 0, 1])), None)
 }
 
+/// Service `id` over `v4` with one mirror pool over `mirror` (ids from `id * 8 + 4`), all
+/// resolved but the pool's first backend.
+fn mirrored(id: u16, vip: &str, mode: Mode, v4: &[&str], mirror: &[&str]) -> ServiceSpec {
+    let mut s = service(id, vip, mode, SchedulerKind::Rr, v4);
+    let backends = mirror
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut b = Backend::new(BackendId(id * 8 + 4 + i as u16), a.parse().unwrap(), 1);
+            b.mac = (i > 0).then(|| MacAddr([2, 0, 0, 0, 2, i as u8]));
+            b
+        })
+        .collect();
+    s.mirrors = vec![MirrorSpec::new("copy", SchedulerKind::Rr, backends)];
+    s
+}
+
 /// Built once: Maglev tables are too slow to rebuild per input.
 static SNAPSHOT: OnceLock<Arc<Snapshot>> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Rig::with(SNAPSHOT.get_or_init(|| Arc::new(snapshot())).clone(), 8, 1 << 12);
+    let mut r = Rig::with(
+        SNAPSHOT.get_or_init(|| Arc::new(snapshot())).clone(),
+        8,
+        1 << 12,
+    );
     let w = &mut r.w;
     w.set_frag_table(FragTable::new(8, Duration::from_millis(100)));
     let (to_control, from_workers) = crossbeam_channel::bounded(4);

@@ -216,6 +216,24 @@ pub struct ServiceInfo {
     pub in_rotation: usize,
     /// Backends in config order.
     pub backends: Vec<BackendInfo>,
+    /// Mirror pools in config order: each gets a copy of every datagram.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorInfo>,
+}
+
+/// A mirror pool of a service, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    /// Operator's name, unique within the service.
+    pub name: String,
+    /// `rr`, `wrr` or `maglev`.
+    pub scheduler: String,
+    /// One datagram in `sample` is copied.
+    pub sample: u32,
+    /// Backends in rotation (effective weight above 0); 0 means no copies.
+    pub in_rotation: usize,
+    /// Backends in config order; `packets` and `bytes` count the copies each received.
+    pub backends: Vec<BackendInfo>,
 }
 
 /// Reply to `list`.
@@ -247,6 +265,19 @@ pub struct WorkerStats {
     pub snapshots_applied: u64,
     /// VIP sockets a snapshot update could not bind.
     pub bind_errors: u64,
+    /// Copies sent to mirror pools (also in `tx_packets`).
+    #[serde(default)]
+    pub mirror_copies: u64,
+    /// Copies for mirror pools not made for lack of a buffer.
+    #[serde(default)]
+    pub mirror_no_buffer: u64,
+    /// Copies for mirror pools refused by a full TX ring or send buffer.
+    #[serde(default)]
+    pub mirror_tx_full: u64,
+    /// Copies for mirror pools whose backend could not be reached (no MAC address yet,
+    /// another address family).
+    #[serde(default)]
+    pub mirror_unsent: u64,
     /// Drops by reason (every reason, zeros included), by `DropReason::name`.
     pub drops: BTreeMap<String, u64>,
 }
@@ -269,6 +300,10 @@ impl WorkerStats {
             w.nat_replies += c.nat_replies.get();
             w.snapshots_applied += c.snapshots_applied.get();
             w.bind_errors += c.bind_errors.get();
+            w.mirror_copies += c.mirror_copies.get();
+            w.mirror_no_buffer += c.mirror_no_buffer.get();
+            w.mirror_tx_full += c.mirror_tx_full.get();
+            w.mirror_unsent += c.mirror_unsent.get();
             for r in DropReason::ALL {
                 *w.drops.entry(r.name().to_owned()).or_default() += c.dropped(r);
             }
@@ -299,6 +334,18 @@ pub struct ServiceStats {
     pub packets: u64,
     /// Payload bytes received for it.
     pub bytes: u64,
+    /// Per backend.
+    pub backends: Vec<BackendStats>,
+    /// Per mirror pool: the copies each of its backends received.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorStats>,
+}
+
+/// The copies one mirror pool's backends received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStats {
+    /// The pool's name.
+    pub name: String,
     /// Per backend.
     pub backends: Vec<BackendStats>,
 }

@@ -159,6 +159,24 @@ pub struct RawService {
     pub passive: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Spanned<RawTunnel>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Spanned<Vec<Spanned<RawMirror>>>>,
+}
+
+/// One `[[services.NAME.mirror]]` table as written: a pool that gets a copy of every
+/// datagram of its service.
+#[derive(Debug, Deserialize, Clone, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Spanned<String>>,
+    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Spanned<RawCheck>>,
 }
 
 /// One entry of `services.NAME.backends` as written.
@@ -219,6 +237,7 @@ mod tests {
             fallback: None,
             passive: Some(false),
             tunnel: None,
+            mirror: None,
         };
         let mut model = RawConfig::default();
         model.services.insert("a b".to_owned(), value(service));

@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{
-    AdminState, Backend, BackendId, MacAddr, Mode, ServiceSpec, Snapshot, SnapshotError, VipId,
-    VipKey, MAX_BACKENDS, MAX_VIPS,
+    AdminState, Backend, BackendId, MacAddr, MirrorSpec, Mode, ServiceSpec, Snapshot,
+    SnapshotError, VipId, VipKey, MAX_BACKENDS, MAX_VIPS,
 };
 use toml::Spanned;
 
-use self::file::{Method, RawBackend, RawConfig, RawRuntime, RawService, RawSocket};
+use self::file::{Method, RawBackend, RawConfig, RawMirror, RawRuntime, RawService, RawSocket};
 use crate::health::config::{CheckProblem, Fields};
 use crate::health::Check;
 pub mod file;
@@ -130,6 +130,20 @@ pub struct Forwarding {
     pub method: Method,
     /// Its tunnel (the defaults when it has no `tunnel` table); used by tunnelled backends.
     pub tunnel: TunnelSettings,
+}
+
+/// Largest N of a mirror pool's `sample = "1/N"`.
+pub const MAX_SAMPLE: u32 = 1_000_000;
+
+/// What the mirror pools of a service take from it.
+struct PoolCtx<'a> {
+    /// `services.NAME`.
+    key: &'a str,
+    vip: Option<SocketAddr>,
+    method: Method,
+    /// The service's `check` table, which a pool without its own inherits.
+    service_check: &'a Fields,
+    service_checked: bool,
 }
 
 /// What validation needs to know about the machine it runs on.
@@ -367,12 +381,20 @@ pub fn loop_nodes(specs: &[ServiceSpec]) -> Vec<loops::Node<'_>> {
         .iter()
         .map(|s| {
             let backends = s.backends.iter().map(|b| b.addr);
-            loops::Node::new(
+            let mut node = loops::Node::new(
                 &s.name,
                 s.vip.addr,
                 backends,
                 s.fallback.as_ref().map(|f| f.addr),
-            )
+            );
+            // A copy sent back into a VIP would be copied again, for ever.
+            for (i, m) in s.mirrors.iter().enumerate() {
+                for (j, b) in m.backends.iter().enumerate() {
+                    node.targets
+                        .push((format!("mirror[{i}].backends[{j}]"), b.addr));
+                }
+            }
+            node
         })
         .collect()
 }
@@ -711,6 +733,27 @@ impl Validator<'_> {
                     }
                 }
             }
+            let mirrors = match &svc.mirror {
+                Some(list) => {
+                    let tunnelled = backends.iter().any(|b| b.tunnel.is_some());
+                    if method == Method::Tunnel || tunnelled {
+                        self.report(
+                            Some(list.span()),
+                            &format!("{key}.mirror"),
+                            "a service with mirror pools forwards by nat or dr: copies are made                              of the datagram as it leaves, which a tunnel has wrapped",
+                        );
+                    }
+                    let ctx = PoolCtx {
+                        key: &key,
+                        vip,
+                        method,
+                        service_check: &service_check,
+                        service_checked: svc.check.is_some(),
+                    };
+                    self.mirrors(&ctx, list, &mut next_backend, &mut check_problems)
+                }
+                None => Vec::new(),
+            };
             self.report_checks(check_problems);
             let fallback = svc
                 .fallback
@@ -727,6 +770,7 @@ impl Validator<'_> {
                     backends,
                     fallback,
                     passive: svc.passive.unwrap_or(true),
+                    mirrors,
                 });
             }
         }
@@ -758,7 +802,8 @@ impl Validator<'_> {
                             .find(|b| b.get_ref().addr.get_ref().parse() == Ok(first.addr))
                             .map(|b| b.get_ref().addr.span())
                     }),
-                    None => svc.fallback.as_ref().map(Spanned::span),
+                    None if first.label == "fallback" => svc.fallback.as_ref().map(Spanned::span),
+                    None => None,
                 }
             });
             self.report(
@@ -768,6 +813,139 @@ impl Validator<'_> {
             );
         }
         (specs, forwarding)
+    }
+
+    /// The mirror pools of one service (`[[KEY.mirror]]`), their backends numbered from
+    /// `*next_backend` on and their checks recorded like the service's own.
+    fn mirrors(
+        &mut self,
+        ctx: &PoolCtx<'_>,
+        list: &Spanned<Vec<Spanned<RawMirror>>>,
+        next_backend: &mut usize,
+        check_problems: &mut Vec<CheckProblem>,
+    ) -> Vec<MirrorSpec> {
+        let key = ctx.key;
+        let mut pools: Vec<MirrorSpec> = Vec::new();
+        for (i, m) in list.get_ref().iter().enumerate() {
+            let mkey = format!("{key}.mirror[{i}]");
+            let m = m.get_ref();
+            let name = match &m.name {
+                None => format!("mirror{i}"),
+                Some(n) => {
+                    let text = n.get_ref();
+                    let ok = !text.is_empty()
+                        && text
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    if !ok {
+                        self.report(
+                            Some(n.span()),
+                            &format!("{mkey}.name"),
+                            format!("{text:?} is not a pool name: use letters, digits, - and _"),
+                        );
+                    }
+                    text.clone()
+                }
+            };
+            if let Some(k) = pools.iter().position(|p| p.name == name) {
+                let span = m.name.as_ref().map(Spanned::span);
+                let message = format!("{name:?} is already the name of {key}.mirror[{k}]");
+                self.report(span, &format!("{mkey}.name"), message);
+            }
+            let scheduler = match &m.scheduler {
+                None => SchedulerKind::Rr,
+                Some(s) => SchedulerKind::from_str(s.get_ref()).unwrap_or_else(|e| {
+                    self.report(Some(s.span()), &format!("{mkey}.scheduler"), e.to_string());
+                    SchedulerKind::Rr
+                }),
+            };
+            let sample = m.sample.as_ref().map_or(1, |s| self.sample(&mkey, s));
+            // A pool without its own check takes the service's, as a backend does.
+            let own_check = m
+                .check
+                .as_ref()
+                .map(|c| Fields::parse(&format!("{mkey}.check"), c.get_ref(), check_problems));
+            let checked = own_check.is_some() || ctx.service_checked;
+            let pool_check = match own_check {
+                Some(f) => f.over(ctx.service_check),
+                None => ctx.service_check.clone(),
+            };
+            let check_key = match &m.check {
+                Some(_) => format!("{mkey}.check"),
+                None => format!("{key}.check"),
+            };
+            if m.backends.get_ref().is_empty() {
+                self.report(
+                    Some(m.backends.span()),
+                    &format!("{mkey}.backends"),
+                    "is empty: a mirror pool needs at least one backend",
+                );
+            }
+            let mut backends: Vec<Backend> = Vec::new();
+            for (j, b) in m.backends.get_ref().iter().enumerate() {
+                let bkey = format!("{mkey}.backends[{j}]");
+                let id = *next_backend;
+                *next_backend += 1;
+                if let Some(mode) = &b.get_ref().mode {
+                    self.report(
+                        Some(mode.span()),
+                        &format!("{bkey}.mode"),
+                        "a mirror pool's backends forward as their service does: remove mode",
+                    );
+                }
+                let Some(mut be) = self.backend(&bkey, b, id, ctx.vip, ctx.method) else {
+                    continue;
+                };
+                if b.get_ref().drain == Some(true) {
+                    be.admin = AdminState::Drained;
+                }
+                let (ckey, fields) = match &b.get_ref().check {
+                    Some(c) => {
+                        let ckey = format!("{bkey}.check");
+                        let own = Fields::parse(&ckey, c.get_ref(), check_problems);
+                        (ckey, own.over(&pool_check))
+                    }
+                    None => (check_key.clone(), pool_check.clone()),
+                };
+                if checked || b.get_ref().check.is_some() {
+                    if let Some(c) = fields.build(&ckey, be.addr, check_problems) {
+                        self.checks.insert(be.id, c);
+                    }
+                }
+                if let Some(k) = backends.iter().position(|o| o.addr == be.addr) {
+                    self.report(
+                        Some(b.get_ref().addr.span()),
+                        &format!("{bkey}.addr"),
+                        format!("{} is already backends[{k}] of this pool", be.addr),
+                    );
+                }
+                backends.push(be);
+            }
+            let mut pool = MirrorSpec::new(name, scheduler, backends);
+            pool.sample = sample;
+            pools.push(pool);
+        }
+        pools
+    }
+
+    /// `KEY.sample`: `"1/N"`, one datagram in N.
+    fn sample(&mut self, key: &str, raw: &Spanned<String>) -> u32 {
+        let text = raw.get_ref();
+        let n = text
+            .strip_prefix("1/")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .filter(|n| (1..=MAX_SAMPLE).contains(n));
+        n.unwrap_or_else(|| {
+            self.report(
+                Some(raw.span()),
+                &format!("{key}.sample"),
+                format!(
+                    "{text:?} is not a sample: write \"1/N\" for one datagram in N \
+                     (N from 1 to {MAX_SAMPLE})"
+                ),
+            );
+            1
+        })
     }
 
     /// The method named at `key`; a method the dataplane cannot do is reported.
@@ -1472,5 +1650,145 @@ backends = [{ addr = "[2001:db8::1:1]:2055", weight = 0 }]
             }
         }
         assert!(seen >= 2, "no examples found in {}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse("spray.toml", src, &Machine { cores: vec![0] })
+    }
+
+    fn error(src: &str) -> String {
+        let e = parse(src).expect_err("config should be refused");
+        assert_eq!(e.problems().len(), 1, "{e}");
+        e.to_string()
+    }
+
+    const HEAD: &str = r#"
+[services.syslog]
+vip = "198.18.0.10:514"
+backends = [{ addr = "198.18.2.11:514" }]
+"#;
+
+    #[test]
+    fn the_example_builds_pools_with_their_schedulers_samples_and_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/mirror.toml");
+        let c = Config::load(&path, &Machine { cores: vec![0] }).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.mirrors.len(), 2);
+        let (archive, analyser) = (&s.mirrors[0], &s.mirrors[1]);
+        assert_eq!((archive.name.as_str(), archive.sample), ("archive", 1));
+        assert_eq!((analyser.name.as_str(), analyser.sample), ("analyser", 10));
+        assert_eq!(archive.backends.len(), 2);
+        // Ids follow the service's own backends and are unique.
+        let ids: Vec<u16> = s
+            .backends
+            .iter()
+            .chain(s.mirrors.iter().flat_map(|m| &m.backends))
+            .map(|b| b.id.0)
+            .collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4]);
+        // The archive pool inherits the service's check; the analyser has its own.
+        let archive_check = &c.checks[&archive.backends[0].id];
+        assert_eq!(archive_check.interval, Duration::from_millis(100));
+        let analyser_check = &c.checks[&analyser.backends[0].id];
+        assert_eq!(analyser_check.interval, Duration::from_millis(200));
+        let snap = c.snapshot(1).unwrap();
+        assert_eq!(snap.services().next().unwrap().spec.mirrors.len(), 2);
+    }
+
+    #[test]
+    fn a_pool_without_a_name_is_named_by_its_place() {
+        let c = parse(&format!(
+            "{HEAD}[[services.syslog.mirror]]\nbackends = [{{ addr = \"198.18.2.21:514\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.services[0].mirrors[0].name, "mirror0");
+        assert!(c.checks.is_empty(), "no check anywhere, none built");
+    }
+
+    #[test]
+    fn bad_pools_name_the_key() {
+        let pool = |body: &str| format!("{HEAD}[[services.syslog.mirror]]\n{body}\n");
+        let e = error(&pool(
+            "sample = \"1/0\"\nbackends = [{ addr = \"198.18.2.21:514\" }]",
+        ));
+        assert!(
+            e.contains("services.syslog.mirror[0].sample: \"1/0\" is not a sample"),
+            "{e}"
+        );
+        let e = error(&pool(
+            "sample = \"10%\"\nbackends = [{ addr = \"198.18.2.21:514\" }]",
+        ));
+        assert!(e.contains("write \"1/N\""), "{e}");
+        let e = error(&pool("backends = []"));
+        assert!(
+            e.contains("services.syslog.mirror[0].backends: is empty"),
+            "{e}"
+        );
+        let e = error(&pool(
+            "backends = [{ addr = \"198.18.2.21:514\", mode = \"dr\" }]",
+        ));
+        assert!(
+            e.contains("mirror[0].backends[0].mode: a mirror pool's backends"),
+            "{e}"
+        );
+        let e = error(&pool(
+            "scheduler = \"lc\"\nbackends = [{ addr = \"198.18.2.21:514\" }]",
+        ));
+        assert!(e.contains("services.syslog.mirror[0].scheduler"), "{e}");
+        let e = error(&pool(
+            "name = \"a b\"\nbackends = [{ addr = \"198.18.2.21:514\" }]",
+        ));
+        assert!(
+            e.contains("mirror[0].name: \"a b\" is not a pool name"),
+            "{e}"
+        );
+        let e = error(&pool("backends = [{ addr = \"[2001:db8::1]:514\" }]"));
+        assert!(e.contains("mirror[0].backends[0].addr"), "{e}");
+        let twice = format!(
+            "{HEAD}[[services.syslog.mirror]]\nname = \"x\"\nbackends = [{{ addr = \"198.18.2.21:514\" }}]\n\
+             [[services.syslog.mirror]]\nname = \"x\"\nbackends = [{{ addr = \"198.18.2.22:514\" }}]\n"
+        );
+        let e = error(&twice);
+        assert!(
+            e.contains("mirror[1].name: \"x\" is already the name of"),
+            "{e}"
+        );
+        let e = error(&pool(
+            "backends = [{ addr = \"198.18.2.21:514\" }]\nweight = 3",
+        ));
+        assert!(e.contains("weight"), "{e}");
+    }
+
+    #[test]
+    fn a_mirror_backend_that_is_a_vip_is_a_loop() {
+        let src = format!(
+            "{HEAD}[[services.syslog.mirror]]\nbackends = [{{ addr = \"198.18.0.10:514\" }}]\n"
+        );
+        let e = error(&src);
+        assert!(e.contains("services.syslog.mirror[0].backends[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_tunnel_service_cannot_have_mirror_pools() {
+        let src = r#"
+[services.syslog]
+vip = "198.18.0.10:514"
+mode = "tunnel"
+backends = [{ addr = "198.18.2.11" }]
+[services.syslog.tunnel]
+sources = ["198.18.0.2"]
+[[services.syslog.mirror]]
+backends = [{ addr = "198.18.2.21:514" }]
+"#;
+        let e = parse(src).expect_err("refused").to_string();
+        assert!(
+            e.contains("services.syslog.mirror: a service with mirror pools forwards by nat or dr"),
+            "{e}"
+        );
     }
 }

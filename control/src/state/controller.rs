@@ -16,8 +16,8 @@ use dataplane::socket::PassiveReport;
 
 use super::{NeighLink, State, StateError};
 use crate::api::{
-    self, ApiError, Applied, BackendStats, Change, ErrorCode, Reloaded, ServiceList, ServiceStats,
-    Stats, VersionInfo, Who, WorkerStats,
+    self, ApiError, Applied, BackendStats, Change, ErrorCode, MirrorStats, Reloaded, ServiceList,
+    ServiceStats, Stats, VersionInfo, Who, WorkerStats,
 };
 use crate::config::{Config, Machine};
 use crate::health::checker::Checker;
@@ -359,13 +359,13 @@ impl api::Controller for Controller {
                     vip: s.vip,
                     packets: s.packets,
                     bytes: s.bytes,
-                    backends: s
-                        .backends
-                        .into_iter()
-                        .map(|b| BackendStats {
-                            addr: b.addr,
-                            packets: b.packets,
-                            bytes: b.bytes,
+                    backends: s.backends.iter().map(backend_stats).collect(),
+                    mirrors: s
+                        .mirrors
+                        .iter()
+                        .map(|m| MirrorStats {
+                            name: m.name.clone(),
+                            backends: m.backends.iter().map(backend_stats).collect(),
                         })
                         .collect(),
                 })
@@ -408,5 +408,13 @@ impl api::Controller for Controller {
             protocol: api::PROTOCOL_VERSION,
             controller: "health".to_owned(),
         }
+    }
+}
+
+fn backend_stats(b: &api::BackendInfo) -> BackendStats {
+    BackendStats {
+        addr: b.addr,
+        packets: b.packets,
+        bytes: b.bytes,
     }
 }

@@ -51,8 +51,8 @@ use dataplane::socket::PassiveReport;
 
 use self::table::Table;
 use crate::api::{
-    self, Admin, ApiError, Applied, BackendInfo, Change, ErrorCode, Reloaded, ServiceInfo,
-    ServiceList, Who,
+    self, Admin, ApiError, Applied, BackendInfo, Change, ErrorCode, MirrorInfo, Reloaded,
+    ServiceInfo, ServiceList, Who,
 };
 use crate::config::file::Method;
 use crate::config::Config;
@@ -315,7 +315,7 @@ impl State {
     fn sync_targets(&mut self, now: Instant) {
         let mut want: Vec<(Target, Vec<(VipId, BackendId)>)> = Vec::new();
         for svc in self.table.services.values() {
-            for b in &svc.backends {
+            for b in svc.entries() {
                 let Some(check) = self.table.checks.get(&b.id) else {
                     continue;
                 };
@@ -710,6 +710,35 @@ impl State {
     /// counters (zero without counters, see [`State::set_counters`]).
     pub fn list(&self) -> ServiceList {
         let t = &self.table;
+        let info = |s: &table::Svc, b: &table::Be| {
+            let (packets, bytes) = t.ids.backend(b.id);
+            let target = self.target(b.addr, t.checks.get(&b.id));
+            let up = target.map_or(true, |t| t.machine.state() == HealthState::Up);
+            let in_rotation = s.admin == Admin::Enabled && b.admin == Admin::Enabled && up;
+            let method = match (b.tunnel, s.forwarding.method) {
+                (Some(_), _) => Method::Tunnel,
+                (None, Method::Tunnel) => Method::Dr,
+                (None, m) => m,
+            };
+            BackendInfo {
+                addr: b.addr,
+                mode: method.name().to_owned(),
+                weight: b.weight,
+                effective_weight: if in_rotation { b.weight } else { 0 },
+                health: if up {
+                    api::HealthState::Up
+                } else {
+                    api::HealthState::Down
+                },
+                admin: b.admin,
+                packets,
+                bytes,
+                check_latency_seconds: target.and_then(|t| t.latency).map(|d| d.as_secs_f64()),
+                check_failures: target.map_or(0, |t| t.tally.failures),
+                went_up: target.map_or(0, |t| t.tally.ups),
+                went_down: target.map_or(0, |t| t.tally.downs),
+            }
+        };
         let services = t
             .services
             .iter()
@@ -725,39 +754,22 @@ impl State {
                     packets,
                     bytes,
                     in_rotation: 0,
-                    backends: s
-                        .backends
+                    backends: s.backends.iter().map(|b| info(s, b)).collect(),
+                    mirrors: s
+                        .mirrors
                         .iter()
-                        .map(|b| {
-                            let (packets, bytes) = t.ids.backend(b.id);
-                            let target = self.target(b.addr, t.checks.get(&b.id));
-                            let up = target.map_or(true, |t| t.machine.state() == HealthState::Up);
-                            let in_rotation =
-                                s.admin == Admin::Enabled && b.admin == Admin::Enabled && up;
-                            let method = match (b.tunnel, s.forwarding.method) {
-                                (Some(_), _) => Method::Tunnel,
-                                (None, Method::Tunnel) => Method::Dr,
-                                (None, m) => m,
-                            };
-                            BackendInfo {
-                                addr: b.addr,
-                                mode: method.name().to_owned(),
-                                weight: b.weight,
-                                effective_weight: if in_rotation { b.weight } else { 0 },
-                                health: if up {
-                                    api::HealthState::Up
-                                } else {
-                                    api::HealthState::Down
-                                },
-                                admin: b.admin,
-                                packets,
-                                bytes,
-                                check_latency_seconds: target
-                                    .and_then(|t| t.latency)
-                                    .map(|d| d.as_secs_f64()),
-                                check_failures: target.map_or(0, |t| t.tally.failures),
-                                went_up: target.map_or(0, |t| t.tally.ups),
-                                went_down: target.map_or(0, |t| t.tally.downs),
+                        .map(|p| {
+                            let backends: Vec<BackendInfo> =
+                                p.backends.iter().map(|b| info(s, b)).collect();
+                            MirrorInfo {
+                                name: p.name.clone(),
+                                scheduler: p.scheduler.name().to_owned(),
+                                sample: p.sample,
+                                in_rotation: backends
+                                    .iter()
+                                    .filter(|b| b.effective_weight > 0)
+                                    .count(),
+                                backends,
                             }
                         })
                         .collect(),
@@ -1430,5 +1442,126 @@ fall = 3
             s.targets.iter().find(|t| t.key == 0).unwrap().next_due,
             done
         );
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+    use crate::config::Machine;
+    use crate::health::ProbeError;
+
+    const SRC: &str = r#"
+[services.a]
+vip = "127.0.0.10:5514"
+passive = false
+backends = [{ addr = "127.0.0.1:6001" }]
+[services.a.check]
+type = "udp"
+interval_ms = 100
+timeout_ms = 50
+rise = 2
+fall = 3
+[[services.a.mirror]]
+name = "archive"
+backends = [{ addr = "127.0.0.1:7001" }, { addr = "127.0.0.1:7002" }]
+"#;
+
+    fn config(src: &str) -> Config {
+        Config::parse("t.toml", src, &Machine { cores: vec![0] }).unwrap()
+    }
+
+    fn mirror_health(snap: &Snapshot) -> Vec<(u16, Health)> {
+        let svc = snap.services().next().unwrap();
+        svc.spec.mirrors[0]
+            .backends
+            .iter()
+            .map(|b| (b.id.0, b.health))
+            .collect()
+    }
+
+    #[test]
+    fn a_mirror_backend_is_checked_and_leaves_its_pool_when_down() {
+        let t0 = Instant::now();
+        let mut s = State::new(config(SRC), 1, t0).unwrap();
+        assert_eq!(
+            s.targets(),
+            3,
+            "the pool's backends inherit the service's check"
+        );
+        let mut now = t0;
+        // The pool's first backend (target 1) fails, everything else passes.
+        let mut last = None;
+        for _ in 0..100 {
+            now += Duration::from_millis(10);
+            for j in s.poll_due(now) {
+                let result = if j.index == 1 {
+                    Err(ProbeError("icmp port unreachable".into()))
+                } else {
+                    Ok(Evidence::Answer)
+                };
+                let o = Outcome {
+                    index: j.index,
+                    started: now,
+                    finished: now,
+                    result,
+                };
+                if let Some(snap) = s.handle_outcome(&o, now).unwrap() {
+                    last = Some(snap);
+                }
+            }
+        }
+        let snap = last.expect("the failure was published");
+        assert_eq!(mirror_health(&snap), [(1, Health::Down), (2, Health::Up)]);
+        assert_eq!(
+            snap.services().next().unwrap().spec.backends[0].health,
+            Health::Up
+        );
+        let list = s.list();
+        let pool = &list.services[0].mirrors[0];
+        assert_eq!(pool.name, "archive");
+        assert_eq!(pool.in_rotation, 1);
+        assert_eq!(pool.backends[0].health, api::HealthState::Down);
+        assert_eq!(
+            list.services[0].in_rotation, 1,
+            "the primary pool is untouched"
+        );
+    }
+
+    #[test]
+    fn reloads_add_and_remove_pools_and_keep_the_ids_of_what_stays() {
+        let t0 = Instant::now();
+        let mut s = State::new(config(SRC), 1, t0).unwrap();
+        let two_pools = format!(
+            "{SRC}[[services.a.mirror]]\nname = \"siem\"\nbackends = [{{ addr = \"127.0.0.1:8001\" }}]\n"
+        );
+        let (r, snap) = s
+            .reload(Ok(config(&two_pools)), "t.toml", &Who::local("test"), t0)
+            .unwrap();
+        assert!(r.summary.contains("backends: 1 added"), "{}", r.summary);
+        let svc = snap.services().next().unwrap();
+        let ids = |m: &dataplane::service::MirrorSpec| -> Vec<u16> {
+            m.backends.iter().map(|b| b.id.0).collect()
+        };
+        assert_eq!(svc.spec.mirrors.len(), 2);
+        assert_eq!(
+            ids(&svc.spec.mirrors[0]),
+            [1, 2],
+            "the archive pool keeps its ids"
+        );
+        let siem = ids(&svc.spec.mirrors[1]);
+        assert!(!siem.contains(&0) && !siem.contains(&1) && !siem.contains(&2));
+        let none = SRC.split("[[services.a.mirror]]").next().unwrap();
+        let (r, snap) = s
+            .reload(Ok(config(none)), "t.toml", &Who::local("test"), t0)
+            .unwrap();
+        assert!(
+            r.summary.contains("backends: 0 added, 3 removed"),
+            "{}",
+            r.summary
+        );
+        assert!(snap.services().next().unwrap().spec.mirrors.is_empty());
+        assert_eq!(s.targets(), 1, "the pools' checks stopped with them");
+        assert!(s.list().services[0].mirrors.is_empty());
     }
 }

@@ -144,7 +144,7 @@ impl State {
             if let Some(g) = p.gateway_mac {
                 let routed = specs
                     .iter_mut()
-                    .flat_map(|s| s.backends.iter_mut())
+                    .flat_map(ServiceSpec::entries_mut)
                     .filter(|b| b.mac.is_none() && !p.neigh.on_link(b.addr.ip()));
                 for b in routed {
                     b.mac = Some(g);
@@ -209,7 +209,7 @@ impl State {
         for p in &mut self.neigh {
             let mut ips: BTreeSet<IpAddr> = specs
                 .iter()
-                .flat_map(|s| s.backends.iter())
+                .flat_map(ServiceSpec::entries)
                 .filter(|b| b.mac.is_none())
                 .map(|b| b.addr.ip())
                 .collect();

@@ -46,8 +46,8 @@ use std::sync::Arc;
 use dataplane::counters::SharedCounters;
 use dataplane::sched::SchedulerKind;
 use dataplane::service::{
-    AdminState, Backend, BackendId, Health, MacAddr, ServiceSpec, Tunnel, VipId, VipKey,
-    MAX_BACKENDS, MAX_VIPS,
+    AdminState, Backend, BackendId, Health, MacAddr, MirrorSpec, ServiceSpec, Tunnel, VipId,
+    VipKey, MAX_BACKENDS, MAX_VIPS,
 };
 
 use crate::api::{Admin, ApiError, BackendRef, Change, ErrorCode, NewBackend};
@@ -82,6 +82,39 @@ pub(super) struct Svc {
     pub passive: bool,
     /// What a backend added at run time inherits (see the module doc).
     pub check: Option<Check>,
+    /// Pools that each get a copy of every datagram, in file order.
+    pub mirrors: Vec<Pool>,
+}
+
+/// A mirror pool of a service. Its backends keep their ids as long as their address stays
+/// within the pool (by name), across reloads.
+#[derive(Debug, Clone)]
+pub(super) struct Pool {
+    pub name: String,
+    pub scheduler: SchedulerKind,
+    /// One datagram in `sample` is copied.
+    pub sample: u32,
+    pub backends: Vec<Be>,
+}
+
+impl Svc {
+    /// Every backend entry: the service's, then its mirror pools'.
+    pub fn entries(&self) -> impl Iterator<Item = &Be> {
+        self.backends
+            .iter()
+            .chain(self.mirrors.iter().flat_map(|p| &p.backends))
+    }
+}
+
+fn be_of(b: &Backend) -> Be {
+    Be {
+        id: b.id,
+        addr: b.addr,
+        mac: b.mac,
+        tunnel: b.tunnel,
+        weight: b.weight,
+        admin: admin_of(b.admin),
+    }
 }
 
 /// Services by name.
@@ -158,28 +191,37 @@ fn services_of(config: &Config) -> Services {
                         tunnel: TunnelSettings::default(),
                     }),
                 admin: Admin::Enabled,
-                backends: s
-                    .backends
-                    .iter()
-                    .map(|b| Be {
-                        id: b.id,
-                        addr: b.addr,
-                        mac: b.mac,
-                        tunnel: b.tunnel,
-                        weight: b.weight,
-                        admin: admin_of(b.admin),
-                    })
-                    .collect(),
+                backends: s.backends.iter().map(be_of).collect(),
                 fallback: s.fallback.clone(),
                 passive: s.passive,
                 check: s
                     .backends
                     .iter()
                     .find_map(|b| config.checks.get(&b.id).cloned()),
+                mirrors: s
+                    .mirrors
+                    .iter()
+                    .map(|m| Pool {
+                        name: m.name.clone(),
+                        scheduler: m.scheduler,
+                        sample: m.sample,
+                        backends: m.backends.iter().map(be_of).collect(),
+                    })
+                    .collect(),
             };
             (s.name.clone(), svc)
         })
         .collect()
+}
+
+/// The entry at `addr` of `svc`'s mirror pool `pool`, if any.
+fn old_pool_entry<'s>(svc: &'s Svc, pool: &str, addr: SocketAddr) -> Option<&'s Be> {
+    svc.mirrors
+        .iter()
+        .find(|p| p.name == pool)?
+        .backends
+        .iter()
+        .find(|b| b.addr == addr)
 }
 
 /// The file's `drain` of backend `addr` of service `name` (enabled when not in the file).
@@ -287,8 +329,7 @@ fn in_use(table: &Services) -> (HashSet<u16>, HashSet<u16>) {
     let backends = table
         .values()
         .flat_map(|s| {
-            s.backends
-                .iter()
+            s.entries()
                 .map(|b| b.id.0)
                 .chain(s.fallback.as_ref().map(|f| f.id.0))
         })
@@ -432,21 +473,20 @@ impl Table {
             .iter()
             .filter(|(_, s)| s.admin != Admin::Disabled)
             .map(|(name, s)| {
-                let backends = s
-                    .backends
-                    .iter()
-                    .filter(|b| b.admin != Admin::Disabled)
-                    .map(|b| {
-                        let mut be = Backend::new(b.id, b.addr, b.weight);
-                        be.mac = b.mac;
-                        be.tunnel = b.tunnel;
-                        be.health = health(b);
-                        if b.admin == Admin::Drained {
-                            be.admin = AdminState::Drained;
-                        }
-                        be
-                    })
-                    .collect();
+                let backend = |b: &Be| {
+                    if b.admin == Admin::Disabled {
+                        return None;
+                    }
+                    let mut be = Backend::new(b.id, b.addr, b.weight);
+                    be.mac = b.mac;
+                    be.tunnel = b.tunnel;
+                    be.health = health(b);
+                    if b.admin == Admin::Drained {
+                        be.admin = AdminState::Drained;
+                    }
+                    Some(be)
+                };
+                let backends = s.backends.iter().filter_map(&backend).collect();
                 let mut spec = ServiceSpec::new(
                     s.id,
                     name.clone(),
@@ -457,6 +497,16 @@ impl Table {
                 );
                 spec.fallback = s.fallback.clone();
                 spec.passive = s.passive;
+                spec.mirrors = s
+                    .mirrors
+                    .iter()
+                    .map(|p| {
+                        let backends = p.backends.iter().filter_map(&backend).collect();
+                        let mut m = MirrorSpec::new(p.name.clone(), p.scheduler, backends);
+                        m.sample = p.sample;
+                        m
+                    })
+                    .collect();
                 spec
             })
             .collect()
@@ -578,6 +628,7 @@ impl Table {
                         fallback: None,
                         passive: false,
                         check: None,
+                        mirrors: Vec::new(),
                     },
                 );
                 self.refuse_loops()?;
@@ -586,7 +637,7 @@ impl Table {
             Change::DelVip { service } => {
                 let (name, svc) = find(&mut self.services, service)?;
                 let msg = format!("removed service {name} vip {}", svc.vip);
-                for b in &svc.backends {
+                for b in svc.entries() {
                     self.checks.remove(&b.id);
                 }
                 self.services.remove(&name);
@@ -724,6 +775,13 @@ impl Table {
                         new_backends.insert(of.id.0);
                     }
                 }
+                for m in &spec.mirrors {
+                    for b in &m.backends {
+                        if let Some(ob) = old_pool_entry(o, &m.name, b.addr) {
+                            new_backends.insert(ob.id.0);
+                        }
+                    }
+                }
             }
         }
         let mut table = services_of(&config);
@@ -753,6 +811,16 @@ impl Table {
                         .iter()
                         .filter(|x| !svc.backends.iter().any(|b| b.addr == x.addr))
                         .count();
+                    b_removed += o
+                        .mirrors
+                        .iter()
+                        .flat_map(|p| p.backends.iter().map(move |x| (&p.name, x.addr)))
+                        .filter(|(pool, addr)| {
+                            !svc.mirrors.iter().any(|p| {
+                                &p.name == *pool && p.backends.iter().any(|b| b.addr == *addr)
+                            })
+                        })
+                        .count();
                 }
                 None => {
                     svc.id = self.ids.new_vip(&[&old_vips, &new_vips])?;
@@ -780,6 +848,23 @@ impl Table {
                 }
                 if let Some(c) = config.checks.get(&file_id) {
                     checks.insert(b.id, c.clone());
+                }
+            }
+            for pool in &mut svc.mirrors {
+                for b in &mut pool.backends {
+                    let file_id = b.id;
+                    match o.and_then(|o| old_pool_entry(o, &pool.name, b.addr)) {
+                        // No command marks a pool's backends: the file's `drain` holds.
+                        Some(ob) => b.id = ob.id,
+                        None => {
+                            b.id = self.ids.new_backend(&[&old_backends, &new_backends])?;
+                            new_backends.insert(b.id.0);
+                            b_added += 1;
+                        }
+                    }
+                    if let Some(c) = config.checks.get(&file_id) {
+                        checks.insert(b.id, c.clone());
+                    }
                 }
             }
             if let Some(f) = &mut svc.fallback {

@@ -52,7 +52,7 @@ impl fmt::Display for VipKey {
 }
 
 /// A MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl fmt::Debug for MacAddr {

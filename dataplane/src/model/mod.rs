@@ -5,6 +5,7 @@
 pub(crate) mod addr_table;
 pub mod flow;
 pub mod ids;
+pub mod mirror;
 pub mod passive;
 pub mod sched;
 pub mod service;

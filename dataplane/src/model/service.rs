@@ -16,6 +16,8 @@ use rustc_hash::FxHashMap;
 
 use super::addr_table::AddrTable;
 pub use super::ids::{BackendId, BadMac, MacAddr, Protocol, VipId, VipKey, MAX_BACKENDS, MAX_VIPS};
+use super::mirror::Mirror;
+pub use super::mirror::{MirrorSpec, MIRRORS_PER_FRAME};
 use super::sched::{Scheduler, SchedulerKind};
 pub use super::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_TUNNEL_MTU};
 
@@ -115,6 +117,8 @@ pub struct ServiceSpec {
     /// Socket mode: watch the session sockets for ICMP errors from backends (passive
     /// detection, reported to the control plane).
     pub passive: bool,
+    /// Further pools that each get a copy of every datagram the primary pool forwards.
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 impl ServiceSpec {
@@ -138,7 +142,22 @@ impl ServiceSpec {
             backends,
             fallback: None,
             passive: false,
+            mirrors: Vec::new(),
         }
+    }
+
+    /// Every backend entry: the primary pool's, then the mirror pools' (not the fallback).
+    pub fn entries(&self) -> impl Iterator<Item = &Backend> {
+        self.backends
+            .iter()
+            .chain(self.mirrors.iter().flat_map(|m| &m.backends))
+    }
+
+    /// [`ServiceSpec::entries`], writable.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = &mut Backend> {
+        self.backends
+            .iter_mut()
+            .chain(self.mirrors.iter_mut().flat_map(|m| &mut m.backends))
     }
 }
 
@@ -154,6 +173,8 @@ pub struct Service {
     /// the flow because another VIP shares the backend's address:port. Precomputed so the
     /// packet path does not look the backend up in the reverse table for every datagram.
     shared: Box<[bool]>,
+    /// The mirror pools of `spec.mirrors`, in the same order.
+    pub(crate) mirrors: Box<[Mirror]>,
 }
 
 impl Service {
@@ -167,10 +188,12 @@ impl Service {
         let keys: Vec<SocketAddr> = spec.backends.iter().map(|b| b.addr).collect();
         let sched = Scheduler::build(spec.scheduler, &weights, &keys);
         let shared = vec![false; spec.backends.len() + 1].into();
+        let mirrors = spec.mirrors.iter().map(|m| Mirror::new(&spec, m)).collect();
         Self {
             spec,
             sched,
             shared,
+            mirrors,
         }
     }
 
@@ -347,6 +370,10 @@ fn route(id: VipId, svc: &Service, hops: &mut Vec<Hop>) -> VipRoute {
         start: 0,
         len: 0,
     };
+    // Copies for mirror pools are made on the general path.
+    if !svc.mirrors.is_empty() {
+        return general;
+    }
     let Some(rotation) = svc.sched.rotation() else {
         return general;
     };
@@ -403,6 +430,9 @@ pub enum SnapshotError {
     /// A tunnelled backend whose outer source is not of its address's family (the outer
     /// header would not fit the room made for it), or a tunnel in a NAT service.
     BadTunnel(BackendId),
+    /// A tunnelled backend in a mirror pool, or in a service with mirror pools: both forward
+    /// by DR or NAT only.
+    TunnelledMirror(BackendId),
 }
 
 impl fmt::Display for SnapshotError {
@@ -417,6 +447,12 @@ impl fmt::Display for SnapshotError {
                 f,
                 "backend id {}: a tunnel needs a dr service and an outer source of the \
                  backend's family",
+                id.0
+            ),
+            Self::TunnelledMirror(id) => write!(
+                f,
+                "backend id {}: a service with mirror pools, and the pools, reach their backends \
+                 by dr or nat, not by tunnel",
                 id.0
             ),
         }
@@ -436,6 +472,11 @@ pub struct Snapshot {
     hops: Box<[Hop]>,
     reverse: AddrTable<u32>,
     reverse_entries: Vec<ReverseNat>,
+    /// The addresses of NAT mirror pools' backends (the value is unused): their replies are
+    /// dropped and counted, never relayed to a client.
+    mirror_sources: AddrTable<u32>,
+    /// Length of a worker's cursor array: a slot per VIP id, then two per mirror pool.
+    cursor_slots: usize,
     /// Next-hop MACs toward clients (IPv4, IPv6), from neighbour resolution.
     gateway_macs: [Option<MacAddr>; 2],
 }
@@ -449,18 +490,32 @@ impl Snapshot {
         let mut services: Vec<Option<Service>> = Vec::new();
         let mut by_vip: FxHashMap<SocketAddr, VipId> = FxHashMap::default();
         let mut reverse: FxHashMap<SocketAddr, ReverseNat> = FxHashMap::default();
+        let mut mirror_sources: Vec<(SocketAddr, u32)> = Vec::new();
         for spec in specs {
             let id = spec.id;
             if usize::from(id.0) >= MAX_VIPS {
                 return Err(SnapshotError::TooManyVips(id));
             }
+            let mirror_backends = || spec.mirrors.iter().flat_map(|m| &m.backends);
             if let Some(b) = spec
                 .backends
                 .iter()
                 .chain(spec.fallback.as_ref())
+                .chain(mirror_backends())
                 .find(|b| usize::from(b.id.0) >= MAX_BACKENDS)
             {
                 return Err(SnapshotError::TooManyBackends(b.id));
+            }
+            // Copies are made from the original as it leaves, which a tunnel has wrapped.
+            let tunnelled = spec.backends.iter().filter(|_| !spec.mirrors.is_empty());
+            if let Some(b) = mirror_backends()
+                .chain(tunnelled)
+                .find(|b| b.tunnel.is_some())
+            {
+                return Err(SnapshotError::TunnelledMirror(b.id));
+            }
+            if spec.mode == Mode::Nat {
+                mirror_sources.extend(mirror_backends().map(|b| (b.addr, 0)));
             }
             let bad_tunnel = |b: &&Backend| {
                 b.tunnel.is_some_and(|t| {
@@ -494,7 +549,12 @@ impl Snapshot {
             }
             services[slot] = Some(Service::new(spec));
         }
+        let mut cursor_slots = services.len();
         for svc in services.iter_mut().flatten() {
+            for m in svc.mirrors.iter_mut() {
+                m.slot = cursor_slots;
+                cursor_slots += 2;
+            }
             if svc.spec.mode == Mode::Nat {
                 svc.shared = svc
                     .all_backends()
@@ -525,6 +585,8 @@ impl Snapshot {
             hops: hops.into(),
             reverse: reverse_index,
             reverse_entries,
+            mirror_sources: AddrTable::build(mirror_sources),
+            cursor_slots,
             gateway_macs: [None; 2],
         })
     }
@@ -576,9 +638,17 @@ impl Snapshot {
         self.services.iter().flatten()
     }
 
-    /// One past the highest VIP id in use.
-    pub(crate) fn vip_slots(&self) -> usize {
-        self.services.len()
+    /// How many cursors a worker keeps for this snapshot: one per VIP id (its position in
+    /// the rotation), then two per mirror pool ([`Mirror::slot`]).
+    pub(crate) fn cursor_slots(&self) -> usize {
+        self.cursor_slots
+    }
+
+    /// Whether `from` is a backend of a NAT service's mirror pool (and of no NAT service's
+    /// primary pool, whose replies [`Snapshot::reverse`] finds first).
+    #[inline]
+    pub(crate) fn is_mirror_source(&self, from: &SocketAddr) -> bool {
+        self.mirror_sources.get(from).is_some()
     }
 
     /// The snapshot with resolved next-hop MACs toward IPv4 and IPv6 clients (NAT replies);

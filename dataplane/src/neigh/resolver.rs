@@ -229,7 +229,7 @@ impl Neighbours {
     /// of its next hop. Call it on a copy of the configured specs: a MAC filled here is not
     /// static.
     pub fn fill_macs(&self, specs: &mut [ServiceSpec]) {
-        for b in specs.iter_mut().flat_map(|s| s.backends.iter_mut()) {
+        for b in specs.iter_mut().flat_map(ServiceSpec::entries_mut) {
             if b.mac.is_none() {
                 b.mac = self.lookup(self.next_hop(b.addr.ip()));
             }
@@ -242,7 +242,7 @@ impl Neighbours {
     pub fn handle_services(&mut self, now: Instant, specs: &[ServiceSpec]) {
         let mut want: BTreeSet<IpAddr> = specs
             .iter()
-            .flat_map(|s| s.backends.iter())
+            .flat_map(ServiceSpec::entries)
             .filter(|b| b.mac.is_none())
             .map(|b| self.next_hop(b.addr.ip()))
             .filter(|ip| self.on_link(*ip))

@@ -107,9 +107,9 @@ use crossbeam_channel::Receiver;
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 
-use crate::counters::{DropReason, SharedCounters, WorkerCounters};
+use crate::counters::{Counter, DropReason, SharedCounters, WorkerCounters};
 use crate::model::flow::flow_hash;
-use crate::model::{BackendId, Snapshot, VipId, VipKey};
+use crate::model::{BackendId, Snapshot, VipId, VipKey, MIRRORS_PER_FRAME};
 use crate::socket::sys::{self as sock, Batch, Epoll, Outgoing, MAX_BATCH, MAX_DATAGRAM};
 
 pub use crate::model::passive::{PassiveReport, PassiveSink};
@@ -336,6 +336,8 @@ struct Upstream {
 /// A datagram on its way to a backend.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    /// A copy for a mirror pool: sent after every original of the batch.
+    mirror: bool,
     session: Token,
     index: usize,
     to: SocketAddr,
@@ -357,6 +359,11 @@ pub struct ProxyWorker {
     vip_by_addr: FxHashMap<SocketAddr, usize>,
     /// (VIP, backend address:port) pairs replies may come from.
     reply_sources: FxHashSet<(VipId, SocketAddr)>,
+    /// (VIP, mirror backend address:port) pairs whose replies are dropped and counted.
+    mirror_sources: FxHashSet<(VipId, SocketAddr)>,
+    /// This worker's positions in the mirror pools' rotations (see
+    /// [`Snapshot::cursor_slots`]); VIPs keep theirs in [`VipSocket::cursor`].
+    mirror_cursors: Vec<u32>,
     sessions: Sessions<Upstream>,
     pending: Vec<Pending>,
     out: Vec<Outgoing>,
@@ -425,9 +432,11 @@ impl ProxyWorker {
             vips: Vec::new(),
             vip_by_addr: FxHashMap::default(),
             reply_sources: FxHashSet::default(),
+            mirror_sources: FxHashSet::default(),
+            mirror_cursors: Vec::new(),
             sessions: Sessions::new(settings.max_sessions, settings.socket.session_idle),
-            pending: Vec::with_capacity(settings.socket.batch),
-            out: Vec::with_capacity(settings.socket.batch),
+            pending: Vec::with_capacity(settings.socket.batch * (1 + MIRRORS_PER_FRAME)),
+            out: Vec::with_capacity(settings.socket.batch * (1 + MIRRORS_PER_FRAME)),
             errors: Vec::with_capacity(MAX_ERRORS),
             sweep_every,
             next_sweep: Instant::now() + sweep_every,
@@ -551,10 +560,17 @@ impl ProxyWorker {
             }
         }
         self.reply_sources.clear();
+        self.mirror_sources.clear();
         for svc in snap.services() {
             for b in svc.all_backends() {
                 self.reply_sources.insert((svc.spec.id, b.addr));
             }
+            for b in svc.spec.mirrors.iter().flat_map(|m| &m.backends) {
+                self.mirror_sources.insert((svc.spec.id, b.addr));
+            }
+        }
+        if self.mirror_cursors.len() < snap.cursor_slots() {
+            self.mirror_cursors.resize(snap.cursor_slots(), 0);
         }
         self.snapshot = snap;
         self.counters.snapshots_applied.add(1);
@@ -665,6 +681,7 @@ impl ProxyWorker {
                 out,
                 errors,
                 vip_by_addr,
+                mirror_cursors,
                 ..
             } = self;
             let c: &WorkerCounters = counters;
@@ -769,29 +786,59 @@ impl ProxyWorker {
                     }
                 };
                 pending.push(Pending {
+                    mirror: false,
                     session,
                     index: i,
                     to: b.addr,
                     backend: b.id,
                     len,
                 });
+                // The copies leave through the same session socket: the same buffer, one
+                // more `sendmmsg` entry each.
+                for m in service.mirrors.iter() {
+                    let Some(mb) = m.pick(mirror_cursors, || flow_hash(&client, &vip)) else {
+                        continue;
+                    };
+                    if mb.addr.is_ipv4() != vip.is_ipv4() {
+                        c.mirror_unsent.add(1);
+                        continue;
+                    }
+                    // Room is kept for the originals still to come.
+                    if pending.len() + (n - i) >= pending.capacity() {
+                        c.mirror_no_buffer.add(1);
+                        continue;
+                    }
+                    pending.push(Pending {
+                        mirror: true,
+                        session,
+                        index: i,
+                        to: mb.addr,
+                        backend: mb.id,
+                        len,
+                    });
+                }
             }
-            // One sendmmsg per session; sorting by (session, index) keeps each client's
-            // datagrams in order. `sort_unstable` does not allocate.
-            pending.sort_unstable_by_key(|p| (p.session, p.index));
+            // One sendmmsg per session, originals first, then one per session for the
+            // copies; sorting by (copy, session, index) keeps each client's datagrams in
+            // order toward every pool. `sort_unstable` does not allocate.
+            pending.sort_unstable_by_key(|p| (p.mirror, p.session, p.index));
             let mut start = 0;
             while start < pending.len() {
-                let session = pending[start].session;
+                let (mirror, session) = (pending[start].mirror, pending[start].session);
                 let end = pending[start..]
                     .iter()
-                    .position(|p| p.session != session)
+                    .position(|p| (p.mirror, p.session) != (mirror, session))
                     .map_or(pending.len(), |k| start + k);
                 let run = &pending[start..end];
                 start = end;
+                // What is refused is an original's drop or a copy's loss.
+                let refused = if mirror {
+                    &c.mirror_tx_full
+                } else {
+                    &c.drops[DropReason::TxFull as usize]
+                };
                 let Some(s) = sessions.get(session) else {
-                    for _ in run {
-                        c.drop_packet(DropReason::TxFull);
-                    }
+                    refused.add(run.len() as u64);
                     continue;
                 };
                 out.clear();
@@ -800,12 +847,17 @@ impl ProxyWorker {
                     to: p.to,
                     from: None,
                 }));
-                forwarded += send_all(batch, s.io.sock.as_fd(), out, c, |k| {
+                let sent = send_all(batch, s.io.sock.as_fd(), out, refused, |k| {
                     let p = &run[k];
                     c.tx_packets.add(1);
                     c.tx_bytes.add(p.len as u64);
                     c.backend_packet(p.backend, p.len);
                 });
+                if mirror {
+                    c.mirror_copies.add(sent as u64);
+                } else {
+                    forwarded += sent;
+                }
             }
             if n < batch.capacity() {
                 break;
@@ -824,6 +876,7 @@ impl ProxyWorker {
             out,
             errors,
             reply_sources,
+            mirror_sources,
             settings,
             ..
         } = self;
@@ -886,10 +939,15 @@ impl ProxyWorker {
                         to: client,
                         from: local,
                     }),
+                    // Only the primary pool answers clients.
+                    Some(from) if mirror_sources.contains(&(v.id, from)) => {
+                        c.drop_packet(DropReason::MirrorReply);
+                    }
                     _ => c.drop_packet(DropReason::NoVip),
                 }
             }
-            let sent = send_all(batch, v.sock.as_fd(), out, c, |_| {});
+            let refused = &c.drops[DropReason::TxFull as usize];
+            let sent = send_all(batch, v.sock.as_fd(), out, refused, |_| {});
             c.nat_replies.add(sent as u64);
             forwarded += sent;
             if n < batch.capacity() {
@@ -935,14 +993,14 @@ fn note_error(errors: &mut Vec<ProxyError>, e: ProxyError) {
 }
 
 /// Sends all of `out` from `fd`, calling `sent(k)` for each datagram the kernel accepted and
-/// counting the others as [`DropReason::TxFull`]; returns how many were accepted. A full send
+/// counting the others under `refused`; returns how many were accepted. A full send
 /// buffer drops the rest of the run; any other error drops only the datagram it names (one
 /// unreachable backend must not stall the others).
 fn send_all(
     batch: &mut Batch,
     fd: std::os::fd::BorrowedFd<'_>,
     out: &[Outgoing],
-    c: &WorkerCounters,
+    refused: &Counter,
     mut sent: impl FnMut(usize),
 ) -> usize {
     let mut k = 0;
@@ -969,13 +1027,13 @@ fn send_all(
                 break
             }
             Err(_) => {
-                c.drop_packet(DropReason::TxFull);
+                refused.add(1);
                 k += 1;
             }
         }
     }
     for _ in k..out.len() {
-        c.drop_packet(DropReason::TxFull);
+        refused.add(1);
     }
     total
 }

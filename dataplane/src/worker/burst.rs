@@ -3,7 +3,9 @@
 //! policy in [`crate::decide`].
 
 use crate::counters::{DropReason, WorkerCounters};
-use crate::decide::{from_backend, process_general, rewrite_to_hop_v4, to_backend, Ctx, Fwd, Now};
+use crate::decide::{
+    from_backend, process_general, rewrite_to_hop_v4, to_backend, Copies, Ctx, Fwd, Now,
+};
 use crate::frag::FragTable;
 use crate::model::{next_hop, Path};
 use crate::port::{PacketBuf, RxIpChecksum};
@@ -32,6 +34,7 @@ pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
     frags: &mut FragTable,
     now: &mut Now,
     memo: &mut RouteMemo<'s>,
+    copies: &mut Copies,
 ) -> (usize, usize, usize) {
     let mut d = Dealt::default();
     let mut m = *memo;
@@ -50,7 +53,10 @@ pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
         d.rx_bytes += len;
         d.parked.release(cursors, ctx.c);
         *memo = m;
-        let v = process_slow(frame, verified, classified, ctx, cursors, frags, now, memo);
+        let planned = copies.len();
+        let v = process_slow(
+            frame, verified, classified, ctx, cursors, frags, now, memo, copies,
+        );
         m = *memo;
         // Headers grown in front (a tunnel, an ICMP answer) change the length sent.
         let (v, len) = match v {
@@ -60,6 +66,9 @@ pub(super) fn deal<'s, B: PacketBuf, const NIC: bool>(
             },
             v => (v, len),
         };
+        if copies.len() > planned {
+            copies.settle(planned, matches!(v, Ok(Fwd::Tx)).then_some(d.kept));
+        }
         d.settle(rx, i, len, v, ctx.c);
         i += 1;
     }
@@ -221,6 +230,7 @@ fn process_slow<'s>(
     frags: &mut FragTable,
     now: &mut Now,
     memo: &mut RouteMemo<'s>,
+    copies: &mut Copies,
 ) -> Result<Fwd, DropReason> {
     // Classified again rather than handed over from the common case's test: a parsed
     // header passed to this call would be built on the stack ahead of that test, for every
@@ -234,15 +244,16 @@ fn process_slow<'s>(
                 // The general path reads and advances the cursors itself: the memo's
                 // position goes back first, and is read again after.
                 memo.release(cursors, ctx.c);
-                return process_general(frame, ctx, cursors, frags, now);
+                return process_general(frame, ctx, cursors, frags, now, copies);
             }
         },
     };
-    process_v4(frame, h, ctx, cursors, frags, now, memo)
+    process_v4(frame, h, ctx, cursors, frags, now, memo, copies)
 }
 
 /// [`process_slow`] for a whole IPv4 UDP datagram without options, `h`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn process_v4<'s>(
     frame: &mut [u8],
     h: Ipv4Udp,
@@ -251,6 +262,7 @@ fn process_v4<'s>(
     frags: &mut FragTable,
     now: &mut Now,
     memo: &mut RouteMemo<'s>,
+    copies: &mut Copies,
 ) -> Result<Fwd, DropReason> {
     let key = RouteMemo::key(&h);
     if memo.key != key {
@@ -264,7 +276,7 @@ fn process_v4<'s>(
         // The memo holds no position for a route without hops: `to_backend` reads and
         // advances the VIP's cursor itself.
         let svc = ctx.snap.service(r.id).ok_or(DropReason::NoVip)?;
-        return to_backend(frame, &h, None, r.id, svc, ctx, cursors, frags, now);
+        return to_backend(frame, &h, None, r.id, svc, ctx, cursors, frags, now, copies);
     }
     to_hop_v4(frame, &h, ctx, memo)
 }

@@ -36,12 +36,12 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use crate::counters::{DropReason, SharedCounters};
-use crate::decide::{Ctx, Now};
+use crate::decide::{rewrite_copy, Copies, Ctx, Now};
 use crate::encap::RateLimit;
 use crate::frag::FragTable;
 use crate::model::flow::NatFlows;
 use crate::model::PassiveSink;
-use crate::model::{MacAddr, Snapshot};
+use crate::model::{MacAddr, Snapshot, MIRRORS_PER_FRAME};
 use crate::neigh::WorkerNeigh;
 use crate::port::{PacketBuf, Port};
 
@@ -80,10 +80,15 @@ pub struct Worker<P: Port> {
     updates: Receiver<Arc<Snapshot>>,
     counters: SharedCounters,
     nat_flows: Arc<NatFlows>,
-    /// Round-robin position per VIP, indexed by [`VipId`]; this worker's alone.
+    /// Round-robin position per VIP, indexed by [`VipId`], then the mirror pools' slots
+    /// ([`Snapshot::cursor_slots`]); this worker's alone.
     cursors: Vec<u32>,
     rx: Vec<P::Buf>,
     tx: Vec<P::Buf>,
+    /// The copies for mirror pools planned in the burst at hand, and their buffers: sent
+    /// after the originals, so a full TX ring drops copies, not originals.
+    copies: Copies,
+    copy_tx: Vec<P::Buf>,
     /// Where the first fragment of each datagram in flight went.
     frags: FragTable,
     /// ARP/NDP: own addresses and the queues to and from the control thread.
@@ -119,6 +124,8 @@ impl<P: Port> Worker<P> {
             cursors: Vec::new(),
             rx: Vec::with_capacity(burst),
             tx: Vec::with_capacity(burst),
+            copies: Copies::with_capacity(burst * MIRRORS_PER_FRAME),
+            copy_tx: Vec::with_capacity(burst * MIRRORS_PER_FRAME),
             frags: FragTable::default(),
             neigh: WorkerNeigh::default(),
             passive: None,
@@ -163,8 +170,8 @@ impl<P: Port> Worker<P> {
     fn apply(&mut self, snap: Arc<Snapshot>) {
         // Cursors survive a swap (rotation continues where it was); slots only grow, and
         // growing happens here, between bursts, never on the packet path.
-        if self.cursors.len() < snap.vip_slots() {
-            self.cursors.resize(snap.vip_slots(), 0);
+        if self.cursors.len() < snap.cursor_slots() {
+            self.cursors.resize(snap.cursor_slots(), 0);
         }
         self.snap = snap;
         // Its route belongs to the snapshot just replaced.
@@ -243,10 +250,27 @@ impl<P: Port> Worker<P> {
         // the loop; see docs/benchmarks.md).
         let (cursors, frags) = (&mut self.cursors[..], &mut self.frags);
         let mut memo = RouteMemo::resume(self.memo_seed, &self.snap, cursors);
+        let copies = &mut self.copies;
         let (rx_bytes, tx_bytes, kept) = if self.port.rx_ip_checksum_offload() {
-            deal::<_, true>(&mut self.rx, &ctx, cursors, frags, &mut now, &mut memo)
+            deal::<_, true>(
+                &mut self.rx,
+                &ctx,
+                cursors,
+                frags,
+                &mut now,
+                &mut memo,
+                copies,
+            )
         } else {
-            deal::<_, false>(&mut self.rx, &ctx, cursors, frags, &mut now, &mut memo)
+            deal::<_, false>(
+                &mut self.rx,
+                &ctx,
+                cursors,
+                frags,
+                &mut now,
+                &mut memo,
+                copies,
+            )
         };
         memo.flush(cursors, c);
         self.memo_seed = memo.seed();
@@ -255,9 +279,54 @@ impl<P: Port> Worker<P> {
         for buf in self.rx.drain(kept..) {
             self.port.free(buf);
         }
+        if !self.copies.planned.is_empty() {
+            self.make_copies();
+        }
         std::mem::swap(&mut self.rx, &mut self.tx);
         self.transmit(tx_bytes);
+        if !self.copy_tx.is_empty() {
+            self.transmit_copies();
+        }
         n
+    }
+
+    /// Makes the planned copies of the originals waiting in `rx`, each rewritten for its
+    /// mirror backend, into `copy_tx`. A buffer is taken from the port per copy: the
+    /// original is already rewritten for its own backend and goes out unchanged.
+    fn make_copies(&mut self) {
+        let c = &self.counters;
+        let mac = self.port.mac();
+        for plan in self.copies.planned.drain(..) {
+            let Some(original) = self.rx.get(plan.frame) else {
+                continue;
+            };
+            let Some(mut copy) = self.port.alloc_frame(original.data()) else {
+                c.mirror_no_buffer.add(1);
+                continue;
+            };
+            match rewrite_copy(copy.data_mut(), &plan, mac) {
+                Ok(()) => {
+                    c.backend_packet(plan.backend, copy.data().len());
+                    self.copy_tx.push(copy);
+                }
+                Err(_) => {
+                    c.mirror_unsent.add(1);
+                    self.port.free(copy);
+                }
+            }
+        }
+    }
+
+    /// Transmits `copy_tx` after the originals; what the port refuses is a copy's loss.
+    fn transmit_copies(&mut self) {
+        let c = &self.counters;
+        let want = self.copy_tx.len();
+        let bytes: usize = self.copy_tx.iter().map(|b| b.data().len()).sum();
+        let sent = self.port.tx_burst(&mut self.copy_tx);
+        c.tx_packets.add(sent as u64);
+        c.tx_bytes.add((bytes * sent / want) as u64);
+        c.mirror_copies.add(sent as u64);
+        c.mirror_tx_full.add((want - sent) as u64);
     }
 
     /// Transmits `self.tx` (`tx_bytes` in all) and counts what the port took or refused.

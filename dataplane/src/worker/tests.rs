@@ -5,7 +5,7 @@ use super::burst::deal;
 use super::memo::{RouteMemo, PARKED};
 use crate::counters::WorkerCounters;
 use crate::counters::{DropReason, SharedCounters};
-use crate::decide::{process_general, Ctx, Fwd, Now};
+use crate::decide::{process_general, Copies, Ctx, Fwd, Now};
 use crate::frag::FragTable;
 use crate::model::flow::NatFlows;
 use crate::model::sched::SchedulerKind;
@@ -499,7 +499,7 @@ struct Side<'s> {
 impl<'s> Side<'s> {
     fn new(snap: &Snapshot) -> Self {
         Self {
-            cursors: vec![0; snap.vip_slots()],
+            cursors: vec![0; snap.cursor_slots()],
             memo: RouteMemo::default(),
             frags: FragTable::default(),
             c: WorkerCounters::shared(),
@@ -534,7 +534,14 @@ impl<'s> Side<'s> {
         let neigh = WorkerNeigh::default();
         let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
         let mut now = Now(Some(at));
-        let r = process_general(frame, &ctx, &mut self.cursors, &mut self.frags, &mut now);
+        let r = process_general(
+            frame,
+            &ctx,
+            &mut self.cursors,
+            &mut self.frags,
+            &mut now,
+            &mut Copies::default(),
+        );
         if let Err(reason) = r {
             self.c.drop_packet(reason);
         }
@@ -547,7 +554,16 @@ impl<'s> Side<'s> {
         let ctx = Ctx::new(snap, &self.flows, PORT_MAC, GW_MAC, &self.c, &neigh, None);
         let mut now = Now(Some(at));
         let (cursors, frags) = (&mut self.cursors, &mut self.frags);
-        deal::<_, false>(burst, &ctx, cursors, frags, &mut now, &mut self.memo).2
+        deal::<_, false>(
+            burst,
+            &ctx,
+            cursors,
+            frags,
+            &mut now,
+            &mut self.memo,
+            &mut Copies::default(),
+        )
+        .2
     }
 
     /// The fast side over a whole burst: the worker's loop on `frames` at once, which

@@ -1308,6 +1308,7 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
                     ..RawTunnel::default()
                 })
             }),
+            mirror: None,
         };
         config.services.insert(name.clone(), value(service));
     }

@@ -13,9 +13,11 @@
 //! them).
 //!
 //! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until
-//! the NIC is done, and each worker has a burst in hand plus the mempool's per-lcore cache:
-//! `queues × (rx_ring + tx_ring) + queues × (burst + cache)`, rounded up to 2^k − 1 (the
-//! ring-backed mempool's best size).
+//! the NIC is done, and each worker has a burst in hand, the copies of a burst for mirror
+//! pools and the mempool's per-lcore cache:
+//! `queues × (rx_ring + tx_ring) + queues × (burst × (1 + MIRRORS_PER_FRAME) + cache)`,
+//! rounded up to 2^k − 1 (the ring-backed mempool's best size). Copies for mirror pools thus
+//! never take the mbufs the RX ring needs.
 
 use std::ffi::{c_int, CString};
 use std::ptr::NonNull;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use super::eal::{last_error, strerror, Eal};
 use super::ffi;
 use super::mbuf::Mbuf;
-use crate::model::MacAddr;
+use crate::model::{MacAddr, MIRRORS_PER_FRAME};
 use crate::port::{Port, PortSettings};
 
 /// Largest burst a [`DpdkPort`] receives at once.
@@ -126,8 +128,9 @@ fn check(device: &str, step: impl Into<String>, r: c_int) -> Result<c_int, EthEr
 /// The mempool size for `s` (see the module docs).
 pub(crate) fn mempool_size(s: &PortSettings) -> u32 {
     let q = u32::from(s.queues);
+    let copies = u32::from(s.burst) * MIRRORS_PER_FRAME as u32;
     let need = q * (u32::from(s.rx_ring) + u32::from(s.tx_ring))
-        + q * (u32::from(s.burst) + s.mempool_cache);
+        + q * (u32::from(s.burst) + copies + s.mempool_cache);
     (need + 1).next_power_of_two() - 1
 }
 
