@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::api::client::{CallError, Client};
 use crate::api::{Event, ServiceList, Stats};
+use crate::config::file::Method;
 
 /// `spray ctl`.
 #[derive(Debug, Args)]
@@ -375,7 +376,7 @@ pub fn list_table(l: &ServiceList) -> String {
             "{:<4} {:<33} {:<9} {:<8} {:>7} {:>12}  {}",
             svc.protocol.to_uppercase(),
             svc.vip.to_string(),
-            svc.scheduler,
+            svc.scheduler.name(),
             service_state(svc),
             svc.packets,
             svc.bytes,
@@ -401,7 +402,7 @@ pub fn list_table(l: &ServiceList) -> String {
                 "{:<4} {:<33} {:<9} {:<8} {:>7} {:>12}  {} mirror {} (1/{} of its datagrams)",
                 "COPY",
                 svc.vip.to_string(),
-                m.scheduler,
+                m.scheduler.name(),
                 state,
                 packets,
                 bytes,
@@ -420,10 +421,10 @@ pub fn list_table(l: &ServiceList) -> String {
 /// One `  -> backend` line of [`list_table`].
 fn backend_line(s: &mut String, b: &crate::api::BackendInfo) {
     // ipvsadm's names of its forwarding methods.
-    let forward = match b.mode.as_str() {
-        "dr" => "Route",
-        "tunnel" => "Tunnel",
-        _ => "Masq",
+    let forward = match b.mode {
+        Method::Dr => "Route",
+        Method::Tunnel => "Tunnel",
+        Method::Nat => "Masq",
     };
     let health = match b.health {
         crate::api::HealthState::Up => "up",
@@ -629,7 +630,7 @@ mod tests {
     fn backend(addr: &str, packets: u64) -> crate::api::BackendInfo {
         crate::api::BackendInfo {
             addr: addr.parse().unwrap(),
-            mode: "nat".to_owned(),
+            mode: Method::Nat,
             weight: 1,
             effective_weight: 1,
             health: crate::api::HealthState::Up,
@@ -651,8 +652,8 @@ mod tests {
                 name: "syslog".to_owned(),
                 vip: "198.18.0.10:514".parse().unwrap(),
                 protocol: "udp".to_owned(),
-                scheduler: "rr".to_owned(),
-                mode: "nat".to_owned(),
+                scheduler: dataplane::sched::SchedulerKind::Rr,
+                mode: Method::Nat,
                 admin: crate::api::Admin::Enabled,
                 packets: 10,
                 bytes: 1000,
@@ -660,7 +661,7 @@ mod tests {
                 backends: vec![backend("198.18.1.1:514", 10)],
                 mirrors: vec![crate::api::MirrorInfo {
                     name: "archive".to_owned(),
-                    scheduler: "wrr".to_owned(),
+                    scheduler: dataplane::sched::SchedulerKind::Wrr,
                     sample: 2,
                     in_rotation: 2,
                     backends: vec![backend("198.18.3.1:514", 3), backend("198.18.3.2:514", 2)],
@@ -684,6 +685,22 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines.len(), 7, "{t}");
+        // The listing carries the config model's types, and its JSON the file's words.
+        let v = serde_json::to_value(&l).unwrap();
+        assert_eq!(v["services"][0]["scheduler"], "rr");
+        assert_eq!(v["services"][0]["mode"], "nat");
+        assert_eq!(v["services"][0]["mirrors"][0]["scheduler"], "wrr");
+        assert_eq!(v["services"][0]["backends"][0]["mode"], "nat");
+        assert_eq!(serde_json::from_value::<ServiceList>(v.clone()).unwrap(), l);
+        let mut bad = v;
+        bad["services"][0]["mode"] = "masq".into();
+        let e = serde_json::from_value::<ServiceList>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown mode \"masq\": expected nat, dr or tunnel"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! backend ([`from_backend`]), to a non-first fragment ([`fragment`]) and to ICMP
 //! ([`icmp`]: neighbour discovery, errors about NAT flows). Each decides and rewrites one frame
 //! in place and returns what the worker does with its buffer ([`Fwd`]) or why it is dropped.
+//! For a service with mirror pools, [`to_backend`] also plans the copies ([`Copies`]) that the
+//! worker makes once the burst is dealt.
 //!
 //! The worker (`crate::worker`) calls it for every frame its common-case loop does not take;
 //! the loop itself shares [`rewrite_to_hop_v4`], so both reach the same decisions and bytes.

@@ -32,7 +32,10 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use dataplane::counters::{DropReason, SharedCounters};
+use dataplane::sched::SchedulerKind;
 use serde::{Deserialize, Serialize};
+
+use crate::config::file::Method;
 
 /// Who asked for something: logged with every applied change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +159,40 @@ pub enum HealthState {
     Down,
 }
 
+/// Serde of the config model's schedulers by the names the file uses: `list` carries the
+/// model's own types, and its JSON the file's words.
+mod scheduler_name {
+    use dataplane::sched::SchedulerKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &SchedulerKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SchedulerKind, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The same for forwarding methods (`mode`).
+mod method_name {
+    use crate::config::file::Method;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        let name = String::deserialize(d)?;
+        Method::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown mode {name:?}: expected nat, dr or tunnel"))
+        })
+    }
+}
+
 /// One backend of a service, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendInfo {
@@ -163,8 +200,8 @@ pub struct BackendInfo {
     pub addr: SocketAddr,
     /// How datagrams reach it: `nat`, `dr` or `tunnel` (the service's mode unless the
     /// backend has its own).
-    #[serde(default)]
-    pub mode: String,
+    #[serde(with = "method_name")]
+    pub mode: Method,
     /// Configured weight.
     pub weight: u32,
     /// The weight the dataplane uses: 0 when down, drained or disabled.
@@ -201,9 +238,11 @@ pub struct ServiceInfo {
     /// Always `udp`.
     pub protocol: String,
     /// `rr`, `wrr` or `maglev`.
-    pub scheduler: String,
-    /// `nat` or `dr`.
-    pub mode: String,
+    #[serde(with = "scheduler_name")]
+    pub scheduler: SchedulerKind,
+    /// `nat`, `dr` or `tunnel`.
+    #[serde(with = "method_name")]
+    pub mode: Method,
     /// `enabled` or `disabled`.
     pub admin: Admin,
     /// Datagrams received for it.
@@ -227,7 +266,8 @@ pub struct MirrorInfo {
     /// Operator's name, unique within the service.
     pub name: String,
     /// `rr`, `wrr` or `maglev`.
-    pub scheduler: String,
+    #[serde(with = "scheduler_name")]
+    pub scheduler: SchedulerKind,
     /// One datagram in `sample` is copied.
     pub sample: u32,
     /// Backends in rotation (effective weight above 0); 0 means no copies.

@@ -722,7 +722,7 @@ impl State {
             };
             BackendInfo {
                 addr: b.addr,
-                mode: method.name().to_owned(),
+                mode: method,
                 weight: b.weight,
                 effective_weight: if in_rotation { b.weight } else { 0 },
                 health: if up {
@@ -748,8 +748,8 @@ impl State {
                     name: name.clone(),
                     vip: s.vip,
                     protocol: "udp".to_owned(),
-                    scheduler: s.scheduler.name().to_owned(),
-                    mode: s.forwarding.method.name().to_owned(),
+                    scheduler: s.scheduler,
+                    mode: s.forwarding.method,
                     admin: s.admin,
                     packets,
                     bytes,
@@ -763,7 +763,7 @@ impl State {
                                 p.backends.iter().map(|b| info(s, b)).collect();
                             MirrorInfo {
                                 name: p.name.clone(),
-                                scheduler: p.scheduler.name().to_owned(),
+                                scheduler: p.scheduler,
                                 sample: p.sample,
                                 in_rotation: backends
                                     .iter()
