@@ -497,7 +497,7 @@ fn stats_text(st: &Stats) -> String {
             svc.bytes,
             svc.name
         );
-        for b in &svc.backends {
+        let backend = |s: &mut String, b: &crate::api::BackendStats| {
             let _ = writeln!(
                 s,
                 "  -> {:<33}{:>12} pkts {:>14} bytes",
@@ -505,17 +505,14 @@ fn stats_text(st: &Stats) -> String {
                 b.packets,
                 b.bytes
             );
+        };
+        for b in &svc.backends {
+            backend(&mut s, b);
         }
         for m in &svc.mirrors {
             let _ = writeln!(s, "COPY {:<33} {} mirror {}", "", svc.name, m.name);
             for b in &m.backends {
-                let _ = writeln!(
-                    s,
-                    "  -> {:<33}{:>12} pkts {:>14} bytes",
-                    b.addr.to_string(),
-                    b.packets,
-                    b.bytes
-                );
+                backend(&mut s, b);
             }
         }
     }
