@@ -35,13 +35,16 @@
 #    stream from the client; one mirror backend's sink is killed. The primary pool receives
 #    every datagram exactly once throughout; the mirror pool too, but for datagrams sent
 #    between the death and the health decision; `spray check` and `spray ctl list` list the
-#    pool.
+#    pool. `mirror` runs the port as docs/examples/mirror.toml does (full copies);
+#    `mirror-share` with `mirror_copies = "share"`: each copy a header mbuf chained to its
+#    original's payload, which net_af_packet's transmit gathers.
 #
 # The testbed is always torn down (trap). Skips with a reason when not root or without
 # libdpdk, unless SPRAY_REQUIRE_ALL=1.
 #
 #   scripts/netns-tests.sh                  every test
-#   scripts/netns-tests.sh forwarding       one of them (or: failover, tunnel, mirror)
+#   scripts/netns-tests.sh forwarding       one of them (or: failover, tunnel, mirror,
+#                                           mirror-share)
 #   COUNT=30000 RATE=50000 scripts/netns-tests.sh forwarding    more, faster
 #   FAILOVER_RATE=4000 DEATH=kill scripts/netns-tests.sh failover
 set -euo pipefail
@@ -62,7 +65,7 @@ for t in ip ethtool python3; do
     command -v "$t" >/dev/null || skip "$t not installed"
 done
 
-TESTS="${1:-forwarding failover tunnel mirror}"
+TESTS="${1:-forwarding failover tunnel mirror mirror-share}"
 COUNT="${COUNT:-3000}"
 RATE="${RATE:-20000}"
 FAILOVER_RATE="${FAILOVER_RATE:-4000}"
@@ -378,8 +381,11 @@ JSON
     python3 "$fo" report "$work/fo-facts.json"
 }
 
-test_mirror() {
-    echo "== mirror: a syslog stream to a primary pool and a mirror pool; a mirror backend dies"
+test_mirror() { mirror_case copy; }
+test_mirror-share() { mirror_case share; }
+
+mirror_case() { # MIRROR_COPIES: copy or share
+    echo "== mirror ($1): a syslog stream to a primary pool and a mirror pool; a mirror backend dies"
     # The killed sink's kernel answers port unreachable, which fails its UDP check: lift the
     # rate limits that would hide most of those answers (see test_failover).
     ip netns exec spr-be3 sysctl -qw net.ipv4.icmp_ratelimit=0 \
@@ -387,6 +393,7 @@ test_mirror() {
     {
         config_head mi
         cat <<TOML
+mirror_copies = "$1"
 
 [services.syslog]
 vip = "198.18.0.10:514"
@@ -415,6 +422,8 @@ TOML
     pids+=($dead_sink)
     wait_ready "$work/mi-p1" "$work/mi-p2" "$work/mi-m2" "$work/mi-m3"
     start_spray "$work/mi.toml" "$work/mi.log"
+    grep -q "mirror copies $1" "$work/mi.log" \
+        || { echo "error: the port does not make its copies by $1" >&2; return 1; }
     # What Spray sends toward the mirror pool (port 5515), seen on its wire: what the killed
     # sink received before it died is lost with it.
     local port_mac

@@ -1,9 +1,11 @@
 //! The DPDK micro-benchmark (net_ring, one core, 64-byte frames, burst 32):
-//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat|--tunnel] [--vips N] [--mirrors N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
+//! `cargo run --release -p spray-bench --features dpdk --example dpdk_micro -- [--null [--nat|--tunnel] [--vips N] [--mirrors N [--full-copy]] [--size N] [--nic-checksum]] [--huge-dir DIR] [--bursts N] [millis] [reps]`
 //! Without `--huge-dir` EAL runs with `--no-huge`. Needs root.
 //! `--tunnel`: DR to backends behind IPIP tunnels (the outer header grown in the mbuf headroom).
 //! `--vips N`: N VIPs of three backends each, consecutive frames to consecutive VIPs.
-//! `--mirrors N`: N mirror pools of two backends per VIP; every datagram copied to each.
+//! `--mirrors N`: N mirror pools of two backends per VIP; every datagram copied to each (the
+//! copy sharing the payload where the port sends multi-segment frames; `--full-copy`: never).
+//! `--size N`: frames of N bytes (42 to 1514, Ethernet header included) instead of 64.
 //! `--nic-checksum`: every frame arrives with its IPv4 header checksum marked good, as from a
 //! NIC with the RX offload (Spray and the hand-written loop then trust it).
 //! `--bursts N`: each repetition runs exactly N bursts instead of for `millis` (a fixed
@@ -22,6 +24,13 @@ fn main() {
             s.nat = true;
         } else if a == "--tunnel" {
             s.tunnel = true;
+        } else if a == "--full-copy" {
+            s.full_copy = true;
+        } else if a == "--size" {
+            s.size = match args.next().map(|v| v.parse()) {
+                Some(Ok(v)) => v,
+                _ => usage("--size needs a frame length in bytes (42 to 1514)"),
+            };
         } else if a == "--nic-checksum" {
             s.nic_checksum = true;
         } else if a == "--vips" {
@@ -67,20 +76,28 @@ fn main() {
                 "no-huge"
             };
             println!(
-                "{}, 1 core, 64 B, burst {}, {mem}: io-forward {:.2} Mpps, spray ({}, full \
+                "{}, 1 core, {} B, burst {}, {mem}: io-forward {:.2} Mpps, spray ({}, full \
                  work) {:.2} Mpps, ratio {:.2}",
                 if s.null {
-                    "net_null + 64 B copy"
+                    "net_null + template copy"
                 } else {
                     "net_ring"
                 },
+                s.size,
                 s.burst,
                 r.io_forward,
                 match (s.nat, s.tunnel, s.mirrors) {
                     (true, ..) => "nat".to_owned(),
                     (_, true, _) => "tunnel-ipip".to_owned(),
                     (_, _, 0) => "dr".to_owned(),
-                    (_, _, n) => format!("dr, {n} mirror pool(s)"),
+                    (_, _, n) => format!(
+                        "dr, {n} mirror pool(s), {}",
+                        if r.shared {
+                            "shared payloads"
+                        } else {
+                            "full copies"
+                        }
+                    ),
                 },
                 r.spray,
                 r.spray / r.io_forward
@@ -125,7 +142,7 @@ fn main() {
 #[cfg(spray_dpdk)]
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "error: {msg}\nusage: dpdk_micro [--null [--nat|--tunnel] [--vips N] [--mirrors N] [--nic-checksum]] \
+        "error: {msg}\nusage: dpdk_micro [--null [--nat|--tunnel] [--vips N] [--mirrors N [--full-copy]] [--size N] [--nic-checksum]] \
          [--huge-dir DIR] [--bursts N] [millis] [reps]"
     );
     std::process::exit(2);

@@ -1,5 +1,5 @@
 //! The DPDK micro-benchmark: one core, a `net_ring` vdev (TX loops back to RX), 64-byte
-//! frames, burst 32.
+//! frames (other sizes with `net_null`: [`DpdkMicroSettings::size`]), burst 32.
 //!
 //! The ring is primed with a few hundred frames for a DR VIP; they then circulate. Up to four
 //! loops run over the same port in the same process, in turn within every repetition:
@@ -30,6 +30,7 @@
 //!
 //! EAL initialises once per process, so hugepages versus `--no-huge` are two runs.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,8 +85,14 @@ pub struct DpdkMicroSettings {
     /// does (`net_null` only): Spray and the hand-written loop then skip summing it.
     pub nic_checksum: bool,
     /// Mirror pools of two backends each per VIP (`net_null` only): every datagram is also
-    /// copied into a fresh mbuf per pool. Mpps count received datagrams.
+    /// sent once per pool, the copy sharing its payload ([`Port::copy_frame`]). Mpps count
+    /// received datagrams.
     pub mirrors: u8,
+    /// Copies for mirror pools copy the whole frame, as on a device without multi-segment
+    /// transmit (to compare with sharing).
+    pub full_copy: bool,
+    /// Frame length in bytes, Ethernet header included (`net_null` only; 64 otherwise).
+    pub size: usize,
 }
 
 /// A port that copies a template frame into every received buffer (for `net_null`), the
@@ -99,6 +106,8 @@ struct FillPort {
     next: usize,
     fill: bool,
     verdict: bool,
+    full_copy: bool,
+    pool: NonNull<dataplane::port::dpdk::ffi::rte_mempool>,
 }
 
 impl FillPort {
@@ -167,6 +176,18 @@ impl Port for FillPort {
     fn alloc_frame(&mut self, frame: &[u8]) -> Option<Mbuf> {
         self.inner.alloc_frame(frame)
     }
+    /// Shares the payload unless `full_copy`, whatever the device advertises: `net_null`
+    /// does not advertise multi-segment transmit, but frees what it is given, chains
+    /// included, so it measures what sharing costs a NIC that sends them.
+    fn copy_frame(&mut self, original: &Mbuf, headers: usize) -> Option<Mbuf> {
+        if self.full_copy {
+            self.inner.alloc_frame(original.data())
+        } else {
+            // SAFETY: the pool is the port's, live until `port.close()`; net_null's transmit
+            // frees chains (see above); the worker writes no original after copying it.
+            unsafe { Mbuf::share_tail(self.pool, original, headers) }
+        }
+    }
 
     fn rx_ip_checksum_offload(&self) -> bool {
         self.verdict
@@ -188,6 +209,8 @@ impl Default for DpdkMicroSettings {
             tunnel: false,
             vips: 1,
             mirrors: 0,
+            full_copy: false,
+            size: 64,
             nic_checksum: false,
         }
     }
@@ -198,6 +221,9 @@ impl Default for DpdkMicroSettings {
 pub struct DpdkMicroResult {
     /// io-forward Mpps (median).
     pub io_forward: f64,
+    /// Whether copies for mirror pools shared the payload (the port sends multi-segment
+    /// frames and `full_copy` was off).
+    pub shared: bool,
     /// mac-forward Mpps (median; `net_null` only, `None` on `net_ring`, whose circulating
     /// frames must keep their MACs).
     pub mac_forward: Option<f64>,
@@ -406,6 +432,12 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     if s.mirrors > 0 && (!s.null || s.tunnel) {
         return Err("--mirrors needs net_null (--null) and no --tunnel".into());
     }
+    if s.size != 64 && (!s.null || !(42..=1514).contains(&s.size)) {
+        return Err(format!(
+            "--size {}: from 42 to 1514 bytes, with net_null (--null)",
+            s.size
+        ));
+    }
     if vips > 1 && !s.null {
         return Err("--vips needs net_null (--null): the ring circulates one VIP's frames".into());
     }
@@ -419,11 +451,10 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         "512".into(),
         "--vdev".into(),
         if s.null {
-            "net_null0,size=64"
+            format!("net_null0,size={}", s.size)
         } else {
-            "net_ring0"
-        }
-        .into(),
+            "net_ring0".into()
+        },
         "--log-level".into(),
         "warning".into(),
     ];
@@ -447,10 +478,11 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
             let mut spec =
                 FrameSpec::new("198.18.0.1:40000".parse().expect("literal"), vip_addr(v));
             spec.dst_mac = port.mac();
-            udp_frame(&spec, &[b'x'; 64 - 42])
+            udp_frame(&spec, &vec![b'x'; s.size - 42])
         })
         .collect();
     let frame = frames[0].clone();
+    let shared = s.mirrors > 0 && !s.full_copy;
     let mut q = port.queue(0).ok_or("no queue 0")?;
     let mut prime: Vec<Mbuf> = (0..s.in_flight)
         // SAFETY: the port's pool is live until `port.close()` below.
@@ -469,6 +501,8 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
         next: 0,
         fill: s.null,
         verdict: s.nic_checksum,
+        full_copy: s.full_copy,
+        pool: port.mempool(),
     };
     let mut w = Worker::new(
         q,
@@ -584,6 +618,7 @@ pub fn run(s: &DpdkMicroSettings) -> Result<DpdkMicroResult, String> {
     }
     Ok(DpdkMicroResult {
         io_forward: median(&io),
+        shared,
         mac_forward: (!mac.is_empty()).then(|| median(&mac)),
         spray: median(&full),
         io_forward_runs: io,

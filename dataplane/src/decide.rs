@@ -58,6 +58,9 @@ pub(crate) struct CopyTo {
     pub(crate) mac: MacAddr,
     /// Whether the service is NAT: the copy's destination is rewritten again.
     pub(crate) nat: bool,
+    /// The bytes before the UDP payload: all a copy rewrites, so all it must own
+    /// ([`crate::port::Port::copy_frame`]).
+    pub(crate) headers: usize,
 }
 
 impl Copies {
@@ -106,28 +109,34 @@ impl Copies {
                 to: b.addr,
                 mac,
                 nat,
+                headers: f.headers_len(),
             });
         }
     }
 }
 
-/// Rewrites a copy of an original that was rewritten for its primary backend, for the
-/// mirror backend of `plan`: the destination address and port again under NAT (the TTL was
-/// decremented once, on the original), then the MACs.
+/// Rewrites `headers`, the headers of a copy of `original` (which was rewritten for its
+/// primary backend), for the mirror backend of `plan`: the destination address and port
+/// again under NAT (the TTL was decremented once, on the original), then the MACs. The
+/// copy may own only its headers, so the offsets come from parsing `original`.
 ///
 /// # Errors
 /// The [`DropReason`] of a copy that cannot be rewritten (never for a copy of a datagram
 /// the primary pool forwarded; kept so that a bad one is counted, not sent).
 pub(crate) fn rewrite_copy(
-    frame: &mut [u8],
+    headers: &mut [u8],
+    original: &[u8],
     plan: &CopyTo,
     port_mac: MacAddr,
 ) -> Result<(), DropReason> {
-    if plan.nat {
-        let f = crate::wire::parse_udp(frame)?;
-        nat_to_backend(frame, &f, plan.to)?;
+    if headers.len() < plan.headers {
+        return Err(DropReason::Truncated);
     }
-    set_macs(frame, port_mac, plan.mac);
+    if plan.nat {
+        let f = crate::wire::parse_udp(original)?;
+        nat_to_backend(headers, &f, plan.to)?;
+    }
+    set_macs(headers, port_mac, plan.mac);
     Ok(())
 }
 
@@ -265,6 +274,8 @@ fn neigh_verdict(v: neigh::Verdict, c: &WorkerCounters) -> Fwd {
 /// and each gets its own compiled copy of it.
 pub(crate) trait Datagram: Copy {
     fn l3(&self) -> usize;
+    /// The bytes before the UDP payload.
+    fn headers_len(&self) -> usize;
     fn is_ipv6(&self) -> bool;
     fn src(&self) -> SocketAddr;
     fn dst(&self) -> SocketAddr;
@@ -276,6 +287,10 @@ impl Datagram for UdpFrame {
     #[inline(always)]
     fn l3(&self) -> usize {
         self.l3
+    }
+    #[inline(always)]
+    fn headers_len(&self) -> usize {
+        self.l4 + crate::wire::field::udp::HEADER_LEN
     }
     #[inline(always)]
     fn is_ipv6(&self) -> bool {
@@ -303,6 +318,10 @@ impl Datagram for Ipv4Udp {
     #[inline(always)]
     fn l3(&self) -> usize {
         self.l3
+    }
+    #[inline(always)]
+    fn headers_len(&self) -> usize {
+        self.l3 + crate::wire::field::ipv4_udp::LEN
     }
     #[inline(always)]
     fn is_ipv6(&self) -> bool {
@@ -563,4 +582,58 @@ fn icmp(frame: &mut [u8], ipf: &IpFrame, ctx: &Ctx, now: &mut Now) -> Result<Fwd
     set_macs(frame, ctx.port_mac, ctx.gateway(v6));
     ctx.c.icmp_translated.add(1);
     Ok(Fwd::Tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::frames::{checksums_valid, udp_frame, FrameSpec};
+    use crate::wire::parse_udp;
+
+    /// A copy that owns only its headers (its payload shared with the original) gets the
+    /// bytes a full copy gets: the offsets come from the original, and nothing past the
+    /// headers is written.
+    #[test]
+    fn a_copy_owning_only_its_headers_is_rewritten_like_a_full_copy() {
+        let port_mac = MacAddr([2, 0, 0, 0, 0, 0xaa]);
+        for (client, vip, mirror) in [
+            ("198.18.0.1:40000", "198.18.0.10:514", "198.19.11.1:5140"),
+            (
+                "[2001:db8::1]:40000",
+                "[2001:db8::10]:514",
+                "[2001:db8:11::1]:5140",
+            ),
+        ] {
+            let spec = FrameSpec::new(client.parse().unwrap(), vip.parse().unwrap());
+            let original = udp_frame(&spec, b"<13>a syslog line");
+            let f = parse_udp(&original).unwrap();
+            for nat in [false, true] {
+                let plan = CopyTo {
+                    frame: 0,
+                    backend: BackendId(7),
+                    to: mirror.parse().unwrap(),
+                    mac: MacAddr([2, 0, 0, 0, 0x11, 1]),
+                    nat,
+                    headers: f.headers_len(),
+                };
+                assert!(plan.headers < original.len());
+                let mut full = original.clone();
+                rewrite_copy(&mut full, &original, &plan, port_mac).unwrap();
+                let mut head = original[..plan.headers].to_vec();
+                rewrite_copy(&mut head, &original, &plan, port_mac).unwrap();
+                assert_eq!(head, full[..plan.headers], "{mirror} nat {nat}");
+                assert_eq!(full[plan.headers..], original[plan.headers..]);
+                assert!(checksums_valid(&full), "{mirror} nat {nat}");
+                assert_eq!(&full[..6], &plan.mac.0);
+                let dst = parse_udp(&full).unwrap().dst();
+                assert_eq!(dst, if nat { plan.to } else { f.dst() });
+                // Fewer bytes than the headers: an error to count, not a panic.
+                let short = plan.headers - 1;
+                assert_eq!(
+                    rewrite_copy(&mut head[..short], &original, &plan, port_mac),
+                    Err(DropReason::Truncated)
+                );
+            }
+        }
+    }
 }

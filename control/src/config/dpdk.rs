@@ -223,6 +223,8 @@ pub struct RawDpdkPort {
     pub vlan: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_copies: Option<Spanned<String>>,
 }
 
 /// Where an address of `addresses` / `gateways` may not point.
@@ -252,6 +254,22 @@ impl Validator<'_> {
                     format!("{:?} is not a MAC address: {e}", m.get_ref()),
                 );
                 None
+            }
+        }
+    }
+
+    /// `mirror_copies` at `key`: whether copies for mirror pools share the payload.
+    fn mirror_copies(&mut self, key: &str, raw: &Option<Spanned<String>>) -> bool {
+        match raw.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("copy", _)) => false,
+            Some(("share", _)) => true,
+            Some((other, span)) => {
+                self.report(
+                    Some(span),
+                    key,
+                    format!("unknown way to copy {other:?}: expected copy or share"),
+                );
+                false
             }
         }
     }
@@ -443,6 +461,8 @@ impl Validator<'_> {
                             as u16,
                         burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
                         mac: self.mac(&format!("{key}.mac"), &p.mac),
+                        share_copies: self
+                            .mirror_copies(&format!("{key}.mirror_copies"), &p.mirror_copies),
                         ..PortSettings::default()
                     },
                     gateway_mac: self.mac(&format!("{key}.gateway_mac"), &p.gateway_mac),
@@ -631,6 +651,7 @@ device = "0000:01:00.0"
 rx_queues = 2
 rx_ring = 2048
 gateway_mac = "02:00:00:00:00:01"
+mirror_copies = "share"
 
 [services.s]
 vip = "198.18.0.10:514"
@@ -655,6 +676,7 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         assert_eq!(d.ports[0].ethdev.rx_ring, 2048);
         assert_eq!(d.ports[0].ethdev.tx_ring, 1024);
         assert_eq!(d.ports[0].ethdev.burst, 32);
+        assert!(d.ports[0].ethdev.share_copies);
         assert_eq!(d.ports[0].gateway_mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
         assert_eq!(
             d.idle,
@@ -666,10 +688,23 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         );
         let c = parse(&dpdk_src().replace("idle_spin_polls = 10", "idle = \"off\"")).unwrap();
         assert_eq!(c.dpdk.idle, Idle::Off);
+        let c = parse(&dpdk_src().replace("mirror_copies = \"share\"", "")).unwrap();
+        assert!(
+            !c.dpdk.ports[0].ethdev.share_copies,
+            "copies are full by default"
+        );
     }
 
     #[test]
     fn dpdk_section_problems_name_their_key() {
+        let e = parse(&dpdk_src().replace("\"share\"", "\"clone\"")).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "dpdk.ports[0].mirror_copies: unknown way to copy \"clone\": expected copy or \
+                 share"
+            ),
+            "{e}"
+        );
         let e = parse(&dpdk_src().replace("rx_ring = 2048", "rx_ring = 1")).unwrap_err();
         assert!(
             e.to_string()

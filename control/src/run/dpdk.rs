@@ -342,6 +342,13 @@ pub fn run(
         let port = EthPort::open(&eal, &pc.device, &pc.ethdev)?;
         let link = port.link();
         let (_, pool) = port.pool_level();
+        if pc.ethdev.share_copies && !port.shares_copies() {
+            tracing::warn!(
+                "dpdk port {}: mirror_copies = \"share\", but the device does not send \
+                 multi-segment frames: copies for mirror pools are full copies",
+                pc.device
+            );
+        }
         let addrs: Vec<String> = [
             pc.ipv4.map(|a| a.to_string()),
             pc.ipv6.map(|a| a.to_string()),
@@ -351,13 +358,18 @@ pub fn run(
         .collect();
         println!(
             "spray: dpdk port {} (port {}): mac {}, {} queue pair(s), rss {}, rx ipv4 checksum \
-             offload {}, link {} {} Mbit/s, mempool {pool} mbufs, address(es) {}",
+             offload {}, mirror copies {}, link {} {} Mbit/s, mempool {pool} mbufs, address(es) {}",
             port.device(),
             port.id(),
             port.mac(),
             port.queues(),
             if port.rss() { "on" } else { "off" },
             if port.rx_ip_checksum() { "on" } else { "off" },
+            if port.shares_copies() {
+                "share"
+            } else {
+                "copy"
+            },
             if link.up { "up" } else { "down" },
             link.speed_mbps,
             if addrs.is_empty() {

@@ -13,10 +13,17 @@ pub mod dpdk;
 
 /// One packet buffer owned by the worker that received it.
 pub trait PacketBuf {
-    /// The frame, starting at the Ethernet header.
+    /// The frame, starting at the Ethernet header (for a copy from [`Port::copy_frame`],
+    /// possibly only the headers it owns: see [`PacketBuf::frame_len`]).
     fn data(&self) -> &[u8];
     /// The frame, writable in place.
     fn data_mut(&mut self) -> &mut [u8];
+    /// Length of the whole frame: `data().len()`, except for a copy from [`Port::copy_frame`]
+    /// whose payload is shared.
+    #[inline]
+    fn frame_len(&self) -> usize {
+        self.data().len()
+    }
     /// Whether the NIC verified this frame's IPv4 header checksum (its RX checksum offload,
     /// where the port turned it on: [`Port::rx_ip_checksum_offload`]). Only
     /// [`RxIpChecksum::Good`] changes anything: the fast path then skips its own check.
@@ -85,6 +92,16 @@ pub trait Port {
         let _ = frame;
         None
     }
+
+    /// A buffer that sends the same frame as `original`, for a copy to a mirror pool: its
+    /// first `headers` bytes (the headers up to the UDP payload) are its own, lent by
+    /// [`PacketBuf::data_mut`] to be rewritten; the rest may be shared with `original`, which
+    /// the caller no longer writes. The default copies the whole frame with
+    /// [`Port::alloc_frame`]; `None` when the port has no free buffer.
+    fn copy_frame(&mut self, original: &Self::Buf, headers: usize) -> Option<Self::Buf> {
+        let _ = headers;
+        self.alloc_frame(original.data())
+    }
 }
 
 /// How to set up one DPDK port. Plain data outside the `dpdk` feature, so that the config
@@ -105,6 +122,9 @@ pub struct PortSettings {
     pub mac: Option<MacAddr>,
     /// Receive frames for any destination MAC (needed when `mac` overrides the device's).
     pub promiscuous: bool,
+    /// Copies for mirror pools share the original's payload instead of copying it, where
+    /// the device sends multi-segment frames ([`Port::copy_frame`]).
+    pub share_copies: bool,
 }
 
 impl Default for PortSettings {
@@ -117,6 +137,7 @@ impl Default for PortSettings {
             mempool_cache: 256,
             mac: None,
             promiscuous: true,
+            share_copies: false,
         }
     }
 }

@@ -291,8 +291,8 @@ impl<P: Port> Worker<P> {
     }
 
     /// Makes the planned copies of the originals waiting in `rx`, each rewritten for its
-    /// mirror backend, into `copy_tx`. A buffer is taken from the port per copy: the
-    /// original is already rewritten for its own backend and goes out unchanged.
+    /// mirror backend, into `copy_tx`. The port makes each copy (sharing the payload where
+    /// it can): the original is already rewritten for its own backend and goes out unchanged.
     fn make_copies(&mut self) {
         let c = &self.counters;
         let mac = self.port.mac();
@@ -300,13 +300,13 @@ impl<P: Port> Worker<P> {
             let Some(original) = self.rx.get(plan.frame) else {
                 continue;
             };
-            let Some(mut copy) = self.port.alloc_frame(original.data()) else {
+            let Some(mut copy) = self.port.copy_frame(original, plan.headers) else {
                 c.mirror_no_buffer.add(1);
                 continue;
             };
-            match rewrite_copy(copy.data_mut(), &plan, mac) {
+            match rewrite_copy(copy.data_mut(), original.data(), &plan, mac) {
                 Ok(()) => {
-                    c.backend_packet(plan.backend, copy.data().len());
+                    c.backend_packet(plan.backend, copy.frame_len());
                     self.copy_tx.push(copy);
                 }
                 Err(_) => {
@@ -321,7 +321,7 @@ impl<P: Port> Worker<P> {
     fn transmit_copies(&mut self) {
         let c = &self.counters;
         let want = self.copy_tx.len();
-        let bytes: usize = self.copy_tx.iter().map(|b| b.data().len()).sum();
+        let bytes: usize = self.copy_tx.iter().map(|b| b.frame_len()).sum();
         let sent = self.port.tx_burst(&mut self.copy_tx);
         c.tx_packets.add(sent as u64);
         c.tx_bytes.add((bytes * sent / want) as u64);

@@ -12,10 +12,17 @@
 //! run time: it refuses while any `DpdkPort` of the port is alive (a token `Arc` counts
 //! them).
 //!
+//! Copies for mirror pools ([`Port::copy_frame`]) are full copies in one mbuf, unless
+//! [`PortSettings::share_copies`] asks for sharing and the device sends multi-segment frames
+//! (`RTE_ETH_TX_OFFLOAD_MULTI_SEGS`): then a header mbuf chained to an indirect mbuf that
+//! refers to the original's payload ([`Mbuf::share_tail`]). Copying is the default because
+//! it measured faster at every frame size on the development VM (docs/benchmarks.md,
+//! "Mirror pools").
+//!
 //! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until
 //! the NIC is done, and each worker has a burst in hand, the copies of a burst for mirror
-//! pools and the mempool's per-lcore cache:
-//! `queues × (rx_ring + tx_ring) + queues × (burst × (1 + MIRRORS_PER_FRAME) + cache)`,
+//! pools (two mbufs each when shared) and the mempool's per-lcore cache:
+//! `queues × (rx_ring + tx_ring) + queues × (burst × (1 + 2 × MIRRORS_PER_FRAME) + cache)`,
 //! rounded up to 2^k − 1 (the ring-backed mempool's best size). Copies for mirror pools thus
 //! never take the mbufs the RX ring needs.
 
@@ -27,7 +34,7 @@ use super::eal::{last_error, strerror, Eal};
 use super::ffi;
 use super::mbuf::Mbuf;
 use crate::model::{MacAddr, MIRRORS_PER_FRAME};
-use crate::port::{Port, PortSettings};
+use crate::port::{PacketBuf, Port, PortSettings};
 
 /// Largest burst a [`DpdkPort`] receives at once.
 pub(crate) const MAX_BURST: usize = 256;
@@ -104,6 +111,9 @@ pub struct EthPort {
     rss: bool,
     /// Whether the NIC checks IPv4 header checksums on receive (RX checksum offload).
     rx_ip_checksum: bool,
+    /// Whether copies for mirror pools share the payload (asked for, and the device sends
+    /// multi-segment frames).
+    share_copies: bool,
     started: bool,
     closed: bool,
     handles: Arc<()>,
@@ -112,6 +122,8 @@ pub struct EthPort {
 /// `RTE_ETH_RX_OFFLOAD_IPV4_CKSUM` (`RTE_BIT64(1)` in rte_ethdev.h: a function-like macro
 /// bindgen cannot evaluate; shim.c asserts the value at compile time).
 const RX_OFFLOAD_IPV4_CKSUM: u64 = 1 << 1;
+/// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS` (`RTE_BIT64(15)`; asserted in shim.c like the above).
+const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
 
 fn check(device: &str, step: impl Into<String>, r: c_int) -> Result<c_int, EthError> {
     if r < 0 {
@@ -128,7 +140,7 @@ fn check(device: &str, step: impl Into<String>, r: c_int) -> Result<c_int, EthEr
 /// The mempool size for `s` (see the module docs).
 pub(crate) fn mempool_size(s: &PortSettings) -> u32 {
     let q = u32::from(s.queues);
-    let copies = u32::from(s.burst) * MIRRORS_PER_FRAME as u32;
+    let copies = u32::from(s.burst) * 2 * MIRRORS_PER_FRAME as u32;
     let need = q * (u32::from(s.rx_ring) + u32::from(s.tx_ring))
         + q * (u32::from(s.burst) + copies + s.mempool_cache);
     (need + 1).next_power_of_two() - 1
@@ -193,6 +205,10 @@ impl EthPort {
         if rx_ip_checksum {
             conf.rxmode.offloads |= RX_OFFLOAD_IPV4_CKSUM;
         }
+        let share_copies = s.share_copies && info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS != 0;
+        if share_copies {
+            conf.txmode.offloads |= TX_OFFLOAD_MULTI_SEGS;
+        }
         // SAFETY: id is valid; conf is a valid, initialised rte_eth_conf.
         check(&dev, format!("configure {q} rx/tx queues"), unsafe {
             ffi::rte_eth_dev_configure(id, q, q, &conf)
@@ -245,6 +261,7 @@ impl EthPort {
             pool,
             rss,
             rx_ip_checksum,
+            share_copies,
             started: false,
             closed: false,
             handles: Arc::new(()),
@@ -312,6 +329,12 @@ impl EthPort {
         self.rx_ip_checksum
     }
 
+    /// Whether copies for mirror pools share the original's payload: asked for
+    /// ([`PortSettings::share_copies`]) and the device sends multi-segment frames.
+    pub fn shares_copies(&self) -> bool {
+        self.share_copies
+    }
+
     /// The source MAC of frames this port sends.
     pub fn mac(&self) -> MacAddr {
         self.mac
@@ -365,6 +388,7 @@ impl EthPort {
             queue,
             mac: self.mac,
             rx_ip_checksum: self.rx_ip_checksum,
+            share_copies: self.share_copies,
             pool: SharedPool(self.pool),
             _alive: Arc::clone(&self.handles),
         })
@@ -444,6 +468,7 @@ pub struct DpdkPort {
     queue: u16,
     mac: MacAddr,
     rx_ip_checksum: bool,
+    share_copies: bool,
     pool: SharedPool,
     _alive: Arc<()>,
 }
@@ -556,5 +581,18 @@ impl Port for DpdkPort {
         // SAFETY: the pool is a live packet mempool (see `SharedPool`), and this runs on
         // the worker thread that owns this queue pair.
         unsafe { Mbuf::alloc_with(self.pool.0, frame) }
+    }
+
+    /// A copy that shares `original`'s payload where the port was set up so (module docs),
+    /// else a full copy.
+    fn copy_frame(&mut self, original: &Mbuf, headers: usize) -> Option<Mbuf> {
+        if self.share_copies && original.len() > headers {
+            // SAFETY: the pool is live (as in `alloc_frame`), the device sends multi-segment
+            // frames (`share_copies`), and the worker writes no original after copying it
+            // (the `Port::copy_frame` contract).
+            unsafe { Mbuf::share_tail(self.pool.0, original, headers) }
+        } else {
+            self.alloc_frame(original.data())
+        }
     }
 }

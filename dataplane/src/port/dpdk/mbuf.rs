@@ -12,6 +12,12 @@
 //! Lending the data as `&mut [u8]` is sound because a fresh mbuf has refcount 1 and the NIC
 //! is done with it: nothing else reads or writes those bytes while the handle lives (shared,
 //! refcount > 1 mbufs are never built into an `Mbuf`; a debug assertion checks it).
+//!
+//! One exception, for copies to mirror pools: [`Mbuf::share_tail`] builds a two-segment
+//! copy whose first segment (the headers) is its own and whose second refers to the
+//! original's payload (an indirect mbuf: DPDK's refcount keeps the original's buffer until
+//! both are sent). The handle lends only its first segment; the payload is never written
+//! through either handle after sharing, and both go to the port in the same poll.
 
 use std::ptr::NonNull;
 
@@ -81,6 +87,13 @@ impl Mbuf {
         p
     }
 
+    /// Length of the whole frame, every segment included (`pkt_len`).
+    #[inline]
+    pub fn frame_len(&self) -> usize {
+        // SAFETY: live, owned mbuf (see `len`); `pkt_len` is a plain field.
+        unsafe { (*self.0.as_ptr()).pkt_len as usize }
+    }
+
     /// Whether the packet is empty.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -110,6 +123,70 @@ impl Mbuf {
     }
 }
 
+impl Mbuf {
+    /// A copy of `original` that owns only its first `headers` bytes: a fresh mbuf from
+    /// `pool` holding them, chained to an indirect mbuf that refers to the rest of
+    /// `original`'s data (no copy of the payload). The copy's [`PacketBuf::data`] is its
+    /// `headers` bytes, its [`Mbuf::frame_len`] the whole frame. `None` when the pool is
+    /// empty or `headers` is not shorter than `original`.
+    ///
+    /// # Safety
+    /// `pool` must be a live packet mempool, and the port that sends the copy must accept
+    /// multi-segment frames (`RTE_ETH_TX_OFFLOAD_MULTI_SEGS`). `original`'s bytes past
+    /// `headers` are then shared: the caller must not write them while either lives.
+    pub unsafe fn share_tail(
+        pool: NonNull<ffi::rte_mempool>,
+        original: &Mbuf,
+        headers: usize,
+    ) -> Option<Self> {
+        if original.is_chained() || headers >= original.len() {
+            return None;
+        }
+        let head = original.data().get(..headers)?;
+        // SAFETY: the pool is live (caller's contract).
+        let copy = unsafe { Self::alloc_with(pool, head) }?;
+        // SAFETY: `original` is a live single-segment mbuf; the clone is a fresh indirect
+        // mbuf from the live `pool` attached to it (its refcount now counts the clone).
+        let tail =
+            NonNull::new(unsafe { ffi::rte_pktmbuf_clone(original.as_ptr(), pool.as_ptr()) })?;
+        // SAFETY: `tail` is the clone just made, owned here; `headers` < its data length, so
+        // adj succeeds; chain links it after `copy`'s only segment (or fails, and then the
+        // tail is freed here and `copy` by its handle).
+        unsafe {
+            ffi::spray_pktmbuf_adj(tail.as_ptr(), headers as u16);
+            if ffi::spray_pktmbuf_chain(copy.as_ptr(), tail.as_ptr()) != 0 {
+                ffi::spray_pktmbuf_free(tail.as_ptr());
+                return None;
+            }
+        }
+        Some(copy)
+    }
+
+    /// Every segment's bytes, in order: the whole frame (tests and tools; allocates).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.frame_len());
+        let mut m = self.0.as_ptr();
+        while !m.is_null() {
+            // SAFETY: `m` is this handle's mbuf or a segment chained to it, live while the
+            // handle is; a segment's `data_len` bytes from `buf_addr + data_off` are packet
+            // data, only read here (a shared payload is never written).
+            unsafe {
+                let p = (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off));
+                out.extend_from_slice(std::slice::from_raw_parts(p, usize::from((*m).data_len)));
+                m = (*m).next;
+            }
+        }
+        out
+    }
+
+    /// Whether the frame has more than one segment (a copy from [`Mbuf::share_tail`]).
+    #[inline]
+    fn is_chained(&self) -> bool {
+        // SAFETY: live, owned mbuf (see `len`); `next` is a plain field.
+        !unsafe { (*self.0.as_ptr()).next }.is_null()
+    }
+}
+
 impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
@@ -120,11 +197,12 @@ impl Drop for Mbuf {
 }
 
 impl PacketBuf for Mbuf {
+    /// The first segment: the whole frame, except for a copy from [`Mbuf::share_tail`].
     #[inline]
     fn data(&self) -> &[u8] {
-        // SAFETY: a single-segment mbuf's first `data_len` bytes from `buf_addr + data_off`
-        // are initialised packet data inside the buffer, and this handle is their only user
-        // (refcount 1).
+        // SAFETY: an mbuf's first `data_len` bytes from `buf_addr + data_off` are initialised
+        // packet data inside its first segment, and this handle is their only user (refcount
+        // 1; a shared payload is in a second segment, never lent).
         unsafe { std::slice::from_raw_parts(self.data_ptr().cast_const(), self.len()) }
     }
 
@@ -138,9 +216,9 @@ impl PacketBuf for Mbuf {
     #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         let m = self.0.as_ptr();
-        // SAFETY: live, owned, single-segment mbuf (see `data`); what `rte_pktmbuf_prepend`
-        // does, on the plain header fields: `data_off` bytes of headroom lie in the buffer
-        // before the data, so moving the start back by at most that stays inside it.
+        // SAFETY: live, owned mbuf (see `data`); what `rte_pktmbuf_prepend` does, on the
+        // plain header fields: `data_off` bytes of headroom lie in the first segment's buffer
+        // before its data, so moving the start back by at most that stays inside it.
         unsafe {
             let Ok(n16) = u16::try_from(n) else {
                 return false;
@@ -158,7 +236,15 @@ impl PacketBuf for Mbuf {
     }
 
     #[inline]
+    fn frame_len(&self) -> usize {
+        Mbuf::frame_len(self)
+    }
+
+    #[inline]
     fn truncate(&mut self, len: usize) {
+        if self.is_chained() {
+            return; // never asked of a copy; `pkt_len` would then need every segment
+        }
         let m = self.0.as_ptr();
         // SAFETY: live, owned, single-segment mbuf; shortening `data_len` (and `pkt_len` with
         // it, one segment) only gives bytes up, as `rte_pktmbuf_trim` does.

@@ -13,6 +13,7 @@
 /* Constants the Rust side defines itself because they are function-like macros or
  * shifts bindgen does not evaluate: a mismatch with these headers fails the build. */
 _Static_assert(RTE_ETH_RX_OFFLOAD_IPV4_CKSUM == (1ULL << 1), "ethdev.rs RX_OFFLOAD_IPV4_CKSUM");
+_Static_assert(RTE_ETH_TX_OFFLOAD_MULTI_SEGS == (1ULL << 15), "ethdev.rs TX_OFFLOAD_MULTI_SEGS");
 _Static_assert(RTE_MBUF_F_RX_IP_CKSUM_BAD == (1ULL << 4), "mbuf.rs RX_IP_CKSUM_BAD");
 _Static_assert(RTE_MBUF_F_RX_IP_CKSUM_GOOD == (1ULL << 7), "mbuf.rs RX_IP_CKSUM_GOOD");
 
@@ -36,6 +37,16 @@ struct rte_mbuf *spray_pktmbuf_alloc(struct rte_mempool *mp)
 void spray_pktmbuf_free(struct rte_mbuf *m)
 {
 	rte_pktmbuf_free(m);
+}
+
+char *spray_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_adj(m, len);
+}
+
+int spray_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail)
+{
+	return rte_pktmbuf_chain(head, tail);
 }
 
 char *spray_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
