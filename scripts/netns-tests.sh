@@ -36,7 +36,7 @@
 #    every datagram exactly once throughout; the mirror pool too, but for datagrams sent
 #    between the death and the health decision; `spray check` and `spray ctl list` list the
 #    pool. `mirror` runs the port as docs/examples/mirror.toml does (full copies);
-#    `mirror-share` with `mirror_copies = "share"`: each copy a header mbuf chained to its
+#    `mirror-share` with `mirror_payload = "share"`: each copy a header mbuf chained to its
 #    original's payload, which net_af_packet's transmit gathers.
 #
 # The testbed is always torn down (trap). Skips with a reason when not root or without
@@ -393,7 +393,7 @@ mirror_case() { # MIRROR_COPIES: copy or share
     {
         config_head mi
         cat <<TOML
-mirror_copies = "$1"
+mirror_payload = "$1"
 
 [services.syslog]
 vip = "198.18.0.10:514"
@@ -422,7 +422,7 @@ TOML
     pids+=($dead_sink)
     wait_ready "$work/mi-p1" "$work/mi-p2" "$work/mi-m2" "$work/mi-m3"
     start_spray "$work/mi.toml" "$work/mi.log"
-    grep -q "mirror copies $1" "$work/mi.log" \
+    grep -q "mirror payload $1" "$work/mi.log" \
         || { echo "error: the port does not make its copies by $1" >&2; return 1; }
     # What Spray sends toward the mirror pool (port 5515), seen on its wire: what the killed
     # sink received before it died is lost with it.

@@ -224,7 +224,7 @@ pub struct RawDpdkPort {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_copies: Option<Spanned<String>>,
+    pub mirror_payload: Option<Spanned<String>>,
 }
 
 /// Where an address of `addresses` / `gateways` may not point.
@@ -258,8 +258,8 @@ impl Validator<'_> {
         }
     }
 
-    /// `mirror_copies` at `key`: whether copies for mirror pools share the payload.
-    fn mirror_copies(&mut self, key: &str, raw: &Option<Spanned<String>>) -> bool {
+    /// `mirror_payload` at `key`: whether copies for mirror pools share the payload.
+    fn mirror_payload(&mut self, key: &str, raw: &Option<Spanned<String>>) -> bool {
         match raw.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
             None | Some(("copy", _)) => false,
             Some(("share", _)) => true,
@@ -267,7 +267,7 @@ impl Validator<'_> {
                 self.report(
                     Some(span),
                     key,
-                    format!("unknown way to copy {other:?}: expected copy or share"),
+                    format!("unknown mirror payload {other:?}: expected copy or share"),
                 );
                 false
             }
@@ -462,7 +462,7 @@ impl Validator<'_> {
                         burst: self.int(&format!("{key}.burst"), &p.burst, 1..=256, 32) as u16,
                         mac: self.mac(&format!("{key}.mac"), &p.mac),
                         share_copies: self
-                            .mirror_copies(&format!("{key}.mirror_copies"), &p.mirror_copies),
+                            .mirror_payload(&format!("{key}.mirror_payload"), &p.mirror_payload),
                         ..PortSettings::default()
                     },
                     gateway_mac: self.mac(&format!("{key}.gateway_mac"), &p.gateway_mac),
@@ -651,7 +651,7 @@ device = "0000:01:00.0"
 rx_queues = 2
 rx_ring = 2048
 gateway_mac = "02:00:00:00:00:01"
-mirror_copies = "share"
+mirror_payload = "share"
 
 [services.s]
 vip = "198.18.0.10:514"
@@ -688,7 +688,7 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         );
         let c = parse(&dpdk_src().replace("idle_spin_polls = 10", "idle = \"off\"")).unwrap();
         assert_eq!(c.dpdk.idle, Idle::Off);
-        let c = parse(&dpdk_src().replace("mirror_copies = \"share\"", "")).unwrap();
+        let c = parse(&dpdk_src().replace("mirror_payload = \"share\"", "")).unwrap();
         assert!(
             !c.dpdk.ports[0].ethdev.share_copies,
             "copies are full by default"
@@ -700,7 +700,7 @@ backends = [{ addr = "198.19.1.1:514", mac = "02:00:00:00:01:01" }]
         let e = parse(&dpdk_src().replace("\"share\"", "\"clone\"")).unwrap_err();
         assert!(
             e.to_string().contains(
-                "dpdk.ports[0].mirror_copies: unknown way to copy \"clone\": expected copy or \
+                "dpdk.ports[0].mirror_payload: unknown mirror payload \"clone\": expected copy or \
                  share"
             ),
             "{e}"

@@ -344,7 +344,7 @@ pub fn run(
         let (_, pool) = port.pool_level();
         if pc.ethdev.share_copies && !port.shares_copies() {
             tracing::warn!(
-                "dpdk port {}: mirror_copies = \"share\", but the device does not send \
+                "dpdk port {}: mirror_payload = \"share\", but the device does not send \
                  multi-segment frames: copies for mirror pools are full copies",
                 pc.device
             );
@@ -358,7 +358,7 @@ pub fn run(
         .collect();
         println!(
             "spray: dpdk port {} (port {}): mac {}, {} queue pair(s), rss {}, rx ipv4 checksum \
-             offload {}, mirror copies {}, link {} {} Mbit/s, mempool {pool} mbufs, address(es) {}",
+             offload {}, mirror payload {}, link {} {} Mbit/s, mempool {pool} mbufs, address(es) {}",
             port.device(),
             port.id(),
             port.mac(),

@@ -1263,7 +1263,7 @@ fn model(services: &[Service], names: &[String], dpdk: bool) -> RawConfig {
             gateways: strings(&["198.18.0.1", "2001:db8::1"]),
             vlan: None,
             burst: None,
-            mirror_copies: None,
+            mirror_payload: None,
         })]));
     }
     for (s, name) in services.iter().zip(names) {
