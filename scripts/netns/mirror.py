@@ -38,6 +38,25 @@ def seqs(paths):
     return got
 
 
+def ranges(missing, sent, most=5):
+    """The first runs of consecutive missing sequence numbers, with their send times
+    relative to the first datagram, e.g. " (seq 1200-1299 at +300.0..+324.8 ms)"."""
+    if not missing:
+        return ""
+    runs, start = [], None
+    ordered = sorted(missing)
+    for i, seq in enumerate(ordered):
+        start = seq if start is None else start
+        if i + 1 == len(ordered) or ordered[i + 1] != seq + 1:
+            runs.append((start, seq))
+            start = None
+    t0 = min(sent.values())
+    shown = ", ".join(f"seq {a}-{b} at +{(sent[a] - t0) / MS:.1f}..+{(sent[b] - t0) / MS:.1f} ms"
+                      for a, b in runs[:most])
+    more = f", and {len(runs) - most} more runs" if len(runs) > most else ""
+    return f" ({shown}{more})"
+
+
 def report(facts_path):
     facts = json.load(open(facts_path))
     death, dead = facts["death_ns"], facts["dead_backend"]
@@ -83,12 +102,15 @@ def report(facts_path):
     print(f"death -> decision of the mirror backend: {(decision - death) / MS:.1f} ms "
           f"({down['message']})")
     print(f"primary pool: missing {len(p_missing)}, twice {len(p_twice)}")
-    print(f"copies toward the mirror pool: missing {len(c_missing)}, twice {len(c_twice)}")
+    tap_drops = int(open(facts["tap"] + ".drops").read())
+    print(f"copies toward the mirror pool: missing {len(c_missing)}{ranges(c_missing, sent)}, "
+          f"twice {len(c_twice)}; the tap's socket dropped {tap_drops} frames")
     print(f"mirror pool: lost {len(lost)} copies (sent to the dead backend after its death; "
           f"{len(window)} datagrams were sent between death and decision), to the dead backend "
           f"after the decision {len(to_dead_after)}, missing at the survivor {len(s_missing)} "
           f"of {len(to_survivor)}")
     check(not p_missing and not p_twice, "the primary pool lost or duplicated datagrams")
+    check(not tap_drops, "the tap dropped frames: the wire's count of copies is incomplete")
     check(not c_missing and not c_twice, "not exactly one copy per datagram toward the mirror pool")
     check(not to_dead_after, "copies went to the dead backend after the decision")
     check(not s_missing, "the surviving mirror backend did not receive every copy sent to it")
