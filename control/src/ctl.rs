@@ -526,17 +526,32 @@ fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
     }
 }
 
-/// One screen of `watch`: rates since `prev`.
-fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
-    let mut before: HashMap<(String, Option<SocketAddr>), u64> = HashMap::new();
-    if let Some(p) = prev {
-        for svc in &p.services {
-            before.insert((svc.name.clone(), None), svc.packets);
-            for b in &svc.backends {
-                before.insert((svc.name.clone(), Some(b.addr)), b.packets);
+/// Where a packet count belongs on the watch screen: a service (no backend) or one of its
+/// backends, in the primary pool (`None`) or a mirror pool. An address may be in several.
+type WatchKey<'a> = (&'a str, Option<&'a str>, Option<SocketAddr>);
+
+fn watch_counts(st: &Stats) -> HashMap<WatchKey<'_>, u64> {
+    let mut counts = HashMap::new();
+    for svc in &st.services {
+        counts.insert((svc.name.as_str(), None, None), svc.packets);
+        for b in &svc.backends {
+            counts.insert((svc.name.as_str(), None, Some(b.addr)), b.packets);
+        }
+        for m in &svc.mirrors {
+            for b in &m.backends {
+                counts.insert(
+                    (svc.name.as_str(), Some(m.name.as_str()), Some(b.addr)),
+                    b.packets,
+                );
             }
         }
     }
+    counts
+}
+
+/// One screen of `watch`: rates since `prev`.
+fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
+    let before = prev.map(watch_counts).unwrap_or_default();
     let drops: u64 = st.totals.drops.values().sum();
     let prev_drops = prev.map(|p| p.totals.drops.values().sum::<u64>());
     let mut s = format!(
@@ -551,31 +566,36 @@ fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
         "Prot LocalAddress:Port                 {:>12} {:>14}  Service",
         "Rate", "Packets"
     );
+    let row = |s: &mut String, key: WatchKey, packets: u64| {
+        let r = rate(packets, before.get(&key).copied(), dt);
+        let addr = key.2.map_or(String::new(), |a| a.to_string());
+        let _ = writeln!(s, "  -> {addr:<33} {r:>12} {packets:>14}");
+    };
     for svc in &st.services {
-        let r = rate(
-            svc.packets,
-            before.get(&(svc.name.clone(), None)).copied(),
-            dt,
-        );
+        let name = svc.name.as_str();
+        let r = rate(svc.packets, before.get(&(name, None, None)).copied(), dt);
         let _ = writeln!(
             s,
-            "UDP  {:<33} {r:>12} {:>14}  {}",
+            "UDP  {:<33} {r:>12} {:>14}  {name}",
             svc.vip.to_string(),
             svc.packets,
-            svc.name
         );
         for b in &svc.backends {
-            let r = rate(
-                b.packets,
-                before.get(&(svc.name.clone(), Some(b.addr))).copied(),
-                dt,
-            );
+            row(&mut s, (name, None, Some(b.addr)), b.packets);
+        }
+        for m in &svc.mirrors {
             let _ = writeln!(
                 s,
-                "  -> {:<33} {r:>12} {:>14}",
-                b.addr.to_string(),
-                b.packets
+                "COPY {:<33} {:>12} {:>14}  {name} mirror {}",
+                "", "", "", m.name
             );
+            for b in &m.backends {
+                row(
+                    &mut s,
+                    (name, Some(m.name.as_str()), Some(b.addr)),
+                    b.packets,
+                );
+            }
         }
     }
     s
@@ -698,6 +718,54 @@ mod tests {
             e.contains("unknown mode \"masq\": expected nat, dr or tunnel"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn watch_shows_each_mirror_pool_with_its_own_rates() {
+        use crate::api::{BackendStats, MirrorStats, ServiceStats};
+        let at = |packets: u64, copies: u64| Stats {
+            generation: 2,
+            uptime_secs: 1.0,
+            totals: crate::api::WorkerStats::default(),
+            workers: vec![],
+            services: vec![ServiceStats {
+                name: "syslog".to_owned(),
+                vip: "198.18.0.10:514".parse().unwrap(),
+                packets,
+                bytes: 0,
+                backends: vec![BackendStats {
+                    addr: "198.18.1.1:514".parse().unwrap(),
+                    packets,
+                    bytes: 0,
+                }],
+                // The same address as the primary's backend: a pool's rate is its own.
+                mirrors: vec![MirrorStats {
+                    name: "archive".to_owned(),
+                    backends: vec![BackendStats {
+                        addr: "198.18.1.1:514".parse().unwrap(),
+                        packets: copies,
+                        bytes: 0,
+                    }],
+                }],
+            }],
+        };
+        let screen = watch_screen(&at(300, 30), Some(&at(100, 20)), 2.0);
+        let lines: Vec<&str> = screen.lines().collect();
+        assert!(lines[2].starts_with("UDP  198.18.0.10:514") && lines[2].contains("100/s"));
+        assert!(lines[3].starts_with("  -> 198.18.1.1:514") && lines[3].contains(" 100/s "));
+        assert!(
+            lines[4].starts_with("COPY ") && lines[4].ends_with("syslog mirror archive"),
+            "{screen}"
+        );
+        assert!(
+            lines[5].starts_with("  -> 198.18.1.1:514") && lines[5].contains(" 5/s "),
+            "{screen}"
+        );
+        assert_eq!(lines.len(), 6, "{screen}");
+        // The first screen has no rates yet.
+        assert!(watch_screen(&at(1, 1), None, 0.0)
+            .lines()
+            .all(|l| !l.contains("/s")));
     }
 
     #[test]
