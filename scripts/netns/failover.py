@@ -18,8 +18,8 @@ usage:
       Prints the figures and checks the assertions (exit 1 when one fails).
 
 Sinks and the tap record the kernel's receive time, and read what is queued before they
-exit. Times are CLOCK_REALTIME nanoseconds: every namespace shares the machine's clock, and the
-controller's events carry Unix milliseconds.
+exit. Times are CLOCK_REALTIME nanoseconds: every namespace shares the machine's clock,
+and the controller's events carry Unix milliseconds.
 """
 import ctypes
 import json
