@@ -566,10 +566,9 @@ fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
         "Prot LocalAddress:Port                 {:>12} {:>14}  Service",
         "Rate", "Packets"
     );
-    let row = |s: &mut String, key: WatchKey, packets: u64| {
+    let row = |s: &mut String, key: WatchKey, addr: SocketAddr, packets: u64| {
         let r = rate(packets, before.get(&key).copied(), dt);
-        let addr = key.2.map_or(String::new(), |a| a.to_string());
-        let _ = writeln!(s, "  -> {addr:<33} {r:>12} {packets:>14}");
+        let _ = writeln!(s, "  -> {:<33} {r:>12} {packets:>14}", addr.to_string());
     };
     for svc in &st.services {
         let name = svc.name.as_str();
@@ -581,7 +580,7 @@ fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
             svc.packets,
         );
         for b in &svc.backends {
-            row(&mut s, (name, None, Some(b.addr)), b.packets);
+            row(&mut s, (name, None, Some(b.addr)), b.addr, b.packets);
         }
         for m in &svc.mirrors {
             let _ = writeln!(
@@ -590,11 +589,8 @@ fn watch_screen(st: &Stats, prev: Option<&Stats>, dt: f64) -> String {
                 "", "", "", m.name
             );
             for b in &m.backends {
-                row(
-                    &mut s,
-                    (name, Some(m.name.as_str()), Some(b.addr)),
-                    b.packets,
-                );
+                let key = (name, Some(m.name.as_str()), Some(b.addr));
+                row(&mut s, key, b.addr, b.packets);
             }
         }
     }
