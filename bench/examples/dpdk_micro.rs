@@ -27,27 +27,22 @@ fn main() {
         } else if a == "--full-copy" {
             s.full_copy = true;
         } else if a == "--size" {
-            s.size = match args.next().map(|v| v.parse()) {
-                Some(Ok(v)) => v,
-                _ => usage("--size needs a frame length in bytes (42 to 1514)"),
-            };
+            s.size = value(
+                args.next(),
+                "--size needs a frame length in bytes (42 to 1514)",
+            );
         } else if a == "--nic-checksum" {
             s.nic_checksum = true;
         } else if a == "--vips" {
-            s.vips = match args.next().map(|v| v.parse()) {
-                Some(Ok(v)) => v,
-                _ => usage("--vips needs a number of VIPs (1 to 200)"),
-            };
+            s.vips = value(args.next(), "--vips needs a number of VIPs (1 to 200)");
         } else if a == "--mirrors" {
-            s.mirrors = match args.next().map(|v| v.parse()) {
-                Some(Ok(v)) if v <= 4 => v,
-                _ => usage("--mirrors needs a number of mirror pools (0 to 4)"),
-            };
+            let what = "--mirrors needs a number of mirror pools (0 to 4)";
+            s.mirrors = value(args.next(), what);
+            if s.mirrors > 4 {
+                usage(what);
+            }
         } else if a == "--bursts" {
-            s.bursts = match args.next().map(|b| b.parse()) {
-                Some(Ok(b)) => Some(b),
-                _ => usage("--bursts needs a number of bursts"),
-            };
+            s.bursts = Some(value(args.next(), "--bursts needs a number of bursts"));
         } else if a == "--huge-dir" {
             s.huge_dir = Some(
                 args.next()
@@ -139,6 +134,13 @@ fn main() {
 }
 
 /// Prints `msg` and the usage line, and exits with status 2.
+/// The option's value, parsed; else the usage message `what`, and exit.
+#[cfg(spray_dpdk)]
+fn value<T: std::str::FromStr>(arg: Option<String>, what: &str) -> T {
+    arg.and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| usage(what))
+}
+
 #[cfg(spray_dpdk)]
 fn usage(msg: &str) -> ! {
     eprintln!(

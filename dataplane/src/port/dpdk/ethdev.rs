@@ -16,7 +16,7 @@
 //! [`PortSettings::share_copies`] asks for sharing and the device sends multi-segment frames
 //! (`RTE_ETH_TX_OFFLOAD_MULTI_SEGS`): then a header mbuf chained to an indirect mbuf that
 //! refers to the original's payload ([`Mbuf::share_tail`]). Copying is the default because
-//! it measured faster at every frame size on the development VM (docs/benchmarks.md,
+//! it measured faster at 64 and 1 514 bytes on the development VM (docs/benchmarks.md,
 //! "Mirror pools").
 //!
 //! Mempool size: every RX descriptor holds an mbuf, every TX descriptor may hold one until

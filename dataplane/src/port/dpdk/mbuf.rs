@@ -243,6 +243,7 @@ impl PacketBuf for Mbuf {
     #[inline]
     fn truncate(&mut self, len: usize) {
         if self.is_chained() {
+            debug_assert!(false, "truncate of a shared copy");
             return; // never asked of a copy; `pkt_len` would then need every segment
         }
         let m = self.0.as_ptr();
